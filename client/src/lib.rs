@@ -1,0 +1,242 @@
+//! Typed HTTP client for zoo, used by the `zoo` command line and by tests.
+
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+use reqwest::{Body, Method, RequestBuilder, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use tokio_util::io::ReaderStream;
+use zoo_api::{
+    CreateKeyRequest, CreatedKey, DeployQuery, ErrorBody, ErrorCode, KeyInfo, KeyList, ListModelsQuery, ModelDetail,
+    ModelList, PredictRequest, VersionInfo, headers,
+};
+
+pub mod config;
+pub mod pack;
+
+/// What a call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error body.
+    #[error("{message} ({code}, HTTP {status})")]
+    Api { status: u16, code: ErrorCode, message: String },
+    /// The server answered something that is not zoo's.
+    #[error("unexpected response (HTTP {status}): {body}")]
+    Unexpected { status: u16, body: String },
+    #[error("cannot reach the zoo server at {url}: {source}")]
+    Connect { url: String, source: reqwest::Error },
+    #[error("{0}")]
+    Http(#[from] reqwest::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// A prediction and the version that answered.
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    pub body: serde_json::Value,
+    pub version: Option<String>,
+    pub inference_ms: Option<f64>,
+}
+
+/// Connection to one zoo server.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    key: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(url: &str, key: Option<String>) -> Result<Client> {
+        let http = reqwest::Client::builder().user_agent(concat!("zoo-client/", env!("CARGO_PKG_VERSION"))).build()?;
+        Ok(Client { base: url.trim_end_matches('/').to_string(), key, http })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let mut r = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(k) = &self.key {
+            r = r.bearer_auth(k);
+        }
+        r
+    }
+
+    async fn send(&self, r: RequestBuilder) -> Result<Response> {
+        let resp = r.send().await.map_err(|e| {
+            if e.is_connect() || e.is_timeout() {
+                ClientError::Connect { url: self.base.clone(), source: e }
+            } else {
+                ClientError::Http(e)
+            }
+        })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        Err(error_of(resp).await)
+    }
+
+    async fn json<T: DeserializeOwned>(&self, r: RequestBuilder) -> Result<T> {
+        let resp = self.send(r).await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await?;
+        serde_json::from_slice(&bytes).map_err(|_| ClientError::Unexpected {
+            status,
+            body: String::from_utf8_lossy(&bytes).chars().take(500).collect(),
+        })
+    }
+
+    pub async fn health(&self) -> Result<zoo_api::Health> {
+        self.json(self.request(Method::GET, "/healthz")).await
+    }
+
+    pub async fn list_models(&self, q: &ListModelsQuery) -> Result<ModelList> {
+        self.json(self.request(Method::GET, "/v1/models").query(q)).await
+    }
+
+    pub async fn show_model(&self, name: &str) -> Result<ModelDetail> {
+        self.json(self.request(Method::GET, &format!("/v1/models/{name}"))).await
+    }
+
+    pub async fn show_version(&self, name: &str, version: &str) -> Result<VersionInfo> {
+        self.json(self.request(Method::GET, &format!("/v1/models/{name}/versions/{version}"))).await
+    }
+
+    pub async fn delete_version(&self, name: &str, version: &str) -> Result<VersionInfo> {
+        self.json(self.request(Method::DELETE, &format!("/v1/models/{name}/versions/{version}"))).await
+    }
+
+    pub async fn delete_model(&self, name: &str) -> Result<Vec<VersionInfo>> {
+        self.json(self.request(Method::DELETE, &format!("/v1/models/{name}"))).await
+    }
+
+    /// Upload a prepared artifact file. `on_progress` is called with the bytes sent so far.
+    pub async fn deploy_file(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        artifact: &Path,
+        content_type: &str,
+        query: &DeployQuery,
+        on_progress: impl Fn(u64) + Send + Sync + 'static,
+    ) -> Result<VersionInfo> {
+        let sha = sha256_file(artifact).await?;
+        let file = tokio::fs::File::open(artifact).await?;
+        let len = file.metadata().await?.len();
+        let mut sent = 0u64;
+        let stream = ReaderStream::with_capacity(file, 256 * 1024).map(move |chunk| {
+            if let Ok(c) = &chunk {
+                sent += c.len() as u64;
+                on_progress(sent);
+            }
+            chunk
+        });
+        let (method, path) = match version {
+            Some(v) => (Method::PUT, format!("/v1/models/{name}/versions/{v}")),
+            None => (Method::POST, format!("/v1/models/{name}/versions")),
+        };
+        let r = self
+            .request(method, &path)
+            .query(query)
+            .header(headers::SHA256, sha)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(Body::wrap_stream(stream));
+        self.json(r).await
+    }
+
+    /// Predict with the default version, or with `version`.
+    pub async fn predict(&self, name: &str, version: Option<&str>, req: &PredictRequest) -> Result<Prediction> {
+        let path = match version {
+            Some(v) => format!("/v1/models/{name}/versions/{v}/predict"),
+            None => format!("/v1/models/{name}/predict"),
+        };
+        let resp = self.send(self.request(Method::POST, &path).json(req)).await?;
+        let version = resp.headers().get(headers::MODEL_VERSION).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let inference_ms =
+            resp.headers().get(headers::INFERENCE_TIME).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        let body = resp.json().await?;
+        Ok(Prediction { body, version, inference_ms })
+    }
+
+    /// Download an artifact to `dest`, checking its sha256.
+    pub async fn pull(&self, name: &str, version: &str, dest: &Path) -> Result<VersionInfo> {
+        let info = self.show_version(name, version).await?;
+        let resp =
+            self.send(self.request(Method::GET, &format!("/v1/models/{name}/versions/{version}/artifact"))).await?;
+        let tmp = part_path(dest);
+        let mut file = tokio::fs::File::create(&tmp).await?;
+        let mut hasher = Sha256::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            hasher.update(&chunk);
+            tokio::io::AsyncWriteExt::write_all(&mut file, &chunk).await?;
+        }
+        tokio::io::AsyncWriteExt::flush(&mut file).await?;
+        let got = hex::encode(hasher.finalize());
+        if got != info.sha256 {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(ClientError::Other(format!("downloaded artifact has sha256 {got}, expected {}", info.sha256)));
+        }
+        tokio::fs::rename(&tmp, dest).await?;
+        Ok(info)
+    }
+
+    pub async fn create_key(&self, req: &CreateKeyRequest) -> Result<CreatedKey> {
+        self.json(self.request(Method::POST, "/v1/keys").json(req)).await
+    }
+
+    pub async fn list_keys(&self) -> Result<KeyList> {
+        self.json(self.request(Method::GET, "/v1/keys")).await
+    }
+
+    pub async fn revoke_key(&self, id: &str) -> Result<KeyInfo> {
+        self.json(self.request(Method::DELETE, &format!("/v1/keys/{id}"))).await
+    }
+}
+
+fn part_path(dest: &Path) -> PathBuf {
+    let mut s = dest.as_os_str().to_owned();
+    s.push(".part");
+    PathBuf::from(s)
+}
+
+async fn error_of(resp: Response) -> ClientError {
+    let status = resp.status();
+    let bytes = resp.bytes().await.unwrap_or_default();
+    match serde_json::from_slice::<ErrorBody>(&bytes) {
+        Ok(b) => ClientError::Api { status: status.as_u16(), code: b.error.code, message: b.error.message },
+        Err(_) => {
+            let body = String::from_utf8_lossy(&bytes).chars().take(500).collect::<String>();
+            let body = if body.is_empty() { status.canonical_reason().unwrap_or("").to_string() } else { body };
+            if status == StatusCode::NOT_FOUND {
+                return ClientError::Unexpected { status: 404, body: format!("{body} (is this a zoo server?)") };
+            }
+            ClientError::Unexpected { status: status.as_u16(), body }
+        }
+    }
+}
+
+/// Hex sha256 of a file, streamed.
+pub async fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = tokio::fs::File::open(path).await?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = tokio::io::AsyncReadExt::read(&mut file, &mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}

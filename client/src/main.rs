@@ -1,0 +1,603 @@
+//! `zoo`: deploy, inspect and call models on a zoo server; `zoo serve` runs one.
+//!
+//! Exit codes: 0 ok, 1 server or user error (with the server's message), 2 usage.
+
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+use zoo_api::{
+    CreateKeyRequest, DeployQuery, Format, ListModelsQuery, PredictRequest, RuntimeChoice, Scope, Task, VersionInfo,
+};
+use zoo_client::{Client, ClientError, config};
+
+#[derive(Parser)]
+#[command(name = "zoo", version, about = "Deploy models and serve them behind documented, authenticated endpoints")]
+struct Cli {
+    /// Server URL (default: saved login, then http://127.0.0.1:8080).
+    #[arg(long, global = true, env = "ZOO_URL")]
+    url: Option<String>,
+    /// API key (default: saved login).
+    #[arg(long, global = true, env = "ZOO_API_KEY", hide_env_values = true)]
+    key: Option<String>,
+    /// Output format.
+    #[arg(long, short, global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Save the server URL and API key for later commands.
+    Login {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        key: String,
+    },
+    /// Upload a model file or bundle directory as a new version, and serve it.
+    Deploy {
+        /// An ONNX file, or a directory (model.onnx + tokenizer.json + config.json).
+        path: PathBuf,
+        /// Model name (default: from the file or directory name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Version (default: the next integer).
+        #[arg(long)]
+        version: Option<String>,
+        /// Override the task derived from the artifact.
+        #[arg(long, value_parser = parse_task)]
+        task: Option<Task>,
+        /// Runtime: auto, ort or tract.
+        #[arg(long, value_parser = parse_runtime)]
+        runtime: Option<RuntimeChoice>,
+        /// Class labels, comma-separated (override config.json id2label).
+        #[arg(long)]
+        labels: Option<String>,
+        /// Model description.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List or show models.
+    Models {
+        #[command(subcommand)]
+        command: Option<ModelsCommand>,
+    },
+    /// Call a model: `zoo predict NAME "text"` or `zoo predict NAME --json FILE|-`.
+    Predict {
+        name: String,
+        /// Text to classify or embed.
+        text: Option<String>,
+        /// JSON request body from a file, or - for standard input.
+        #[arg(long, conflicts_with = "text")]
+        json: Option<String>,
+        /// Version (default: alias production, else the newest).
+        #[arg(long)]
+        version: Option<String>,
+        /// Labels to return per text.
+        #[arg(long)]
+        top_k: Option<usize>,
+    },
+    /// Download a version's artifact.
+    Pull {
+        name: String,
+        #[arg(long)]
+        version: String,
+        /// Destination file (default: NAME-VERSION.onnx or .tar).
+        #[arg(long, short = 'O')]
+        out: Option<PathBuf>,
+    },
+    /// Delete a version, or a whole model with --all.
+    Rm {
+        name: String,
+        #[arg(long, required_unless_present = "all")]
+        version: Option<String>,
+        /// Delete the model and every version.
+        #[arg(long, conflicts_with = "version")]
+        all: bool,
+    },
+    /// Manage API keys (admin).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Run a zoo server.
+    Serve(Box<zoo_server::Config>),
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// List models.
+    List {
+        /// Filter by a substring of the name or description.
+        #[arg(long)]
+        query: Option<String>,
+        #[arg(long, value_parser = parse_format)]
+        format: Option<Format>,
+        #[arg(long, value_parser = parse_task)]
+        task: Option<Task>,
+    },
+    /// Show a model, or one version of it.
+    Show {
+        name: String,
+        #[arg(long)]
+        version: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key; its secret is printed once.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Scopes: read, predict, deploy, admin (repeat or comma-separate).
+        #[arg(long = "scope", value_delimiter = ',', required = true, value_parser = parse_scope)]
+        scopes: Vec<Scope>,
+        /// Limit to model-name patterns (`*` wildcard; repeat or comma-separate).
+        #[arg(long = "model", value_delimiter = ',')]
+        models: Vec<String>,
+        /// Expire after this many days.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    List,
+    Revoke {
+        id: String,
+    },
+}
+
+fn parse_task(s: &str) -> Result<Task, String> {
+    Task::parse(s).ok_or_else(|| format!("unknown task '{s}' (tensor, text-classification, feature-extraction)"))
+}
+
+fn parse_format(s: &str) -> Result<Format, String> {
+    Format::parse(s).ok_or_else(|| format!("unknown format '{s}' (onnx, torchscript, safetensors, mlflow)"))
+}
+
+fn parse_scope(s: &str) -> Result<Scope, String> {
+    Scope::parse(s).ok_or_else(|| format!("unknown scope '{s}' (read, predict, deploy, admin)"))
+}
+
+fn parse_runtime(s: &str) -> Result<RuntimeChoice, String> {
+    match s {
+        "auto" => Ok(RuntimeChoice::Auto),
+        "ort" => Ok(RuntimeChoice::Ort),
+        "tract" => Ok(RuntimeChoice::Tract),
+        _ => Err(format!("unknown runtime '{s}' (auto, ort, tract)")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("zoo: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            match e.downcast_ref::<ClientError>() {
+                Some(ClientError::Api { message, code, status }) => {
+                    eprintln!("zoo: error: {message} [{code}, HTTP {status}]")
+                }
+                _ => eprintln!("zoo: error: {e:#}"),
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn client(cli: &Cli) -> anyhow::Result<Client> {
+    let saved = config::load();
+    let url = cli.url.clone().or(saved.url).unwrap_or_else(|| "http://127.0.0.1:8080".into());
+    let key = cli.key.clone().or(saved.key);
+    Ok(Client::new(&url, key)?)
+}
+
+fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let json = cli.output == Output::Json;
+    match &cli.command {
+        Command::Serve(config) => {
+            zoo_server::init_tracing(config.log_json);
+            zoo_server::run((**config).clone()).await
+        }
+        Command::Login { url, key } => {
+            let c = Client::new(url, Some(key.clone()))?;
+            c.health().await?;
+            c.list_models(&ListModelsQuery { limit: Some(1), ..Default::default() }).await?;
+            let path = config::save(&config::Saved { url: Some(url.clone()), key: Some(key.clone()) })?;
+            if json {
+                print_json(&serde_json::json!({"url": url, "config": path}))
+            } else {
+                println!("logged in to {url} (saved to {})", path.display());
+                Ok(())
+            }
+        }
+        Command::Deploy { path, name, version, task, runtime, labels, description } => {
+            let c = client(&cli)?;
+            let name = match name {
+                Some(n) => n.clone(),
+                None => default_name(path)?,
+            };
+            let query = DeployQuery {
+                task: *task,
+                runtime: *runtime,
+                labels: labels.clone(),
+                description: description.clone(),
+            };
+            let info = deploy(&c, path, &name, version.as_deref(), &query, !json).await?;
+            if json {
+                return print_json(&info);
+            }
+            print_deployed(&c, &info);
+            Ok(())
+        }
+        Command::Models { command } => {
+            let c = client(&cli)?;
+            match command {
+                None | Some(ModelsCommand::List { .. }) => {
+                    let (query, format, task) = match command {
+                        Some(ModelsCommand::List { query, format, task }) => (query.clone(), *format, *task),
+                        _ => (None, None, None),
+                    };
+                    let list = c
+                        .list_models(&ListModelsQuery { q: query, format, task, limit: Some(1000), cursor: None })
+                        .await?;
+                    if json {
+                        return print_json(&list);
+                    }
+                    if list.models.is_empty() {
+                        println!("no models yet: deploy one with `zoo deploy PATH --name NAME`");
+                        return Ok(());
+                    }
+                    println!("{:<32} {:<8} {:<12} {:<22} {:>10}", "NAME", "LATEST", "FORMAT", "TASK", "SIZE");
+                    for m in list.models {
+                        println!(
+                            "{:<32} {:<8} {:<12} {:<22} {:>10}",
+                            m.name,
+                            m.latest_version.unwrap_or_else(|| "-".into()),
+                            m.format.map(|f| f.as_str()).unwrap_or("-"),
+                            m.task.map(|t| t.as_str()).unwrap_or("-"),
+                            human_size(m.total_size)
+                        );
+                    }
+                    Ok(())
+                }
+                Some(ModelsCommand::Show { name, version: Some(v) }) => {
+                    let info = c.show_version(name, v).await?;
+                    if json {
+                        return print_json(&info);
+                    }
+                    print_version(&info);
+                    Ok(())
+                }
+                Some(ModelsCommand::Show { name, version: None }) => {
+                    let m = c.show_model(name).await?;
+                    if json {
+                        return print_json(&m);
+                    }
+                    println!(
+                        "{}{}",
+                        m.name,
+                        if m.description.is_empty() { String::new() } else { format!(": {}", m.description) }
+                    );
+                    for (alias, v) in &m.aliases {
+                        println!("  alias {alias} -> {v}");
+                    }
+                    if m.versions.is_empty() {
+                        println!("  no versions");
+                    }
+                    for v in &m.versions {
+                        println!();
+                        print_version(v);
+                    }
+                    Ok(())
+                }
+            }
+        }
+        Command::Predict { name, text, json: body, version, top_k } => {
+            let c = client(&cli)?;
+            let req = match (text, body) {
+                (Some(t), _) => PredictRequest { inputs: Value::String(t.clone()), top_k: *top_k, normalize: None },
+                (None, Some(src)) => {
+                    let raw = if src == "-" {
+                        let mut s = String::new();
+                        std::io::stdin().read_to_string(&mut s)?;
+                        s
+                    } else {
+                        std::fs::read_to_string(src).with_context(|| format!("cannot read {src}"))?
+                    };
+                    let mut req: PredictRequest =
+                        serde_json::from_str(&raw).context("the request must be JSON like {\"inputs\": ...}")?;
+                    if top_k.is_some() {
+                        req.top_k = *top_k;
+                    }
+                    req
+                }
+                (None, None) => bail!("give a text to send, or --json FILE|- with a request body"),
+            };
+            let p = c.predict(name, version.as_deref(), &req).await?;
+            if json {
+                return print_json(&p.body);
+            }
+            print_prediction(&p.body);
+            Ok(())
+        }
+        Command::Pull { name, version, out } => {
+            let c = client(&cli)?;
+            let info = c.show_version(name, version).await?;
+            let ext = if info.signature.bundle { "tar" } else { "onnx" };
+            let dest = out.clone().unwrap_or_else(|| PathBuf::from(format!("{name}-{version}.{ext}")));
+            let info = c.pull(name, version, &dest).await?;
+            if json {
+                return print_json(&serde_json::json!({"path": dest, "sha256": info.sha256, "size": info.size}));
+            }
+            println!("saved {} ({}, sha256 {})", dest.display(), human_size(info.size), info.sha256);
+            Ok(())
+        }
+        Command::Rm { name, version, all } => {
+            let c = client(&cli)?;
+            let deleted = if *all {
+                c.delete_model(name).await?
+            } else {
+                let v = version.as_deref().context("--version or --all is required")?;
+                vec![c.delete_version(name, v).await?]
+            };
+            if json {
+                return print_json(&deleted);
+            }
+            if *all {
+                println!("deleted model {name} ({} versions)", deleted.len());
+            } else {
+                for v in deleted {
+                    println!("deleted {name} version {}", v.version);
+                }
+            }
+            Ok(())
+        }
+        Command::Keys { command } => {
+            let c = client(&cli)?;
+            match command {
+                KeysCommand::Create { name, scopes, models, expires_in_days } => {
+                    let expires_at = expires_in_days.map(|d| chrono_now_plus_days(d.into()));
+                    let k = c
+                        .create_key(&CreateKeyRequest {
+                            name: name.clone(),
+                            scopes: scopes.clone(),
+                            models: models.clone(),
+                            expires_at,
+                        })
+                        .await?;
+                    if json {
+                        return print_json(&k);
+                    }
+                    println!(
+                        "created key {} ({}); its secret is shown only now:",
+                        k.info.id,
+                        scopes_text(&k.info.scopes)
+                    );
+                    println!("{}", k.key);
+                    Ok(())
+                }
+                KeysCommand::List => {
+                    let keys = c.list_keys().await?;
+                    if json {
+                        return print_json(&keys);
+                    }
+                    println!("{:<14} {:<24} {:<28} {:<20} {:<8}", "ID", "NAME", "SCOPES", "MODELS", "STATE");
+                    for k in keys.keys {
+                        let state = if k.revoked {
+                            "revoked"
+                        } else if k.expires_at.is_some_and(|e| e <= chrono::Utc::now()) {
+                            "expired"
+                        } else {
+                            "active"
+                        };
+                        let models = if k.models.is_empty() { "*".to_string() } else { k.models.join(",") };
+                        println!(
+                            "{:<14} {:<24} {:<28} {:<20} {:<8}",
+                            k.id,
+                            k.name,
+                            scopes_text(&k.scopes),
+                            models,
+                            state
+                        );
+                    }
+                    Ok(())
+                }
+                KeysCommand::Revoke { id } => {
+                    let k = c.revoke_key(id).await?;
+                    if json {
+                        return print_json(&k);
+                    }
+                    println!("revoked key {}", k.id);
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+fn chrono_now_plus_days(days: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now() + chrono::TimeDelta::days(days)
+}
+
+fn scopes_text(scopes: &[Scope]) -> String {
+    scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+}
+
+fn default_name(path: &Path) -> anyhow::Result<String> {
+    let stem = if path.is_dir() {
+        path.canonicalize()?.file_name().map(|s| s.to_owned())
+    } else {
+        path.file_stem().map(|s| s.to_owned())
+    };
+    let stem = stem.map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    zoo_api::names::model_name_from(&stem)
+        .with_context(|| format!("cannot make a model name from '{stem}': pass --name"))
+}
+
+async fn deploy(
+    c: &Client,
+    path: &Path,
+    name: &str,
+    version: Option<&str>,
+    query: &DeployQuery,
+    progress: bool,
+) -> anyhow::Result<VersionInfo> {
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let tmp = tempfile::tempdir()?;
+    let (artifact, content_type) = if meta.is_dir() {
+        let archive = tmp.path().join("bundle.tar");
+        let (dir, dest) = (path.to_path_buf(), archive.clone());
+        let n = tokio::task::spawn_blocking(move || zoo_client::pack::pack_dir(&dir, &dest)).await??;
+        if n == 0 {
+            bail!("{} holds no files", path.display());
+        }
+        (archive, "application/x-tar")
+    } else {
+        (path.to_path_buf(), "application/octet-stream")
+    };
+    let size = std::fs::metadata(&artifact)?.len();
+    let bar = if progress && std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(size);
+        bar.set_style(
+            ProgressStyle::with_template("uploading {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let b = bar.clone();
+    let info = c.deploy_file(name, version, &artifact, content_type, query, move |n| b.set_position(n)).await;
+    bar.finish_and_clear();
+    Ok(info?)
+}
+
+fn print_deployed(c: &Client, info: &VersionInfo) {
+    let kind = if info.signature.bundle { "bundle" } else { "file" };
+    println!(
+        "deployed {} version {} ({} {kind}, {}, {})",
+        info.model,
+        info.version,
+        info.format.as_str(),
+        human_size(info.size),
+        info.task.as_str()
+    );
+    if !info.servable {
+        println!("warning: stored, but NOT servable: {}", info.reason.as_deref().unwrap_or("no reason given"));
+        return;
+    }
+    if let (Some(rt), Some(w)) = (&info.runtime, info.warmup_ms) {
+        println!("serving with {rt} (warm-up {w:.1} ms)");
+    }
+    let url = format!("{}{}", c.base_url(), info.endpoints.predict_default);
+    println!("endpoint: POST {url}");
+    let body = match info.task {
+        Task::TextClassification | Task::FeatureExtraction => r#"{"inputs": "good job"}"#.to_string(),
+        Task::Tensor => example_tensor_body(info),
+    };
+    println!("try it:\n  curl -H \"Authorization: Bearer $ZOO_API_KEY\" -d '{body}' {url}");
+}
+
+fn example_tensor_body(info: &VersionInfo) -> String {
+    let mut inputs = serde_json::Map::new();
+    for i in &info.signature.inputs {
+        let shape: Vec<usize> = i
+            .shape
+            .as_deref()
+            .unwrap_or(&[])
+            .iter()
+            .map(|d| d.fixed().map(|n| n.clamp(1, 4) as usize).unwrap_or(1))
+            .collect();
+        let zero = match i.dtype {
+            zoo_api::DType::Float32 | zoo_api::DType::Float64 => Value::from(0.0),
+            zoo_api::DType::Bool => Value::from(false),
+            _ => Value::from(0),
+        };
+        let v = shape.iter().rev().fold(zero, |acc, n| Value::Array(vec![acc; *n]));
+        inputs.insert(i.name.clone(), v);
+    }
+    serde_json::json!({ "inputs": inputs }).to_string()
+}
+
+fn print_version(v: &VersionInfo) {
+    println!("{} version {}  [{}]", v.model, v.version, if v.servable { "servable" } else { "not servable" });
+    println!("  format   {}{}", v.format.as_str(), if v.signature.bundle { " (bundle)" } else { "" });
+    println!("  task     {}", v.task.as_str());
+    println!("  size     {}  sha256 {}", human_size(v.size), v.sha256);
+    if let Some(rt) = &v.runtime {
+        println!("  runtime  {rt}{}", v.warmup_ms.map(|w| format!(" (warm-up {w:.1} ms)")).unwrap_or_default());
+    }
+    if let Some(r) = &v.reason {
+        println!("  reason   {r}");
+    }
+    if !v.labels.is_empty() {
+        println!("  labels   {}", v.labels.join(", "));
+    }
+    for i in &v.signature.inputs {
+        println!("  input    {} {}", i.name, i.type_text);
+    }
+    for o in &v.signature.outputs {
+        println!("  output   {} {}", o.name, o.type_text);
+    }
+    println!("  created  {} by {}", v.created_at.format("%Y-%m-%d %H:%M:%S UTC"), v.created_by);
+}
+
+fn print_prediction(body: &Value) {
+    let label_line = |v: &Value| -> Option<String> {
+        let items = v.as_array()?;
+        let parts: Option<Vec<String>> = items
+            .iter()
+            .map(|i| Some(format!("{} {:.4}", i.get("label")?.as_str()?, i.get("score")?.as_f64()?)))
+            .collect();
+        parts.map(|p| p.join("  "))
+    };
+    if let Some(line) = label_line(body) {
+        println!("{line}");
+        return;
+    }
+    if let Some(rows) = body.as_array()
+        && let Some(lines) = rows.iter().map(label_line).collect::<Option<Vec<_>>>()
+    {
+        for l in lines {
+            println!("{l}");
+        }
+        return;
+    }
+    println!("{}", serde_json::to_string_pretty(body).unwrap_or_default());
+}
+
+fn human_size(n: i64) -> String {
+    let n = n as f64;
+    if n < 1024.0 {
+        format!("{n} B")
+    } else if n < 1024.0 * 1024.0 {
+        format!("{:.1} KiB", n / 1024.0)
+    } else if n < 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.1} MiB", n / 1024.0 / 1024.0)
+    } else {
+        format!("{:.2} GiB", n / 1024.0 / 1024.0 / 1024.0)
+    }
+}

@@ -1,0 +1,220 @@
+//! Detect and validate model artifacts, and derive their signature and task.
+//!
+//! Pure and synchronous: no HTTP, no async, no database. Limits in, a described
+//! artifact or a precise error out. Nothing here executes or unpickles anything.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use prost::bytes::Bytes;
+use zoo_api::{BundleFile, Format, Signature, Task, TextInfo};
+
+pub mod bundle;
+pub mod onnx;
+pub mod onnx_proto;
+mod text;
+
+pub use text::derive_task;
+
+/// Size limits applied while validating.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest ONNX protobuf (protobuf itself stops at 2 GiB).
+    pub max_onnx_size: u64,
+    /// Largest total size of an unpacked bundle.
+    pub max_bundle_size: u64,
+    /// Most members in a bundle archive.
+    pub max_bundle_files: usize,
+    /// Largest side file (config.json, tokenizer.json).
+    pub max_side_file: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_onnx_size: 2 * 1024 * 1024 * 1024,
+            max_bundle_size: 4 * 1024 * 1024 * 1024,
+            max_bundle_files: 1000,
+            max_side_file: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why an artifact was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Not a format zoo knows.
+    #[error("{0}")]
+    UnknownFormat(String),
+    /// A known format that breaks a rule.
+    #[error("invalid {format} artifact ({rule}): {message}", format = format.as_str())]
+    Invalid { format: Format, rule: &'static str, message: String },
+    /// The bundle archive or directory is unacceptable.
+    #[error("invalid bundle: {0}")]
+    InvalidBundle(String),
+    /// A size limit was exceeded.
+    #[error("{what} is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge { what: String, size: u64, limit: u64 },
+    /// Reading the artifact failed (not the client's fault).
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What an upload looks like from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sniffed {
+    Tar,
+    Zip,
+    Safetensors,
+    /// Anything else: may be ONNX (protobuf has no magic number).
+    Other,
+}
+
+/// Recognise a container or format from the first 512 bytes (or fewer) of a file.
+pub fn sniff(head: &[u8]) -> Sniffed {
+    if head.len() >= 262 && &head[257..262] == b"ustar" {
+        return Sniffed::Tar;
+    }
+    if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
+        return Sniffed::Zip;
+    }
+    if head.len() >= 9 {
+        let n = u64::from_le_bytes(head[..8].try_into().unwrap_or([0; 8]));
+        if n > 1 && n < 100 * 1024 * 1024 && head[8] == b'{' {
+            return Sniffed::Safetensors;
+        }
+    }
+    Sniffed::Other
+}
+
+/// A validated artifact, ready to store and serve.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    pub signature: Signature,
+    /// Task derived from the files (may be overridden at deploy time).
+    pub task: Task,
+    pub labels: Vec<String>,
+    /// Path of the model file: the upload itself, or a file inside `bundle_dir`.
+    pub model_path: PathBuf,
+    /// Root of the unpacked bundle, for bundles.
+    pub bundle_dir: Option<PathBuf>,
+}
+
+/// Validate an uploaded file. Bundles (tar archives) are unpacked into `work_dir`,
+/// which must be an empty directory the caller owns and removes.
+pub fn inspect_upload(path: &Path, work_dir: &Path, limits: &Limits) -> Result<Artifact, Error> {
+    let mut head = [0u8; 512];
+    let n = read_head(path, &mut head)?;
+    match sniff(&head[..n]) {
+        Sniffed::Tar => {
+            let files = bundle::extract_tar(path, work_dir, limits)?;
+            let root = bundle::bundle_root(work_dir)?;
+            let prefix = root.strip_prefix(work_dir).map(Path::to_path_buf).unwrap_or_default();
+            let files = files
+                .into_iter()
+                .filter_map(|f| {
+                    let p = Path::new(&f.path).strip_prefix(&prefix).ok()?.to_string_lossy().into_owned();
+                    Some(BundleFile { path: p, size: f.size })
+                })
+                .collect();
+            inspect_dir(&root, files, limits)
+        }
+        Sniffed::Zip => Err(Error::UnknownFormat(
+            "zip archives are not accepted yet: send the bundle as a tar archive (`zoo deploy DIR` does this)".into(),
+        )),
+        Sniffed::Safetensors => Err(Error::UnknownFormat(
+            "this is a safetensors file; this zoo server cannot validate or serve safetensors yet".into(),
+        )),
+        Sniffed::Other => {
+            let bytes = read_limited(path, limits.max_onnx_size, "model file")?;
+            if !onnx::looks_like_onnx(&bytes) {
+                if n == 0 {
+                    return Err(Error::UnknownFormat("the upload is empty".into()));
+                }
+                // A protobuf that almost parses is far more likely a broken ONNX file.
+                if bytes.first() == Some(&0x08) {
+                    onnx::inspect(bytes.clone(), None, limits)?;
+                }
+                return Err(Error::UnknownFormat(
+                    "not a recognised model format: zoo accepts ONNX files and tar bundles (model.onnx + tokenizer.json + config.json)".into(),
+                ));
+            }
+            let signature = onnx::inspect(bytes, None, limits)?;
+            let derived = derive_task(&signature, None, limits)?;
+            Ok(Artifact {
+                signature: Signature { text: derived.text, ..signature },
+                task: derived.task,
+                labels: derived.labels,
+                model_path: path.to_path_buf(),
+                bundle_dir: None,
+            })
+        }
+    }
+}
+
+/// Validate an unpacked bundle directory.
+pub fn inspect_dir(dir: &Path, files: Vec<BundleFile>, limits: &Limits) -> Result<Artifact, Error> {
+    let model = bundle_model_file(&files)?.to_string();
+    let model_path = dir.join(&model);
+    let bytes = read_limited(&model_path, limits.max_onnx_size, "model file")?;
+    let mut signature = onnx::inspect(bytes, Some(dir), limits)?;
+    let derived = derive_task(&signature, Some(dir), limits)?;
+    signature.bundle = true;
+    signature.text = derived.text;
+    signature.files = files;
+    Ok(Artifact {
+        signature,
+        task: derived.task,
+        labels: derived.labels,
+        model_path,
+        bundle_dir: Some(dir.to_path_buf()),
+    })
+}
+
+/// The model file of a bundle: its only `.onnx` file, or `model.onnx` among several.
+pub fn bundle_model_file(files: &[BundleFile]) -> Result<&str, Error> {
+    let onnx_files: Vec<&BundleFile> = files.iter().filter(|f| f.path.ends_with(".onnx")).collect();
+    match onnx_files.as_slice() {
+        [] => Err(Error::UnknownFormat(format!(
+            "the bundle has no model file zoo knows (expected model.onnx); it holds: {}",
+            files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>().join(", ")
+        ))),
+        [one] => Ok(one.path.as_str()),
+        many => many.iter().find(|f| f.path == "model.onnx").map(|f| f.path.as_str()).ok_or_else(|| {
+            Error::InvalidBundle(format!(
+                "the bundle has several .onnx files and none is named model.onnx: {}",
+                many.iter().map(|f| f.path.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+        }),
+    }
+}
+
+fn read_head(path: &Path, buf: &mut [u8]) -> Result<usize, Error> {
+    let mut f = fs::File::open(path)?;
+    let mut n = 0;
+    while n < buf.len() {
+        let k = f.read(&mut buf[n..])?;
+        if k == 0 {
+            break;
+        }
+        n += k;
+    }
+    Ok(n)
+}
+
+fn read_limited(path: &Path, limit: u64, what: &str) -> Result<Bytes, Error> {
+    let len = fs::metadata(path)?.len();
+    if len > limit {
+        return Err(Error::TooLarge { what: what.into(), size: len, limit });
+    }
+    Ok(Bytes::from(fs::read(path)?))
+}
+
+/// The derived task of a version with its labels and text settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Derived {
+    pub task: Task,
+    pub labels: Vec<String>,
+    pub text: Option<TextInfo>,
+}

@@ -1,0 +1,378 @@
+//! ONNX validation and signature extraction.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::Path;
+
+use prost::Message;
+use prost::bytes::Bytes;
+use zoo_api::{DType, Dim, Format, OnnxInfo, Opset, Signature, TensorSpec, ValueKind};
+
+use crate::onnx_proto::{
+    GraphProto, ModelProto, TensorProto, TypeProto, ValueInfoProto, data_type, tensor_shape_proto, type_proto,
+};
+use crate::{Error, Limits};
+
+/// IR versions zoo accepts (ONNX 1.0 .. 1.18 write 3..=11).
+const IR_VERSIONS: std::ops::RangeInclusive<i64> = 3..=11;
+/// Versions of the default `ai.onnx` operator set zoo accepts.
+const DEFAULT_OPSETS: std::ops::RangeInclusive<i64> = 1..=24;
+
+fn invalid(rule: &'static str, message: impl Into<String>) -> Error {
+    Error::Invalid { format: Format::Onnx, rule, message: message.into() }
+}
+
+/// Does this look like an ONNX model? (decodes as a ModelProto with a graph and an
+/// IR version). Cheap enough for sniffing: callers pass the whole file.
+pub fn looks_like_onnx(bytes: &[u8]) -> bool {
+    match ModelProto::decode(bytes) {
+        Ok(m) => m.ir_version > 0 && m.graph.is_some(),
+        Err(_) => false,
+    }
+}
+
+/// Validate an ONNX model and derive its signature.
+///
+/// `bundle_dir` is the directory of the bundle the file came from, if any: external
+/// tensor data must be a file inside it. A single uploaded file may not reference
+/// external data at all.
+pub fn inspect(bytes: Bytes, bundle_dir: Option<&Path>, limits: &Limits) -> Result<Signature, Error> {
+    if bytes.len() as u64 > limits.max_onnx_size {
+        return Err(Error::TooLarge {
+            what: "ONNX file".into(),
+            size: bytes.len() as u64,
+            limit: limits.max_onnx_size,
+        });
+    }
+    let model = ModelProto::decode(bytes)
+        .map_err(|e| invalid("protobuf", format!("not a valid ONNX protobuf (truncated or corrupt?): {e}")))?;
+
+    if !IR_VERSIONS.contains(&model.ir_version) {
+        return Err(invalid(
+            "ir_version",
+            format!(
+                "IR version {} is not supported (zoo accepts {}..={})",
+                model.ir_version,
+                IR_VERSIONS.start(),
+                IR_VERSIONS.end()
+            ),
+        ));
+    }
+    if model.opset_import.is_empty() {
+        return Err(invalid("opset", "the model imports no operator set (opset_import is empty)"));
+    }
+    let mut opsets = Vec::new();
+    for o in &model.opset_import {
+        let default = o.domain.is_empty() || o.domain == "ai.onnx";
+        if default && !DEFAULT_OPSETS.contains(&o.version) {
+            return Err(invalid(
+                "opset",
+                format!(
+                    "opset {} of the default domain is not supported (zoo accepts {}..={})",
+                    o.version,
+                    DEFAULT_OPSETS.start(),
+                    DEFAULT_OPSETS.end()
+                ),
+            ));
+        }
+        if o.version < 1 {
+            return Err(invalid("opset", format!("opset version {} of domain '{}' is invalid", o.version, o.domain)));
+        }
+        opsets.push(Opset { domain: o.domain.clone(), version: o.version });
+    }
+    let graph = model.graph.as_ref().ok_or_else(|| invalid("graph", "the model has no graph"))?;
+    if graph.output.is_empty() {
+        return Err(invalid("graph", "the graph declares no outputs"));
+    }
+
+    let mut external = BTreeSet::new();
+    check_graph_tensors(graph, bundle_dir, &mut external)?;
+    check_references(graph)?;
+
+    let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs = graph
+        .input
+        .iter()
+        .filter(|i| !initializers.contains(i.name.as_str()))
+        .map(|v| spec(v, "input"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let outputs = graph.output.iter().map(|v| spec(v, "output")).collect::<Result<Vec<_>, _>>()?;
+
+    let mut operators = BTreeSet::new();
+    collect_ops(graph, &mut operators);
+
+    Ok(Signature {
+        format: Format::Onnx,
+        bundle: bundle_dir.is_some(),
+        inputs,
+        outputs,
+        onnx: Some(OnnxInfo {
+            ir_version: model.ir_version,
+            opsets,
+            producer_name: model.producer_name.clone(),
+            producer_version: model.producer_version.clone(),
+            graph_name: graph.name.clone(),
+            node_count: graph.node.len(),
+            operators: operators.into_iter().collect(),
+            external_data: external.into_iter().collect(),
+            metadata: model.metadata_props.iter().map(|p| (p.key.clone(), p.value.clone())).collect::<BTreeMap<_, _>>(),
+        }),
+        text: None,
+        files: Vec::new(),
+    })
+}
+
+fn collect_ops(graph: &GraphProto, out: &mut BTreeSet<String>) {
+    for n in &graph.node {
+        if n.domain.is_empty() || n.domain == "ai.onnx" {
+            out.insert(n.op_type.clone());
+        } else {
+            out.insert(format!("{}:{}", n.domain, n.op_type));
+        }
+        for a in &n.attribute {
+            for g in a.g.iter().map(|g| g.as_ref()).chain(a.graphs.iter()) {
+                collect_ops(g, out);
+            }
+        }
+    }
+}
+
+/// Every node input of the top-level graph is produced by something, and every
+/// output is produced. (Subgraphs may use outer names, so they are not checked here.)
+fn check_references(graph: &GraphProto) -> Result<(), Error> {
+    let mut known: HashSet<&str> = HashSet::new();
+    known.extend(graph.input.iter().map(|v| v.name.as_str()));
+    known.extend(graph.initializer.iter().map(|t| t.name.as_str()));
+    for n in &graph.node {
+        for i in &n.input {
+            if !i.is_empty() && !known.contains(i.as_str()) {
+                let node = if n.name.is_empty() { n.op_type.as_str() } else { n.name.as_str() };
+                return Err(invalid(
+                    "graph",
+                    format!("node '{node}' uses '{i}', which no input, initializer or earlier node produces"),
+                ));
+            }
+        }
+        known.extend(n.output.iter().map(|s| s.as_str()));
+    }
+    for o in &graph.output {
+        if !known.contains(o.name.as_str()) {
+            return Err(invalid("graph", format!("graph output '{}' is produced by no node", o.name)));
+        }
+    }
+    Ok(())
+}
+
+fn check_graph_tensors(
+    graph: &GraphProto,
+    bundle_dir: Option<&Path>,
+    external: &mut BTreeSet<String>,
+) -> Result<(), Error> {
+    for t in &graph.initializer {
+        check_tensor(t, bundle_dir, external)?;
+    }
+    for n in &graph.node {
+        for a in &n.attribute {
+            for t in a.t.iter().chain(a.tensors.iter()) {
+                check_tensor(t, bundle_dir, external)?;
+            }
+            for g in a.g.iter().map(|g| g.as_ref()).chain(a.graphs.iter()) {
+                check_graph_tensors(g, bundle_dir, external)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn elem_size(dt: i32) -> Option<u64> {
+    Some(match dt {
+        data_type::FLOAT | data_type::INT32 | data_type::UINT32 => 4,
+        data_type::UINT8 | data_type::INT8 | data_type::BOOL => 1,
+        data_type::UINT16 | data_type::INT16 | data_type::FLOAT16 | data_type::BFLOAT16 => 2,
+        data_type::INT64 | data_type::DOUBLE | data_type::UINT64 | data_type::COMPLEX64 => 8,
+        data_type::COMPLEX128 => 16,
+        _ => return None,
+    })
+}
+
+fn check_tensor(t: &TensorProto, bundle_dir: Option<&Path>, external: &mut BTreeSet<String>) -> Result<(), Error> {
+    if t.data_type <= 0 || t.data_type > data_type::MAX_KNOWN {
+        return Err(invalid("tensor", format!("tensor '{}' has unknown data type {}", t.name, t.data_type)));
+    }
+    if t.dims.iter().any(|d| *d < 0) {
+        return Err(invalid("tensor", format!("tensor '{}' has a negative dimension {:?}", t.name, t.dims)));
+    }
+    let count = t.dims.iter().try_fold(1u64, |acc, d| acc.checked_mul(*d as u64));
+    let expected_bytes = count.zip(elem_size(t.data_type)).and_then(|(c, s)| c.checked_mul(s));
+
+    if t.data_location == 1 || !t.external_data.is_empty() {
+        let mut location = None;
+        let mut offset = 0u64;
+        let mut length = None;
+        for e in &t.external_data {
+            match e.key.as_str() {
+                "location" => location = Some(e.value.as_str()),
+                "offset" => {
+                    offset = e.value.parse().map_err(|_| {
+                        invalid("external_data", format!("tensor '{}': offset '{}' is not a number", t.name, e.value))
+                    })?
+                }
+                "length" => {
+                    length = Some(e.value.parse::<u64>().map_err(|_| {
+                        invalid("external_data", format!("tensor '{}': length '{}' is not a number", t.name, e.value))
+                    })?)
+                }
+                _ => {}
+            }
+        }
+        let location = location.ok_or_else(|| {
+            invalid("external_data", format!("tensor '{}' is external but names no location", t.name))
+        })?;
+        let Some(dir) = bundle_dir else {
+            return Err(invalid(
+                "external_data",
+                format!(
+                    "tensor '{}' keeps its data in '{location}', but a single file was uploaded: deploy the directory with the model and its data file",
+                    t.name
+                ),
+            ));
+        };
+        let rel = crate::bundle::safe_relative(location).ok_or_else(|| {
+            invalid("external_data", format!("tensor '{}' points outside the bundle: '{location}'", t.name))
+        })?;
+        let path = dir.join(&rel);
+        let meta = std::fs::symlink_metadata(&path).map_err(|_| {
+            invalid(
+                "external_data",
+                format!("tensor '{}' keeps its data in '{location}', which is not in the bundle", t.name),
+            )
+        })?;
+        if !meta.is_file() {
+            return Err(invalid(
+                "external_data",
+                format!("'{location}' (data of tensor '{}') is not a regular file", t.name),
+            ));
+        }
+        let len = length.or(expected_bytes).unwrap_or(0);
+        if offset.checked_add(len).is_none_or(|end| end > meta.len()) {
+            return Err(invalid(
+                "external_data",
+                format!(
+                    "tensor '{}' reads bytes {offset}..{} of '{location}', which has {} bytes",
+                    t.name,
+                    offset.saturating_add(len),
+                    meta.len()
+                ),
+            ));
+        }
+        external.insert(rel.to_string_lossy().into_owned());
+        return Ok(());
+    }
+    if !t.raw_data.is_empty()
+        && let Some(expected) = expected_bytes
+        && expected != t.raw_data.len() as u64
+    {
+        return Err(invalid(
+            "tensor",
+            format!(
+                "tensor '{}' has {} bytes of data, but its shape {:?} needs {expected}",
+                t.name,
+                t.raw_data.len(),
+                t.dims
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn dtype_of(elem: i32) -> DType {
+    match elem {
+        data_type::FLOAT => DType::Float32,
+        data_type::UINT8 => DType::Uint8,
+        data_type::INT8 => DType::Int8,
+        data_type::UINT16 => DType::Uint16,
+        data_type::INT16 => DType::Int16,
+        data_type::INT32 => DType::Int32,
+        data_type::INT64 => DType::Int64,
+        data_type::STRING => DType::String,
+        data_type::BOOL => DType::Bool,
+        data_type::FLOAT16 => DType::Float16,
+        data_type::DOUBLE => DType::Float64,
+        data_type::UINT32 => DType::Uint32,
+        data_type::UINT64 => DType::Uint64,
+        data_type::COMPLEX64 => DType::Complex64,
+        data_type::COMPLEX128 => DType::Complex128,
+        data_type::BFLOAT16 => DType::Bfloat16,
+        _ => DType::Other,
+    }
+}
+
+fn onnx_type_name(elem: i32) -> &'static str {
+    match elem {
+        data_type::FLOAT => "float",
+        data_type::DOUBLE => "double",
+        data_type::FLOAT16 => "float16",
+        data_type::BFLOAT16 => "bfloat16",
+        _ => dtype_of(elem).as_str(),
+    }
+}
+
+fn spec(v: &ValueInfoProto, role: &str) -> Result<TensorSpec, Error> {
+    let ty = v.r#type.as_ref().ok_or_else(|| invalid("graph", format!("graph {role} '{}' has no type", v.name)))?;
+    let (kind, dtype, shape, type_text) = describe(ty, &v.name, role)?;
+    Ok(TensorSpec { name: v.name.clone(), kind, dtype, shape, type_text, doc: v.doc_string.clone() })
+}
+
+type Described = (ValueKind, DType, Option<Vec<Dim>>, String);
+
+fn describe(ty: &TypeProto, name: &str, role: &str) -> Result<Described, Error> {
+    let inner = |t: &Option<Box<TypeProto>>| -> Result<Described, Error> {
+        match t {
+            Some(t) => describe(t, name, role),
+            None => Err(invalid("graph", format!("graph {role} '{name}' has an incomplete type"))),
+        }
+    };
+    match &ty.value {
+        Some(type_proto::Value::TensorType(t)) | Some(type_proto::Value::SparseTensorType(t)) => {
+            if t.elem_type <= 0 || t.elem_type > data_type::MAX_KNOWN {
+                return Err(invalid(
+                    "graph",
+                    format!("graph {role} '{name}' has unknown element type {}", t.elem_type),
+                ));
+            }
+            let shape = t.shape.as_ref().map(|s| {
+                s.dim
+                    .iter()
+                    .map(|d| match &d.value {
+                        Some(tensor_shape_proto::dimension::Value::DimValue(n)) if *n >= 0 => Dim::Fixed(*n),
+                        Some(tensor_shape_proto::dimension::Value::DimParam(p)) if !p.is_empty() => {
+                            Dim::Symbolic(p.clone())
+                        }
+                        _ => Dim::Unknown(None),
+                    })
+                    .collect::<Vec<_>>()
+            });
+            let sparse = matches!(ty.value, Some(type_proto::Value::SparseTensorType(_)));
+            let dims = shape
+                .as_ref()
+                .map(|s| format!("[{}]", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",")))
+                .unwrap_or_default();
+            let text =
+                format!("{}({}){dims}", if sparse { "sparse_tensor" } else { "tensor" }, onnx_type_name(t.elem_type));
+            let kind = if sparse { ValueKind::SparseTensor } else { ValueKind::Tensor };
+            Ok((kind, dtype_of(t.elem_type), shape, text))
+        }
+        Some(type_proto::Value::SequenceType(s)) => {
+            let (_, dtype, _, text) = inner(&s.elem_type)?;
+            Ok((ValueKind::Sequence, dtype, None, format!("seq({text})")))
+        }
+        Some(type_proto::Value::MapType(m)) => {
+            let (_, dtype, _, text) = inner(&m.value_type)?;
+            Ok((ValueKind::Map, dtype, None, format!("map({},{text})", onnx_type_name(m.key_type))))
+        }
+        Some(type_proto::Value::OptionalType(o)) => {
+            let (_, dtype, shape, text) = inner(&o.elem_type)?;
+            Ok((ValueKind::Optional, dtype, shape, format!("optional({text})")))
+        }
+        None => Err(invalid("graph", format!("graph {role} '{name}' has no type"))),
+    }
+}

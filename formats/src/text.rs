@@ -1,0 +1,96 @@
+//! Tasks as data: a bundle with `tokenizer.json` (and `config.json` with `id2label`)
+//! is a text model; everything else is a tensor model.
+
+use std::path::Path;
+
+use serde_json::Value;
+use zoo_api::{Signature, Task, TensorSpec, TextInfo};
+
+use crate::bundle::read_small;
+use crate::{Derived, Error, Limits};
+
+/// Longest token sequence zoo feeds a text model when nothing in the bundle says.
+const DEFAULT_MAX_LENGTH: usize = 512;
+
+fn json(dir: &Path, name: &str, limits: &Limits) -> Result<Option<Value>, Error> {
+    match read_small(&dir.join(name), limits.max_side_file)? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::InvalidBundle(format!("{name} is not valid JSON: {e}"))),
+    }
+}
+
+/// Labels by index from `id2label` (`{"0": "NEGATIVE", "1": "POSITIVE"}`).
+fn labels(config: &Value) -> Result<Vec<String>, Error> {
+    let Some(map) = config.get("id2label").and_then(Value::as_object) else {
+        return Ok(Vec::new());
+    };
+    let mut pairs = Vec::with_capacity(map.len());
+    for (k, v) in map {
+        let idx: usize =
+            k.parse().map_err(|_| Error::InvalidBundle(format!("config.json id2label key '{k}' is not an index")))?;
+        let label =
+            v.as_str().ok_or_else(|| Error::InvalidBundle(format!("config.json id2label[{k}] is not a string")))?;
+        pairs.push((idx, label.to_string()));
+    }
+    pairs.sort();
+    if pairs.iter().enumerate().any(|(i, (idx, _))| i != *idx) {
+        return Err(Error::InvalidBundle("config.json id2label indices are not 0..n".into()));
+    }
+    Ok(pairs.into_iter().map(|(_, l)| l).collect())
+}
+
+fn rank(spec: &TensorSpec) -> Option<usize> {
+    spec.shape.as_ref().map(Vec::len)
+}
+
+/// Decide the task of an artifact from its signature and side files.
+pub fn derive_task(sig: &Signature, bundle_dir: Option<&Path>, limits: &Limits) -> Result<Derived, Error> {
+    let tensor = Derived { task: Task::Tensor, labels: Vec::new(), text: None };
+    let Some(dir) = bundle_dir else { return Ok(tensor) };
+    let config = json(dir, "config.json", limits)?;
+    let labels = match &config {
+        Some(c) => labels(c)?,
+        None => Vec::new(),
+    };
+    let has_tokenizer = std::fs::symlink_metadata(dir.join("tokenizer.json")).is_ok_and(|m| m.is_file());
+    let takes_ids = sig.inputs.iter().any(|i| i.name == "input_ids");
+    if !has_tokenizer || !takes_ids {
+        return Ok(Derived { labels, ..tensor });
+    }
+
+    let max_length = max_length(dir, config.as_ref(), limits)?;
+    let pooling = match json(dir, "1_Pooling/config.json", limits)? {
+        Some(p) if p.get("pooling_mode_cls_token").and_then(Value::as_bool) == Some(true) => "cls",
+        Some(p) if p.get("pooling_mode_max_tokens").and_then(Value::as_bool) == Some(true) => "max",
+        _ => "mean",
+    };
+    let normalize = json(dir, "modules.json", limits)?.is_some_and(|m| m.to_string().contains("models.Normalize"));
+    let text = TextInfo { max_length, labels: labels.clone(), pooling: pooling.into(), normalize };
+
+    let classifier = !labels.is_empty()
+        && sig.outputs.iter().any(|o| {
+            rank(o) == Some(2) && o.shape.as_ref().and_then(|s| s[1].fixed()).is_none_or(|n| n as usize == labels.len())
+        });
+    let task = if classifier {
+        Task::TextClassification
+    } else if sig.outputs.iter().any(|o| matches!(rank(o), Some(2 | 3))) {
+        Task::FeatureExtraction
+    } else {
+        return Ok(Derived { labels, ..tensor });
+    };
+    Ok(Derived { task, labels, text: Some(text) })
+}
+
+fn max_length(dir: &Path, config: Option<&Value>, limits: &Limits) -> Result<usize, Error> {
+    let st =
+        json(dir, "sentence_bert_config.json", limits)?.and_then(|c| c.get("max_seq_length").and_then(Value::as_u64));
+    let tok = read_small(&dir.join("tokenizer.json"), limits.max_side_file)?
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|t| t.pointer("/truncation/max_length").and_then(Value::as_u64));
+    let model = config.and_then(|c| c.get("max_position_embeddings").and_then(Value::as_u64));
+    let chosen = st.or(tok).unwrap_or(DEFAULT_MAX_LENGTH as u64);
+    let cap = model.unwrap_or(DEFAULT_MAX_LENGTH as u64);
+    Ok(chosen.min(cap).max(2) as usize)
+}

@@ -1,0 +1,505 @@
+//! zoo HTTP API types: the request and response bodies of every route, the error
+//! body and its stable codes, and the model signature that the server derives from
+//! an artifact. Shared by the server (which documents them with utoipa) and the
+//! client (which deserializes them).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+mod signature;
+pub use signature::*;
+
+/// The body of every error response: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable code: match on this, not on the message.
+    pub code: ErrorCode,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+/// Stable error codes. New codes may be added; existing ones never change meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// No API key, or a key that is unknown, malformed, expired or revoked (401).
+    Unauthorized,
+    /// The key lacks the scope or the model this route needs (403).
+    Forbidden,
+    /// The model does not exist (404).
+    ModelNotFound,
+    /// The version (or alias) does not exist for this model (404).
+    VersionNotFound,
+    /// The API key does not exist (404).
+    KeyNotFound,
+    /// Any other unknown route or resource (404).
+    NotFound,
+    /// The method is not allowed on this route (405).
+    MethodNotAllowed,
+    /// The version already exists, or is being uploaded right now (409).
+    VersionExists,
+    /// A model or version name does not follow the naming rules (400).
+    InvalidName,
+    /// The request body or query is malformed (400).
+    InvalidRequest,
+    /// The prediction inputs do not match the model's signature (400).
+    InvalidInput,
+    /// The uploaded bytes do not hash to the `x-zoo-sha256` header (400).
+    Sha256Mismatch,
+    /// The artifact was recognised but breaks a validation rule (422).
+    InvalidArtifact,
+    /// The artifact is not a format zoo knows (422).
+    UnknownFormat,
+    /// The version is stored but cannot be served; the message says why (409).
+    NotServable,
+    /// The body is larger than the configured limit (413).
+    PayloadTooLarge,
+    /// The Content-Type is not accepted by this route (415).
+    UnsupportedMediaType,
+    /// The requested byte range is outside the artifact (416).
+    RangeNotSatisfiable,
+    /// The model's queue is full; retry after the `Retry-After` seconds (429).
+    Overloaded,
+    /// The runtime failed while running the model (500).
+    InferenceFailed,
+    /// The request took longer than the configured timeout (408/504).
+    Timeout,
+    /// The database or object store is unreachable (503).
+    Unavailable,
+    /// An unexpected server error; details are in the server log (500).
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, for documentation and tests.
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::ModelNotFound,
+        ErrorCode::VersionNotFound,
+        ErrorCode::KeyNotFound,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::VersionExists,
+        ErrorCode::InvalidName,
+        ErrorCode::InvalidRequest,
+        ErrorCode::InvalidInput,
+        ErrorCode::Sha256Mismatch,
+        ErrorCode::InvalidArtifact,
+        ErrorCode::UnknownFormat,
+        ErrorCode::NotServable,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::RangeNotSatisfiable,
+        ErrorCode::Overloaded,
+        ErrorCode::InferenceFailed,
+        ErrorCode::Timeout,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
+
+    /// The code as it appears in error bodies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::ModelNotFound => "model_not_found",
+            ErrorCode::VersionNotFound => "version_not_found",
+            ErrorCode::KeyNotFound => "key_not_found",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::VersionExists => "version_exists",
+            ErrorCode::InvalidName => "invalid_name",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidInput => "invalid_input",
+            ErrorCode::Sha256Mismatch => "sha256_mismatch",
+            ErrorCode::InvalidArtifact => "invalid_artifact",
+            ErrorCode::UnknownFormat => "unknown_format",
+            ErrorCode::NotServable => "not_servable",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::RangeNotSatisfiable => "range_not_satisfiable",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::InferenceFailed => "inference_failed",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok` when the process is alive.
+    pub status: String,
+    pub version: String,
+}
+
+/// `GET /readyz`: whether the server can take traffic.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `unavailable`.
+    pub status: String,
+    /// The database answered a query.
+    pub database: bool,
+    /// The object store answered.
+    pub store: bool,
+    /// Runtimes this server can run models with (`ort`, `tract`).
+    pub runtimes: Vec<String>,
+}
+
+/// Lifecycle of a version. Only `ready` versions are listed or served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionStatus {
+    Uploading,
+    Ready,
+    Failed,
+}
+
+/// One model and a summary of its versions.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ModelSummary {
+    pub name: String,
+    pub description: String,
+    /// Format of the latest version.
+    pub format: Option<Format>,
+    /// Task of the latest version.
+    pub task: Option<Task>,
+    pub latest_version: Option<String>,
+    pub version_count: i64,
+    /// Sum of the artifact sizes of all versions, in bytes.
+    pub total_size: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `GET /v1/models`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ModelList {
+    pub models: Vec<ModelSummary>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /v1/models/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ModelDetail {
+    pub name: String,
+    pub description: String,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    /// Ready versions, newest first.
+    pub versions: Vec<VersionInfo>,
+    /// Alias name -> version.
+    pub aliases: BTreeMap<String, String>,
+}
+
+/// Everything known about one version.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VersionInfo {
+    pub model: String,
+    pub version: String,
+    pub format: Format,
+    /// Hex sha256 of the stored artifact (the archive for bundles).
+    pub sha256: String,
+    /// Artifact size in bytes.
+    pub size: i64,
+    pub task: Task,
+    /// Whether this server can run the version; `reason` says why not.
+    pub servable: bool,
+    pub reason: Option<String>,
+    /// The runtime that serves it (`ort`, `tract`), when servable.
+    pub runtime: Option<String>,
+    pub status: VersionStatus,
+    pub signature: Signature,
+    /// Class labels, for classifiers.
+    pub labels: Vec<String>,
+    /// Latency of the warm-up run at load, in milliseconds.
+    pub warmup_ms: Option<f64>,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    /// Routes to call this version.
+    pub endpoints: Endpoints,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Endpoints {
+    /// Predict with this exact version.
+    pub predict: String,
+    /// Predict with the model's default version.
+    pub predict_default: String,
+    /// Download the artifact.
+    pub artifact: String,
+}
+
+/// Query of `GET /v1/models`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListModelsQuery {
+    /// Substring of the model name or description.
+    pub q: Option<String>,
+    /// Only models whose latest version has this format.
+    pub format: Option<Format>,
+    /// Only models whose latest version has this task.
+    pub task: Option<Task>,
+    /// Page size (1..=1000, default 100).
+    pub limit: Option<u32>,
+    /// Opaque cursor from a previous page.
+    pub cursor: Option<String>,
+}
+
+/// Query of the upload routes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeployQuery {
+    /// Override the task derived from the artifact.
+    pub task: Option<Task>,
+    /// Runtime to serve with: `auto` (default), `ort` or `tract`.
+    pub runtime: Option<RuntimeChoice>,
+    /// Comma-separated class labels, overriding `id2label` of config.json.
+    pub labels: Option<String>,
+    /// Model description (set when the model is created or when given).
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeChoice {
+    #[default]
+    Auto,
+    Ort,
+    Tract,
+}
+
+impl RuntimeChoice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeChoice::Auto => "auto",
+            RuntimeChoice::Ort => "ort",
+            RuntimeChoice::Tract => "tract",
+        }
+    }
+}
+
+/// Body of `POST .../predict`. Its shape depends on the version's task:
+///
+/// - `tensor`: `{"inputs": {"<input name>": <nested array>, ...}}` (a model with one
+///   input also takes `{"inputs": <nested array>}`);
+/// - `text-classification`: `{"inputs": "text"}` or `{"inputs": ["a", "b"]}`,
+///   optional `top_k`;
+/// - `feature-extraction`: the same text inputs, optional `normalize`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PredictRequest {
+    #[schema(value_type = Object)]
+    pub inputs: serde_json::Value,
+    /// text-classification: how many labels to return per text (default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<usize>,
+    /// feature-extraction: L2-normalise the embeddings (default from the bundle's
+    /// sentence-transformers config, else false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalize: Option<bool>,
+}
+
+/// Response of `tensor` predictions.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TensorResponse {
+    /// Output name -> nested array.
+    #[schema(value_type = Object)]
+    pub outputs: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One label of a text-classification response (the Hugging Face Inference API shape).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LabelScore {
+    pub label: String,
+    pub score: f32,
+}
+
+/// Response of `POST .../predict`, by task: `tensor` -> `{"outputs": {...}}`;
+/// `text-classification` -> `[{"label", "score"}, ...]` for one text, a list of those
+/// for a list of texts; `feature-extraction` -> `[float, ...]` for one text, a list
+/// of those for a list.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum PredictResponse {
+    Tensor(TensorResponse),
+    Labels(Vec<LabelScore>),
+    LabelsBatch(Vec<Vec<LabelScore>>),
+    Embedding(Vec<f32>),
+    EmbeddingBatch(Vec<Vec<f32>>),
+}
+
+/// What a key may do. `admin` includes every other scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// List and show models and versions, download artifacts, read per-model docs.
+    Read,
+    /// Call predict routes.
+    Predict,
+    /// Upload and delete versions (and models).
+    Deploy,
+    /// Manage API keys; implies every other scope.
+    Admin,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Predict => "predict",
+            Scope::Deploy => "deploy",
+            Scope::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scope> {
+        match s {
+            "read" => Some(Scope::Read),
+            "predict" => Some(Scope::Predict),
+            "deploy" => Some(Scope::Deploy),
+            "admin" => Some(Scope::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// Body of `POST /v1/keys`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateKeyRequest {
+    /// A label for people (who or what uses the key).
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    /// Model-name patterns the key is limited to (`*` matches any run of
+    /// characters); empty means every model.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// When the key stops working; absent means never.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// An API key as listed (never with its secret).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct KeyInfo {
+    /// The public id, also the `zk_<id>_` prefix of the key.
+    pub id: String,
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    pub models: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked: bool,
+}
+
+/// Response of `POST /v1/keys`: the secret is shown here once and never again.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedKey {
+    /// The whole key to send as `Authorization: Bearer <key>`.
+    pub key: String,
+    pub info: KeyInfo,
+}
+
+/// `GET /v1/keys`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct KeyList {
+    pub keys: Vec<KeyInfo>,
+}
+
+/// Names of the headers zoo reads or writes.
+pub mod headers {
+    /// Hex sha256 of the upload body; the server refuses a body that does not match.
+    pub const SHA256: &str = "x-zoo-sha256";
+    /// Alternative to `Authorization: Bearer`.
+    pub const API_KEY: &str = "x-api-key";
+    /// The version that answered a prediction.
+    pub const MODEL_VERSION: &str = "x-zoo-model-version";
+    /// Time spent in the runtime, in milliseconds.
+    pub const INFERENCE_TIME: &str = "x-inference-time";
+    /// Request id, echoed or generated.
+    pub const REQUEST_ID: &str = "x-request-id";
+}
+
+/// Naming rules shared by client and server.
+pub mod names {
+    /// `[a-z0-9][a-z0-9._-]{0,127}`.
+    pub fn valid_model_name(s: &str) -> bool {
+        let b = s.as_bytes();
+        !b.is_empty()
+            && b.len() <= 128
+            && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+            && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(c))
+    }
+
+    /// `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`, and not only dots.
+    pub fn valid_version(s: &str) -> bool {
+        let b = s.as_bytes();
+        !b.is_empty()
+            && b.len() <= 64
+            && b[0].is_ascii_alphanumeric()
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
+    }
+
+    /// Turn a file or directory name into a valid model name, if it has any usable
+    /// character (`My Model.onnx` -> `my-model`).
+    pub fn model_name_from(stem: &str) -> Option<String> {
+        let mut out = String::new();
+        for c in stem.chars() {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '_' || c == '-' {
+                out.push(c);
+            } else if !out.ends_with('-') {
+                out.push('-');
+            }
+        }
+        let out = out.trim_matches(|c| c == '-' || c == '.' || c == '_');
+        let out: String = out.chars().take(128).collect();
+        valid_model_name(&out).then_some(out)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn model_names() {
+            assert!(valid_model_name("text-classifier"));
+            assert!(valid_model_name("a.b_c-1"));
+            assert!(!valid_model_name("Upper"));
+            assert!(!valid_model_name("-lead"));
+            assert!(!valid_model_name("../etc"));
+            assert!(!valid_model_name(""));
+            assert!(!valid_model_name(&"a".repeat(129)));
+            assert_eq!(model_name_from("My Model").as_deref(), Some("my-model"));
+            assert_eq!(model_name_from("???"), None);
+        }
+
+        #[test]
+        fn versions() {
+            assert!(valid_version("1"));
+            assert!(valid_version("1.2.0"));
+            assert!(valid_version("v2-rc_1"));
+            assert!(!valid_version(".."));
+            assert!(!valid_version("a/b"));
+            assert!(!valid_version(""));
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! The signature of a model version: what it takes and what it returns, derived
+//! from the artifact itself by `zoo-formats`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Artifact format of a version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    Onnx,
+    Torchscript,
+    Safetensors,
+    Mlflow,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Onnx => "onnx",
+            Format::Torchscript => "torchscript",
+            Format::Safetensors => "safetensors",
+            Format::Mlflow => "mlflow",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Format> {
+        match s {
+            "onnx" => Some(Format::Onnx),
+            "torchscript" => Some(Format::Torchscript),
+            "safetensors" => Some(Format::Safetensors),
+            "mlflow" => Some(Format::Mlflow),
+            _ => None,
+        }
+    }
+}
+
+/// What a version does, which decides the shape of its predict request and response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Task {
+    /// Named tensors in, named tensors out.
+    Tensor,
+    /// Text in, labels with scores out.
+    TextClassification,
+    /// Text in, one embedding vector per text out.
+    FeatureExtraction,
+}
+
+impl Task {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::Tensor => "tensor",
+            Task::TextClassification => "text-classification",
+            Task::FeatureExtraction => "feature-extraction",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Task> {
+        match s {
+            "tensor" => Some(Task::Tensor),
+            "text-classification" => Some(Task::TextClassification),
+            "feature-extraction" => Some(Task::FeatureExtraction),
+            _ => None,
+        }
+    }
+}
+
+/// Element type of a tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DType {
+    Float32,
+    Float64,
+    Float16,
+    Bfloat16,
+    Int8,
+    Int16,
+    Int32,
+    Int64,
+    Uint8,
+    Uint16,
+    Uint32,
+    Uint64,
+    Bool,
+    String,
+    Complex64,
+    Complex128,
+    /// A type zoo does not name (for example the 8- and 4-bit float types).
+    Other,
+}
+
+impl DType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DType::Float32 => "float32",
+            DType::Float64 => "float64",
+            DType::Float16 => "float16",
+            DType::Bfloat16 => "bfloat16",
+            DType::Int8 => "int8",
+            DType::Int16 => "int16",
+            DType::Int32 => "int32",
+            DType::Int64 => "int64",
+            DType::Uint8 => "uint8",
+            DType::Uint16 => "uint16",
+            DType::Uint32 => "uint32",
+            DType::Uint64 => "uint64",
+            DType::Bool => "bool",
+            DType::String => "string",
+            DType::Complex64 => "complex64",
+            DType::Complex128 => "complex128",
+            DType::Other => "other",
+        }
+    }
+}
+
+/// One dimension of a shape: a fixed size, a symbolic name (`batch`, `N`), or unknown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum Dim {
+    Fixed(i64),
+    Symbolic(String),
+    #[schema(value_type = Option<String>)]
+    Unknown(Option<()>),
+}
+
+impl Dim {
+    pub fn fixed(&self) -> Option<i64> {
+        match self {
+            Dim::Fixed(n) => Some(*n),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Dim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dim::Fixed(n) => write!(f, "{n}"),
+            Dim::Symbolic(s) => f.write_str(s),
+            Dim::Unknown(_) => f.write_str("?"),
+        }
+    }
+}
+
+/// Kind of value an input or output carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueKind {
+    Tensor,
+    Sequence,
+    Map,
+    Optional,
+    SparseTensor,
+}
+
+/// One named input or output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TensorSpec {
+    pub name: String,
+    pub kind: ValueKind,
+    /// Element type (for sequences and maps, of the innermost tensor values).
+    pub dtype: DType,
+    /// Dimensions; absent when the rank is unknown.
+    pub shape: Option<Vec<Dim>>,
+    /// The full type as text, e.g. `tensor(float)[N,4]` or `seq(map(int64,tensor(float)))`.
+    pub type_text: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub doc: String,
+}
+
+impl TensorSpec {
+    /// The leading dimension is symbolic or unknown, so requests may stack items.
+    pub fn has_batch_dim(&self) -> bool {
+        matches!(self.shape.as_deref(), Some([Dim::Symbolic(_) | Dim::Unknown(_), ..]))
+    }
+}
+
+/// An operator set the model imports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Opset {
+    /// Empty for the default `ai.onnx` domain.
+    pub domain: String,
+    pub version: i64,
+}
+
+/// ONNX-specific facts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OnnxInfo {
+    pub ir_version: i64,
+    pub opsets: Vec<Opset>,
+    pub producer_name: String,
+    pub producer_version: String,
+    pub graph_name: String,
+    pub node_count: usize,
+    /// Distinct operator types used by the graph (`domain:Op` outside the default domain).
+    pub operators: Vec<String>,
+    /// Files holding external tensor data, relative to the bundle.
+    pub external_data: Vec<String>,
+    /// `metadata_props` of the model.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A file of a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BundleFile {
+    pub path: String,
+    pub size: u64,
+}
+
+/// Text pre-processing facts of a bundle with a tokenizer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TextInfo {
+    /// Tokens per text after truncation.
+    pub max_length: usize,
+    /// Class labels by index, from `config.json` `id2label`.
+    pub labels: Vec<String>,
+    /// Pooling for feature extraction: `mean`, `cls` or `max`.
+    pub pooling: String,
+    /// Whether embeddings are L2-normalised by default.
+    pub normalize: bool,
+}
+
+/// What a version takes and returns, derived from the artifact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Signature {
+    pub format: Format,
+    /// The artifact is a bundle (an archive of several files).
+    pub bundle: bool,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onnx: Option<OnnxInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextInfo>,
+    /// Files of a bundle, with their sizes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<BundleFile>,
+}

@@ -1,0 +1,104 @@
+//! Predictions.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use zoo_api::{ErrorBody, PredictRequest, PredictResponse, Scope, headers};
+
+use super::{ApiPath, read_json};
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::Result;
+use crate::service::deploy::check_names;
+use crate::service::predict::Target;
+
+async fn predict(
+    state: AppState,
+    caller: Caller,
+    model: String,
+    target: Target<'_>,
+    h: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let version = match &target {
+        Target::Version(v) => Some(*v),
+        Target::Default => None,
+    };
+    check_names(&model, version)?;
+    caller.require(Scope::Predict, Some(&model))?;
+    let req: PredictRequest = read_json(&h, body, state.services.config.max_predict_bytes).await?;
+    let p = state.services.predict(&model, target, req).await?;
+    let mut response = Json(p.response).into_response();
+    let hs = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&p.version) {
+        hs.insert(headers::MODEL_VERSION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", p.inference.as_secs_f64() * 1000.0)) {
+        hs.insert(headers::INFERENCE_TIME, v);
+    }
+    Ok(response)
+}
+
+/// Predict with the model's default version: alias `production` if set, else the
+/// newest version. The body's shape depends on the task (see `PredictRequest`).
+#[utoipa::path(post, path = "/v1/models/{name}/predict", tag = "predict",
+    params(("name" = String, Path, description = "Model name")),
+    request_body(content = PredictRequest, examples(
+        ("text" = (summary = "Text task", value = json!({"inputs": "good job"}))),
+        ("tensor" = (summary = "Tensor task", value = json!({"inputs": {"X": [[1.0, 2.0, 3.0, 4.0]]}})))
+    )),
+    responses(
+        (status = 200, body = PredictResponse, headers(
+            ("x-zoo-model-version" = String, description = "The version that answered"),
+            ("x-inference-time" = String, description = "Milliseconds in the runtime"))),
+        (status = 400, description = "invalid_request, invalid_input or invalid_name", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 403, description = "forbidden: the key lacks the predict scope or the model", body = ErrorBody),
+        (status = 404, description = "model_not_found or version_not_found", body = ErrorBody),
+        (status = 408, description = "timeout", body = ErrorBody),
+        (status = 409, description = "not_servable", body = ErrorBody),
+        (status = 413, description = "payload_too_large", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = ErrorBody),
+        (status = 429, description = "overloaded: retry after Retry-After seconds", body = ErrorBody),
+        (status = 500, description = "inference_failed", body = ErrorBody)
+    ))]
+pub async fn predict_default(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(name): ApiPath<String>,
+    h: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    predict(state, caller, name, Target::Default, h, body).await
+}
+
+/// Predict with an explicit version.
+#[utoipa::path(post, path = "/v1/models/{name}/versions/{version}/predict", tag = "predict",
+    params(("name" = String, Path), ("version" = String, Path)),
+    request_body(content = PredictRequest),
+    responses(
+        (status = 200, body = PredictResponse, headers(
+            ("x-zoo-model-version" = String, description = "The version that answered"),
+            ("x-inference-time" = String, description = "Milliseconds in the runtime"))),
+        (status = 400, description = "invalid_request, invalid_input or invalid_name", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 403, description = "forbidden: the key lacks the predict scope or the model", body = ErrorBody),
+        (status = 404, description = "model_not_found or version_not_found", body = ErrorBody),
+        (status = 408, description = "timeout", body = ErrorBody),
+        (status = 409, description = "not_servable", body = ErrorBody),
+        (status = 413, description = "payload_too_large", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = ErrorBody),
+        (status = 429, description = "overloaded: retry after Retry-After seconds", body = ErrorBody),
+        (status = 500, description = "inference_failed", body = ErrorBody)
+    ))]
+pub async fn predict_version(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((name, version)): ApiPath<(String, String)>,
+    h: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    predict(state, caller, name, Target::Version(&version), h, body).await
+}

@@ -1,0 +1,126 @@
+//! Server configuration: one struct, every field a `--flag` and a `ZOO_*` variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+/// `zoo serve` options.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port (the bound address is printed).
+    #[arg(long, env = "ZOO_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Directory for the embedded database, objects, cache and admin key.
+    #[arg(long, env = "ZOO_DATA_DIR", default_value = "./zoo-data")]
+    pub data_dir: PathBuf,
+
+    /// Registry database URL (default: sqlite://<data-dir>/zoo.db).
+    #[arg(long, env = "ZOO_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Object store URL (default: file://<data-dir>/objects).
+    #[arg(long, env = "ZOO_STORE")]
+    pub store: Option<String>,
+
+    /// Admin API key accepted in addition to stored keys. When set, no key is
+    /// generated at first start.
+    #[arg(long, env = "ZOO_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+
+    /// Path of libonnxruntime (also read from ORT_DYLIB_PATH). Without it zoo looks
+    /// in <data-dir>/lib and the fetch cache, then falls back to tract.
+    #[arg(long, env = "ZOO_ORT_DYLIB")]
+    pub ort_dylib: Option<PathBuf>,
+
+    /// Threads each ONNX Runtime session uses inside one operator (0 = all cores).
+    #[arg(long, env = "ZOO_INTRA_OP_THREADS", default_value_t = 0)]
+    pub intra_op_threads: usize,
+
+    /// Largest artifact upload, in bytes.
+    #[arg(long, env = "ZOO_MAX_UPLOAD_BYTES", default_value_t = 4 * 1024 * 1024 * 1024)]
+    pub max_upload_bytes: u64,
+
+    /// Largest predict request body, in bytes.
+    #[arg(long, env = "ZOO_MAX_PREDICT_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_predict_bytes: usize,
+
+    /// Most texts (or batch rows) in one predict request.
+    #[arg(long, env = "ZOO_MAX_BATCH_ITEMS", default_value_t = 256)]
+    pub max_batch_items: usize,
+
+    /// Requests waiting for one model before new ones get 429.
+    #[arg(long, env = "ZOO_QUEUE_CAPACITY", default_value_t = 256)]
+    pub queue_capacity: usize,
+
+    /// Timeout of a predict or metadata request, in seconds.
+    #[arg(long, env = "ZOO_REQUEST_TIMEOUT_SECS", default_value_t = 60)]
+    pub request_timeout_secs: u64,
+
+    /// An upload that sends nothing for this many seconds is cut off.
+    #[arg(long, env = "ZOO_UPLOAD_IDLE_TIMEOUT_SECS", default_value_t = 30)]
+    pub upload_idle_timeout_secs: u64,
+
+    /// Uploads still `uploading` after this many seconds are swept.
+    #[arg(long, env = "ZOO_STALE_UPLOAD_SECS", default_value_t = 3600)]
+    pub stale_upload_secs: u64,
+
+    /// How often the sweeper runs, in seconds.
+    #[arg(long, env = "ZOO_SWEEP_INTERVAL_SECS", default_value_t = 600)]
+    pub sweep_interval_secs: u64,
+
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "ZOO_LOG_JSON", default_value_t = false)]
+    pub log_json: bool,
+}
+
+impl Config {
+    /// A configuration for tests and embedding: defaults, with the given data dir
+    /// and an ephemeral port.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            listen: "127.0.0.1:0".parse().expect("static address"),
+            data_dir: data_dir.into(),
+            database_url: None,
+            store: None,
+            admin_key: None,
+            ort_dylib: None,
+            intra_op_threads: 0,
+            max_upload_bytes: 4 * 1024 * 1024 * 1024,
+            max_predict_bytes: 32 * 1024 * 1024,
+            max_batch_items: 256,
+            queue_capacity: 256,
+            request_timeout_secs: 60,
+            upload_idle_timeout_secs: 30,
+            stale_upload_secs: 3600,
+            sweep_interval_secs: 600,
+            log_json: false,
+        }
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("zoo.db").display()))
+    }
+
+    pub fn store_url(&self) -> String {
+        self.store.clone().unwrap_or_else(|| format!("file://{}", self.data_dir.join("objects").display()))
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+
+    pub fn upload_idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.upload_idle_timeout_secs)
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.data_dir.join("cache")
+    }
+
+    pub fn work_dir(&self) -> PathBuf {
+        self.data_dir.join("work")
+    }
+}

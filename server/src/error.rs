@@ -1,0 +1,174 @@
+//! The server's error type, and the only place that knows HTTP status codes.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use zoo_api::{ErrorBody, ErrorCode, ErrorDetail};
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("model '{0}' does not exist")]
+    ModelNotFound(String),
+    #[error("model '{model}' has no version '{version}'")]
+    VersionNotFound { model: String, version: String },
+    #[error("API key '{0}' does not exist")]
+    KeyNotFound(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    VersionExists(String),
+    #[error("{0}")]
+    InvalidName(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("the upload's sha256 is {actual}, but x-zoo-sha256 says {expected}")]
+    Sha256Mismatch { expected: String, actual: String },
+    #[error(transparent)]
+    Artifact(#[from] zoo_formats::Error),
+    #[error("{0}")]
+    NotServable(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    RangeNotSatisfiable(String),
+    #[error("model '{model}' is busy: its queue is full")]
+    Overloaded { model: String, retry_after_secs: u64 },
+    #[error("inference failed: {0}")]
+    Inference(String),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn internal(e: impl std::fmt::Display) -> Error {
+        Error::Internal(e.to_string())
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::Unauthorized(_) => ErrorCode::Unauthorized,
+            Error::Forbidden(_) => ErrorCode::Forbidden,
+            Error::ModelNotFound(_) => ErrorCode::ModelNotFound,
+            Error::VersionNotFound { .. } => ErrorCode::VersionNotFound,
+            Error::KeyNotFound(_) => ErrorCode::KeyNotFound,
+            Error::NotFound(_) => ErrorCode::NotFound,
+            Error::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
+            Error::VersionExists(_) => ErrorCode::VersionExists,
+            Error::InvalidName(_) => ErrorCode::InvalidName,
+            Error::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            Error::InvalidInput(_) => ErrorCode::InvalidInput,
+            Error::Sha256Mismatch { .. } => ErrorCode::Sha256Mismatch,
+            Error::Artifact(e) => match e {
+                zoo_formats::Error::UnknownFormat(_) => ErrorCode::UnknownFormat,
+                zoo_formats::Error::Invalid { .. } | zoo_formats::Error::InvalidBundle(_) => ErrorCode::InvalidArtifact,
+                zoo_formats::Error::TooLarge { .. } => ErrorCode::PayloadTooLarge,
+                zoo_formats::Error::Io(_) => ErrorCode::Internal,
+            },
+            Error::NotServable(_) => ErrorCode::NotServable,
+            Error::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            Error::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
+            Error::RangeNotSatisfiable(_) => ErrorCode::RangeNotSatisfiable,
+            Error::Overloaded { .. } => ErrorCode::Overloaded,
+            Error::Inference(_) => ErrorCode::InferenceFailed,
+            Error::Timeout(_) => ErrorCode::Timeout,
+            Error::Unavailable(_) => ErrorCode::Unavailable,
+            Error::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+/// The HTTP status of each error code.
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::ModelNotFound | ErrorCode::VersionNotFound | ErrorCode::KeyNotFound | ErrorCode::NotFound => {
+            StatusCode::NOT_FOUND
+        }
+        ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::VersionExists | ErrorCode::NotServable => StatusCode::CONFLICT,
+        ErrorCode::InvalidName | ErrorCode::InvalidRequest | ErrorCode::InvalidInput | ErrorCode::Sha256Mismatch => {
+            StatusCode::BAD_REQUEST
+        }
+        ErrorCode::InvalidArtifact | ErrorCode::UnknownFormat => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ErrorCode::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
+        ErrorCode::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::Timeout => StatusCode::REQUEST_TIMEOUT,
+        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::InferenceFailed | ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// An error body with a status, for places that build responses outside handlers.
+pub fn error_response(code: ErrorCode, message: impl Into<String>) -> Response {
+    let body = ErrorBody { error: ErrorDetail { code, message: message.into() } };
+    (status_of(code), Json(body)).into_response()
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let code = self.code();
+        let message = match code {
+            // Logged once here, never sent: internals stay in the server log.
+            ErrorCode::Internal => {
+                tracing::error!(error = %self, "internal error");
+                "internal error; the server log has the details".to_string()
+            }
+            ErrorCode::InferenceFailed | ErrorCode::Unavailable => {
+                tracing::warn!(error = %self, "request failed");
+                self.to_string()
+            }
+            _ => self.to_string(),
+        };
+        let mut response = error_response(code, message);
+        if let Error::Overloaded { retry_after_secs, .. } = self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        if code == ErrorCode::Unauthorized {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"zoo\""));
+        }
+        response
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                Error::Unavailable(format!("the registry database is unreachable: {e}"))
+            }
+            other => Error::Internal(format!("database: {other}")),
+        }
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Internal(format!("I/O: {e}"))
+    }
+}
+
+impl From<tokio::task::JoinError> for Error {
+    fn from(e: tokio::task::JoinError) -> Self {
+        Error::Internal(format!("background task: {e}"))
+    }
+}

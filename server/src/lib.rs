@@ -1,0 +1,113 @@
+//! zoo server: registry, object store, runtimes and the HTTP API.
+//!
+//! `run(Config)` starts a server; `build_app(AppState)` gives the router (tests use it).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa_swagger_ui::SwaggerUi;
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod pipeline;
+pub mod registry;
+pub mod runtime;
+pub mod service;
+pub mod store;
+
+pub use config::Config;
+use service::Services;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub services: Arc<Services>,
+    pub keys: Arc<auth::KeyChecker>,
+}
+
+impl AppState {
+    /// Open the registry and store named by the config, load the runtimes,
+    /// bootstrap the admin key and sweep leftovers of a previous run.
+    pub async fn open(config: Config) -> anyhow::Result<AppState> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let registry = registry::open(&config.database_url()).await?;
+        let store = store::open(&config.store_url()).await?;
+        auth::bootstrap(registry.as_ref(), &config.data_dir, config.admin_key.is_some()).await?;
+        let runtimes = runtime::Runtimes::init(config.ort_dylib.as_deref(), &config.data_dir, config.intra_op_threads);
+        let keys = Arc::new(auth::KeyChecker::new(registry.clone(), config.admin_key.as_deref()));
+        let services = Arc::new(Services::new(config, registry, store, runtimes));
+        services.sweep(true).await?;
+        Ok(AppState { services, keys })
+    }
+}
+
+/// The HTTP application.
+pub fn build_app(state: AppState) -> Router {
+    let (router, openapi) = api::router().split_for_parts();
+    let request_id = HeaderName::from_static(zoo_api::headers::REQUEST_ID);
+    router
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                    let id = req.headers().get(zoo_api::headers::REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id, key = tracing::field::Empty)
+                }))
+                .layer(PropagateRequestIdLayer::new(request_id)),
+        )
+}
+
+/// Set up logging: text or JSON lines, filtered by `RUST_LOG` (default info).
+pub fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn,sqlx=warn,tower_http=info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// Start the server and run until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let sweep_every = Duration::from_secs(config.sweep_interval_secs.max(1));
+    let state = AppState::open(config).await?;
+    state.services.spawn_sweeper(sweep_every);
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    println!("zoo: listening on http://{addr}");
+    println!("zoo: API docs at http://{addr}/docs, catalogue JSON at http://{addr}/v1/models");
+    tracing::info!(%addr, "listening");
+    axum::serve(listener, build_app(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -1,0 +1,4 @@
+//! Tasks as data: pre- and post-processing chosen by a version's task.
+
+pub mod tensor;
+pub mod text;

@@ -1,0 +1,203 @@
+//! Text tasks: tokenize with the bundle's `tokenizer.json`, pad per batch, and turn
+//! logits into labels or hidden states into embeddings.
+
+use std::path::Path;
+
+use ndarray::{ArrayD, Axis, IxDyn};
+use tokenizers::{Tokenizer, TruncationParams};
+use zoo_api::{DType, LabelScore, Signature, TextInfo};
+
+use crate::error::{Error, Result};
+use crate::runtime::{Tensor, Tensors};
+
+/// Tokenizer plus what the model's inputs and outputs are called.
+pub struct TextPipeline {
+    tokenizer: Tokenizer,
+    info: TextInfo,
+    pad_id: i64,
+    /// (input name, dtype) in signature order; each is one of input_ids,
+    /// attention_mask, token_type_ids.
+    inputs: Vec<(String, DType)>,
+    /// The output to post-process.
+    output: String,
+}
+
+/// One tokenized batch, with the attention mask kept for pooling.
+pub struct Encoded {
+    pub inputs: Tensors,
+    pub mask: ArrayD<i64>,
+}
+
+impl TextPipeline {
+    pub fn load(dir: &Path, signature: &Signature, info: TextInfo, classifier: bool) -> Result<TextPipeline> {
+        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
+            .map_err(|e| Error::NotServable(format!("tokenizer.json cannot be loaded: {e}")))?;
+        let pad_id = tokenizer.get_padding().map(|p| p.pad_id as i64).unwrap_or(0);
+        // Padding is done per batch here; truncation to the model's length.
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(Some(TruncationParams { max_length: info.max_length, ..Default::default() }))
+            .map_err(|e| Error::NotServable(format!("tokenizer truncation: {e}")))?;
+        let mut inputs = Vec::new();
+        for i in &signature.inputs {
+            match i.name.as_str() {
+                "input_ids" | "attention_mask" | "token_type_ids" => inputs.push((i.name.clone(), i.dtype)),
+                other => {
+                    return Err(Error::NotServable(format!(
+                        "text model input '{other}' is not one zoo can fill (input_ids, attention_mask, token_type_ids)"
+                    )));
+                }
+            }
+        }
+        let wanted_rank = if classifier { [2, 2] } else { [3, 2] };
+        let output = pick_output(signature, classifier, &wanted_rank)
+            .ok_or_else(|| Error::NotServable("no output of the expected rank for this text task".into()))?;
+        Ok(TextPipeline { tokenizer, info, pad_id, inputs, output })
+    }
+
+    pub fn info(&self) -> &TextInfo {
+        &self.info
+    }
+
+    /// Tokenize and pad a batch of texts into the model's inputs.
+    pub fn encode(&self, texts: &[String]) -> Result<Encoded> {
+        let enc = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| Error::InvalidInput(format!("cannot tokenize the text: {e}")))?;
+        let len = enc.iter().map(|e| e.len()).max().unwrap_or(0).max(1);
+        let n = texts.len();
+        let mut ids = ArrayD::<i64>::from_elem(IxDyn(&[n, len]), self.pad_id);
+        let mut mask = ArrayD::<i64>::zeros(IxDyn(&[n, len]));
+        let mut types = ArrayD::<i64>::zeros(IxDyn(&[n, len]));
+        for (row, e) in enc.iter().enumerate() {
+            for (col, ((id, m), t)) in e.get_ids().iter().zip(e.get_attention_mask()).zip(e.get_type_ids()).enumerate()
+            {
+                ids[[row, col]] = i64::from(*id);
+                mask[[row, col]] = i64::from(*m);
+                types[[row, col]] = i64::from(*t);
+            }
+        }
+        let inputs = self
+            .inputs
+            .iter()
+            .map(|(name, dtype)| {
+                let a = match name.as_str() {
+                    "input_ids" => &ids,
+                    "attention_mask" => &mask,
+                    _ => &types,
+                };
+                let t = match dtype {
+                    DType::Int32 => Tensor::I32(a.mapv(|v| v as i32)),
+                    _ => Tensor::I64(a.clone()),
+                };
+                (name.clone(), t)
+            })
+            .collect();
+        Ok(Encoded { inputs, mask })
+    }
+
+    fn output<'a>(&self, outputs: &'a Tensors) -> Result<&'a Tensor> {
+        outputs
+            .iter()
+            .find(|(n, _)| *n == self.output)
+            .map(|(_, t)| t)
+            .ok_or_else(|| Error::Inference(format!("the model returned no '{}' output", self.output)))
+    }
+
+    /// Softmax over logits `[batch, labels]` (sigmoid for one logit), labels sorted by score.
+    pub fn classify(&self, outputs: &Tensors, top_k: Option<usize>) -> Result<Vec<Vec<LabelScore>>> {
+        let logits =
+            self.output(outputs)?.to_f32().ok_or_else(|| Error::Inference("logits are not floating point".into()))?;
+        if logits.ndim() != 2 {
+            return Err(Error::Inference(format!("logits have shape {:?}, expected [batch, labels]", logits.shape())));
+        }
+        let labels = &self.info.labels;
+        let mut out = Vec::with_capacity(logits.shape()[0]);
+        for row in logits.axis_iter(Axis(0)) {
+            let row: Vec<f32> = row.iter().copied().collect();
+            let mut scored: Vec<LabelScore> = if row.len() == 1 && labels.len() == 2 {
+                let p = 1.0 / (1.0 + (-row[0]).exp());
+                vec![
+                    LabelScore { label: labels[1].clone(), score: p },
+                    LabelScore { label: labels[0].clone(), score: 1.0 - p },
+                ]
+            } else {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let exps: Vec<f32> = row.iter().map(|v| (v - max).exp()).collect();
+                let sum: f32 = exps.iter().sum();
+                exps.iter()
+                    .enumerate()
+                    .map(|(i, e)| LabelScore {
+                        label: labels.get(i).cloned().unwrap_or_else(|| format!("LABEL_{i}")),
+                        score: e / sum,
+                    })
+                    .collect()
+            };
+            scored.sort_by(|a, b| b.score.total_cmp(&a.score));
+            if let Some(k) = top_k {
+                scored.truncate(k.max(1));
+            }
+            out.push(scored);
+        }
+        Ok(out)
+    }
+
+    /// Pool hidden states `[batch, seq, hidden]` (or take `[batch, dim]` as is).
+    pub fn embed(&self, outputs: &Tensors, mask: &ArrayD<i64>, normalize: bool) -> Result<Vec<Vec<f32>>> {
+        let hidden = self
+            .output(outputs)?
+            .to_f32()
+            .ok_or_else(|| Error::Inference("hidden states are not floating point".into()))?;
+        let mut out: Vec<Vec<f32>> = match hidden.ndim() {
+            2 => hidden.axis_iter(Axis(0)).map(|r| r.iter().copied().collect()).collect(),
+            3 => hidden
+                .axis_iter(Axis(0))
+                .enumerate()
+                .map(|(b, tokens)| {
+                    let dim = tokens.shape()[1];
+                    let mut acc = vec![0f32; dim];
+                    let mut count = 0f32;
+                    for (t, tok) in tokens.axis_iter(Axis(0)).enumerate() {
+                        let keep = mask.get([b, t]).copied().unwrap_or(0) != 0;
+                        match self.info.pooling.as_str() {
+                            "cls" if t == 0 => acc.iter_mut().zip(tok.iter()).for_each(|(a, v)| *a = *v),
+                            "max" if keep => acc
+                                .iter_mut()
+                                .zip(tok.iter())
+                                .for_each(|(a, v)| *a = if count == 0.0 { *v } else { a.max(*v) }),
+                            "mean" if keep => acc.iter_mut().zip(tok.iter()).for_each(|(a, v)| *a += v),
+                            _ => {}
+                        }
+                        if keep {
+                            count += 1.0;
+                        }
+                    }
+                    if self.info.pooling == "mean" && count > 0.0 {
+                        acc.iter_mut().for_each(|a| *a /= count);
+                    }
+                    acc
+                })
+                .collect(),
+            _ => return Err(Error::Inference(format!("hidden states have shape {:?}", hidden.shape()))),
+        };
+        if normalize {
+            for v in &mut out {
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                v.iter_mut().for_each(|x| *x /= norm);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn pick_output(sig: &Signature, classifier: bool, ranks: &[usize; 2]) -> Option<String> {
+    let preferred: &[&str] =
+        if classifier { &["logits"] } else { &["last_hidden_state", "sentence_embedding", "embeddings"] };
+    let rank_ok = |r: usize| if classifier { r == 2 } else { ranks.contains(&r) };
+    sig.outputs
+        .iter()
+        .find(|o| preferred.contains(&o.name.as_str()) && o.shape.as_ref().is_some_and(|s| rank_ok(s.len())))
+        .or_else(|| sig.outputs.iter().find(|o| o.shape.as_ref().is_some_and(|s| rank_ok(s.len()))))
+        .map(|o| o.name.clone())
+}

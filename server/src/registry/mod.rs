@@ -1,0 +1,159 @@
+//! The registry: models, versions, aliases and API keys, behind one trait so that
+//! SQLite (embedded) and Postgres (production) share the services above them.
+
+use std::collections::{BTreeMap, HashSet};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use zoo_api::{Format, Scope, Signature, Task, VersionStatus};
+
+use crate::error::Result;
+
+pub mod sqlite;
+
+/// A version row.
+#[derive(Debug, Clone)]
+pub struct VersionRecord {
+    pub model: String,
+    pub version: String,
+    pub seq: i64,
+    pub status: VersionStatus,
+    pub format: Format,
+    pub sha256: String,
+    pub size: i64,
+    pub task: Task,
+    pub runtime: Option<String>,
+    pub servable: bool,
+    pub reason: Option<String>,
+    pub signature: Signature,
+    pub labels: Vec<String>,
+    pub warmup_ms: Option<f64>,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+}
+
+/// What a finished upload records on its version.
+#[derive(Debug, Clone)]
+pub struct ReadyVersion {
+    pub format: Format,
+    pub sha256: String,
+    pub size: i64,
+    pub task: Task,
+    pub runtime: Option<String>,
+    pub servable: bool,
+    pub reason: Option<String>,
+    pub signature: Signature,
+    pub labels: Vec<String>,
+    pub warmup_ms: Option<f64>,
+}
+
+/// A model row with a summary of its ready versions.
+#[derive(Debug, Clone)]
+pub struct ModelRecord {
+    pub name: String,
+    pub description: String,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    pub updated_at: DateTime<Utc>,
+    pub latest: Option<VersionRecord>,
+    pub version_count: i64,
+    pub total_size: i64,
+}
+
+/// Filters of the model list.
+#[derive(Debug, Clone, Default)]
+pub struct ModelFilter {
+    pub q: Option<String>,
+    pub format: Option<Format>,
+    pub task: Option<Task>,
+    pub after: Option<String>,
+    pub limit: u32,
+}
+
+/// An API key row (the secret itself is never stored, only its hash).
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    pub id: String,
+    pub name: String,
+    pub hash: String,
+    pub scopes: Vec<Scope>,
+    pub models: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Storage of registry metadata. Every method is one transaction.
+#[async_trait]
+pub trait Registry: Send + Sync + 'static {
+    /// The database answers.
+    async fn ping(&self) -> Result<()>;
+
+    /// Only one server process can use this registry (SQLite), so at start every
+    /// upload still marked `uploading` is known to be dead.
+    fn single_process(&self) -> bool;
+
+    /// Reserve a version in state `uploading`, creating the model if needed. With no
+    /// version, the next integer after the highest integer version is taken.
+    /// Fails with `VersionExists` if the version exists in any state.
+    async fn begin_version(
+        &self,
+        model: &str,
+        version: Option<&str>,
+        description: Option<&str>,
+        by: &str,
+    ) -> Result<String>;
+
+    /// Record the blob an upload is about to store, so the sweeper keeps it.
+    async fn attach_blob(&self, model: &str, version: &str, sha256: &str) -> Result<()>;
+
+    /// Make an uploading version `ready` with everything known about it.
+    async fn finish_version(&self, model: &str, version: &str, ready: &ReadyVersion) -> Result<VersionRecord>;
+
+    /// Remove an uploading version that failed (and its model, if it has no other
+    /// version). Returns the blob it had attached, if any.
+    async fn abort_version(&self, model: &str, version: &str) -> Result<Option<String>>;
+
+    async fn list_models(&self, filter: &ModelFilter) -> Result<Vec<ModelRecord>>;
+    async fn get_model(&self, name: &str) -> Result<Option<ModelRecord>>;
+    /// Ready versions of a model, newest first.
+    async fn list_versions(&self, model: &str) -> Result<Vec<VersionRecord>>;
+    /// A ready version.
+    async fn get_version(&self, model: &str, version: &str) -> Result<Option<VersionRecord>>;
+    /// Delete a ready version; returns it.
+    async fn delete_version(&self, model: &str, version: &str) -> Result<Option<VersionRecord>>;
+    /// Delete a model and all its versions; returns the deleted versions, or `None`
+    /// when the model does not exist.
+    async fn delete_model(&self, name: &str) -> Result<Option<Vec<VersionRecord>>>;
+    async fn aliases(&self, model: &str) -> Result<BTreeMap<String, String>>;
+
+    /// Whether any version (in any state) references this blob.
+    async fn blob_referenced(&self, sha256: &str) -> Result<bool>;
+    /// Every blob that any version references.
+    async fn referenced_blobs(&self) -> Result<HashSet<String>>;
+    /// Delete `uploading` rows created before `before`; returns their attached blobs.
+    async fn sweep_uploading(&self, before: DateTime<Utc>) -> Result<Vec<String>>;
+
+    async fn create_key(&self, key: &KeyRecord) -> Result<()>;
+    async fn get_key(&self, id: &str) -> Result<Option<KeyRecord>>;
+    async fn list_keys(&self) -> Result<Vec<KeyRecord>>;
+    /// Mark a key revoked; false when it does not exist.
+    async fn revoke_key(&self, id: &str, at: DateTime<Utc>) -> Result<bool>;
+    async fn touch_key(&self, id: &str, at: DateTime<Utc>) -> Result<()>;
+    async fn count_keys(&self) -> Result<i64>;
+}
+
+/// Open the registry named by a database URL and run its migrations.
+pub async fn open(url: &str) -> anyhow::Result<std::sync::Arc<dyn Registry>> {
+    if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(sqlite::SqliteRegistry::open(url).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        anyhow::bail!("Postgres registries are not supported by this build yet; use a sqlite:// URL")
+    } else {
+        anyhow::bail!("unsupported database URL '{url}': expected sqlite://PATH")
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod conformance;

@@ -1,0 +1,187 @@
+//! Runtimes: load an artifact into a `LoadedModel` that runs named tensors.
+//!
+//! The traits are synchronous; a `ModelHost` (host.rs) owns each loaded model on a
+//! dedicated thread so inference never blocks the async executor.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ndarray::ArrayD;
+use zoo_api::{DType, RuntimeChoice, Signature};
+
+pub mod host;
+pub mod ort;
+pub mod tract;
+
+/// A tensor of one of the element types zoo exchanges.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Tensor {
+    F32(ArrayD<f32>),
+    F64(ArrayD<f64>),
+    I64(ArrayD<i64>),
+    I32(ArrayD<i32>),
+    I16(ArrayD<i16>),
+    I8(ArrayD<i8>),
+    U8(ArrayD<u8>),
+    U16(ArrayD<u16>),
+    U32(ArrayD<u32>),
+    U64(ArrayD<u64>),
+    Bool(ArrayD<bool>),
+}
+
+impl Tensor {
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Tensor::F32(a) => a.shape(),
+            Tensor::F64(a) => a.shape(),
+            Tensor::I64(a) => a.shape(),
+            Tensor::I32(a) => a.shape(),
+            Tensor::I16(a) => a.shape(),
+            Tensor::I8(a) => a.shape(),
+            Tensor::U8(a) => a.shape(),
+            Tensor::U16(a) => a.shape(),
+            Tensor::U32(a) => a.shape(),
+            Tensor::U64(a) => a.shape(),
+            Tensor::Bool(a) => a.shape(),
+        }
+    }
+
+    pub fn dtype(&self) -> DType {
+        match self {
+            Tensor::F32(_) => DType::Float32,
+            Tensor::F64(_) => DType::Float64,
+            Tensor::I64(_) => DType::Int64,
+            Tensor::I32(_) => DType::Int32,
+            Tensor::I16(_) => DType::Int16,
+            Tensor::I8(_) => DType::Int8,
+            Tensor::U8(_) => DType::Uint8,
+            Tensor::U16(_) => DType::Uint16,
+            Tensor::U32(_) => DType::Uint32,
+            Tensor::U64(_) => DType::Uint64,
+            Tensor::Bool(_) => DType::Bool,
+        }
+    }
+
+    /// Values as f32 (for post-processing logits and hidden states).
+    pub fn to_f32(&self) -> Option<ArrayD<f32>> {
+        match self {
+            Tensor::F32(a) => Some(a.clone()),
+            Tensor::F64(a) => Some(a.mapv(|v| v as f32)),
+            _ => None,
+        }
+    }
+}
+
+/// Named tensors, in the order of the signature.
+pub type Tensors = Vec<(String, Tensor)>;
+
+/// Why a runtime could not load or run a model.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{runtime} cannot load this model: {message}")]
+    Load { runtime: &'static str, message: String },
+    #[error("{0}")]
+    Run(String),
+    #[error("{0}")]
+    Input(String),
+}
+
+/// A model loaded into a runtime, owned by one thread.
+pub trait LoadedModel: Send {
+    /// Run the model on named inputs; returns the tensor outputs by name.
+    fn run(&mut self, inputs: Tensors) -> Result<Tensors, RuntimeError>;
+}
+
+/// A runtime that can load ONNX models.
+pub trait Runtime: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn load(&self, model: &Path, signature: &Signature) -> Result<Box<dyn LoadedModel>, RuntimeError>;
+}
+
+/// The runtimes this server has, chosen per version.
+#[derive(Clone)]
+pub struct Runtimes {
+    pub ort: Option<Arc<ort::OrtRuntime>>,
+    pub tract: Arc<tract::TractRuntime>,
+    /// Why ort is not available, when it is not.
+    pub ort_missing: Option<String>,
+}
+
+impl Runtimes {
+    /// Load ONNX Runtime from the configured or known places; fall back to tract.
+    pub fn init(configured: Option<&Path>, data_dir: &Path, intra_op_threads: usize) -> Runtimes {
+        let candidates = ort_candidates(configured, data_dir);
+        let Some(path) = candidates.iter().find(|p| p.is_file()) else {
+            let looked = candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+            let why = format!(
+                "ONNX Runtime library not found (looked in: {looked}); set ZOO_ORT_DYLIB to libonnxruntime.so.1.31.1 \
+                 from the PyPI wheel onnxruntime==1.31.1 (scripts/fetch-test-models installs it)"
+            );
+            tracing::warn!("{why}; serving ONNX with tract only");
+            return Runtimes { ort: None, tract: Arc::new(tract::TractRuntime), ort_missing: Some(why) };
+        };
+        match ort::OrtRuntime::init(path, intra_op_threads) {
+            Ok(rt) => {
+                tracing::info!(path = %path.display(), "ONNX Runtime loaded");
+                Runtimes { ort: Some(Arc::new(rt)), tract: Arc::new(tract::TractRuntime), ort_missing: None }
+            }
+            Err(why) => {
+                tracing::warn!(path = %path.display(), "{why}; serving ONNX with tract only");
+                Runtimes { ort: None, tract: Arc::new(tract::TractRuntime), ort_missing: Some(why) }
+            }
+        }
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.ort.is_some() {
+            v.push("ort".to_string());
+        }
+        v.push("tract".to_string());
+        v
+    }
+
+    /// Runtimes to try, in order, for a choice.
+    pub fn candidates(&self, choice: RuntimeChoice) -> Result<Vec<Arc<dyn Runtime>>, String> {
+        let ort = self.ort.clone().map(|o| o as Arc<dyn Runtime>);
+        let tract = self.tract.clone() as Arc<dyn Runtime>;
+        match choice {
+            RuntimeChoice::Auto => Ok(ort.into_iter().chain([tract]).collect()),
+            RuntimeChoice::Ort => match ort {
+                Some(o) => Ok(vec![o]),
+                None => Err(self.ort_missing.clone().unwrap_or_else(|| "ONNX Runtime is not available".into())),
+            },
+            RuntimeChoice::Tract => Ok(vec![tract]),
+        }
+    }
+
+    /// A runtime by the name stored with a version.
+    pub fn by_name(&self, name: &str) -> Option<Arc<dyn Runtime>> {
+        match name {
+            "ort" => self.ort.clone().map(|o| o as Arc<dyn Runtime>),
+            "tract" => Some(self.tract.clone() as Arc<dyn Runtime>),
+            _ => None,
+        }
+    }
+}
+
+fn ort_candidates(configured: Option<&Path>, data_dir: &Path) -> Vec<PathBuf> {
+    const LIB: &str = "libonnxruntime.so.1.31.1";
+    let mut v = Vec::new();
+    if let Some(p) = configured {
+        // An explicit setting is the only place looked at.
+        v.push(p.to_path_buf());
+        return v;
+    }
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
+        v.push(PathBuf::from(p));
+    }
+    v.push(data_dir.join("lib").join(LIB));
+    if let Some(cache) = std::env::var_os("ZOO_CACHE_DIR") {
+        v.push(PathBuf::from(cache).join("lib").join(LIB));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        v.push(PathBuf::from(home).join(".cache/zoo/lib").join(LIB));
+    }
+    v
+}

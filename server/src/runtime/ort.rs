@@ -1,0 +1,127 @@
+//! ONNX Runtime, loaded dynamically from `libonnxruntime.so`.
+
+use std::path::Path;
+
+use ort::environment::Environment;
+use ort::session::{Session, SessionInputValue};
+use ort::value::{DynValue, TensorElementType, ValueType};
+use zoo_api::Signature;
+
+use super::{LoadedModel, Runtime, RuntimeError, Tensor, Tensors};
+
+pub struct OrtRuntime {
+    env: Environment,
+    intra_op_threads: usize,
+}
+
+impl OrtRuntime {
+    /// Load the library at `path` and create the process-wide environment.
+    pub fn init(path: &Path, intra_op_threads: usize) -> Result<OrtRuntime, String> {
+        let builder =
+            ort::init_from(path).map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?;
+        let env = builder
+            .with_name("zoo")
+            .build()
+            .map_err(|e| format!("cannot start ONNX Runtime from {}: {e}", path.display()))?;
+        Ok(OrtRuntime { env, intra_op_threads })
+    }
+}
+
+fn load_err(e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Load { runtime: "ort", message: e.to_string() }
+}
+
+impl Runtime for OrtRuntime {
+    fn name(&self) -> &'static str {
+        "ort"
+    }
+
+    fn load(&self, model: &Path, _signature: &Signature) -> Result<Box<dyn LoadedModel>, RuntimeError> {
+        let threads = if self.intra_op_threads == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            self.intra_op_threads
+        };
+        let session = Session::builder(&self.env)
+            .map_err(load_err)?
+            .with_intra_threads(threads)
+            .map_err(load_err)?
+            .with_inter_threads(1)
+            .map_err(load_err)?
+            .commit_from_file(model)
+            .map_err(load_err)?;
+        Ok(Box::new(OrtModel { session }))
+    }
+}
+
+struct OrtModel {
+    session: Session,
+}
+
+fn run_err(e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Run(e.to_string())
+}
+
+fn to_value(t: Tensor) -> Result<SessionInputValue<'static>, RuntimeError> {
+    use ort::value::Tensor as OrtTensor;
+    Ok(match t {
+        Tensor::F32(a) => OrtTensor::from_array(a).map_err(run_err)?.into(),
+        Tensor::F64(a) => OrtTensor::from_array(a).map_err(run_err)?.into(),
+        Tensor::I64(a) => OrtTensor::from_array(a).map_err(run_err)?.into(),
+        Tensor::I32(a) => OrtTensor::from_array(a).map_err(run_err)?.into(),
+        Tensor::I16(a) => OrtTensor::from_array(a).map_err(run_err)?.into(),
+        Tensor::I8(a) => OrtTensor::from_array(a).map_err(run_err)?.into(),
+        Tensor::U8(a) => OrtTensor::from_array(a).map_err(run_err)?.into(),
+        Tensor::U16(a) => OrtTensor::from_array(a).map_err(run_err)?.into(),
+        Tensor::U32(a) => OrtTensor::from_array(a).map_err(run_err)?.into(),
+        Tensor::U64(a) => OrtTensor::from_array(a).map_err(run_err)?.into(),
+        Tensor::Bool(a) => OrtTensor::from_array(a).map_err(run_err)?.into(),
+    })
+}
+
+fn from_value(name: &str, v: &DynValue) -> Result<Option<Tensor>, RuntimeError> {
+    let ValueType::Tensor { ty, .. } = v.dtype() else {
+        // Sequences and maps (e.g. a ZipMap of class probabilities) are not tensors.
+        return Ok(None);
+    };
+    macro_rules! extract {
+        ($t:ty, $variant:ident) => {
+            Tensor::$variant(v.try_extract_array::<$t>().map_err(run_err)?.to_owned())
+        };
+    }
+    Ok(Some(match ty {
+        TensorElementType::Float32 => extract!(f32, F32),
+        TensorElementType::Float64 => extract!(f64, F64),
+        TensorElementType::Int64 => extract!(i64, I64),
+        TensorElementType::Int32 => extract!(i32, I32),
+        TensorElementType::Int16 => extract!(i16, I16),
+        TensorElementType::Int8 => extract!(i8, I8),
+        TensorElementType::Uint8 => extract!(u8, U8),
+        TensorElementType::Uint16 => extract!(u16, U16),
+        TensorElementType::Uint32 => extract!(u32, U32),
+        TensorElementType::Uint64 => extract!(u64, U64),
+        TensorElementType::Bool => extract!(bool, Bool),
+        other => {
+            return Err(RuntimeError::Run(format!(
+                "output '{name}' has element type {other:?}, which zoo cannot return yet"
+            )));
+        }
+    }))
+}
+
+impl LoadedModel for OrtModel {
+    fn run(&mut self, inputs: Tensors) -> Result<Tensors, RuntimeError> {
+        let values = inputs
+            .into_iter()
+            .map(|(n, t)| Ok((n, to_value(t)?)))
+            .collect::<Result<Vec<(String, SessionInputValue<'static>)>, RuntimeError>>()?;
+        let outputs = self.session.run(values).map_err(run_err)?;
+        let mut out = Vec::with_capacity(outputs.len());
+        for (name, value) in outputs.iter() {
+            if let Some(t) = from_value(name, &value)? {
+                out.push((name.to_string(), t));
+            }
+        }
+        Ok(out)
+    }
+}

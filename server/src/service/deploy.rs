@@ -1,0 +1,247 @@
+//! Deploy: upload -> validate -> store -> register -> load. A version becomes
+//! visible only at the end; any failure on the way removes what was started.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use zoo_api::{DeployQuery, RuntimeChoice, Task, VersionInfo, names};
+
+use super::loader::LoadRequest;
+use super::{Services, remove_dir_quietly};
+use crate::auth::Caller;
+use crate::error::{Error, Result};
+use crate::registry::ReadyVersion;
+use crate::store::StorageKey;
+
+/// An upload as it arrives.
+pub struct Upload<S> {
+    pub model: String,
+    /// `None` takes the next integer version.
+    pub version: Option<String>,
+    pub query: DeployQuery,
+    pub expected_sha256: Option<String>,
+    pub content_length: Option<u64>,
+    pub body: S,
+}
+
+/// Check a name and version before anything is reserved.
+pub fn check_names(model: &str, version: Option<&str>) -> Result<()> {
+    if !names::valid_model_name(model) {
+        return Err(Error::InvalidName(format!(
+            "'{model}' is not a valid model name: use 1-128 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit"
+        )));
+    }
+    if let Some(v) = version
+        && !names::valid_version(v)
+    {
+        return Err(Error::InvalidName(format!(
+            "'{v}' is not a valid version: use 1-64 characters of A-Z, a-z, 0-9, '.', '_' or '-', starting with a letter or digit"
+        )));
+    }
+    Ok(())
+}
+
+struct Received {
+    path: PathBuf,
+    sha256: String,
+    size: u64,
+}
+
+impl Services {
+    #[tracing::instrument(skip_all, fields(model = %upload.model, version))]
+    pub async fn deploy<S, E>(&self, caller: &Caller, upload: Upload<S>) -> Result<VersionInfo>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin + Send,
+        E: std::fmt::Display,
+    {
+        check_names(&upload.model, upload.version.as_deref())?;
+        if let Some(expected) = &upload.expected_sha256
+            && (expected.len() != 64 || !expected.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(Error::InvalidRequest(format!("{} must be 64 hex digits", zoo_api::headers::SHA256)));
+        }
+        if let Some(len) = upload.content_length
+            && len > self.config.max_upload_bytes
+        {
+            return Err(too_large(len, self.config.max_upload_bytes));
+        }
+        let model = upload.model.clone();
+        let version = self
+            .registry
+            .begin_version(&model, upload.version.as_deref(), upload.query.description.as_deref(), &caller.key_id)
+            .await?;
+        tracing::Span::current().record("version", version.as_str());
+
+        let work = self.config.work_dir().join(format!("upload-{}", uuid::Uuid::new_v4()));
+        let result = async {
+            tokio::fs::create_dir_all(&work).await?;
+            self.deploy_reserved(caller, &model, &version, upload, &work).await
+        }
+        .await;
+        remove_dir_quietly(&work).await;
+        match result {
+            Ok(info) => Ok(info),
+            Err(e) => {
+                match self.registry.abort_version(&model, &version).await {
+                    Ok(Some(sha)) => {
+                        if let Err(e2) = self.release_blob(&sha).await {
+                            tracing::warn!(error = %e2, "could not release the blob of a failed upload; the sweeper will");
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e2) => tracing::warn!(error = %e2, "could not remove a failed upload; the sweeper will"),
+                }
+                self.unload(&model, &version);
+                Err(e)
+            }
+        }
+    }
+
+    async fn deploy_reserved<S, E>(
+        &self,
+        caller: &Caller,
+        model: &str,
+        version: &str,
+        upload: Upload<S>,
+        work: &Path,
+    ) -> Result<VersionInfo>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin + Send,
+        E: std::fmt::Display,
+    {
+        let received = self.receive(upload.body, work).await?;
+        if let Some(expected) = &upload.expected_sha256
+            && !expected.eq_ignore_ascii_case(&received.sha256)
+        {
+            return Err(Error::Sha256Mismatch { expected: expected.to_ascii_lowercase(), actual: received.sha256 });
+        }
+
+        // Validate (pure, blocking) into an unpack directory.
+        let unpack = work.join("unpacked");
+        tokio::fs::create_dir_all(&unpack).await?;
+        let (path, dir, limits) = (received.path.clone(), unpack.clone(), self.limits());
+        let artifact = tokio::task::spawn_blocking(move || zoo_formats::inspect_upload(&path, &dir, &limits)).await??;
+
+        let mut signature = artifact.signature;
+        let mut labels = artifact.labels;
+        if let Some(given) = &upload.query.labels {
+            labels = given.split(',').map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
+            if let Some(text) = &mut signature.text {
+                text.labels = labels.clone();
+            }
+        }
+        let task = match upload.query.task {
+            None => artifact.task,
+            Some(Task::Tensor) => Task::Tensor,
+            Some(t) => {
+                if signature.text.is_none() {
+                    return Err(Error::InvalidRequest(format!(
+                        "task '{}' needs a bundle with tokenizer.json and an input named input_ids",
+                        t.as_str()
+                    )));
+                }
+                if t == Task::TextClassification && labels.is_empty() {
+                    return Err(Error::InvalidRequest(
+                        "task 'text-classification' needs labels: add id2label to config.json or pass labels".into(),
+                    ));
+                }
+                t
+            }
+        };
+
+        // Store the blob (content-addressed; the row points at it first so the
+        // sweeper never takes it for an orphan).
+        self.registry.attach_blob(model, version, &received.sha256).await?;
+        self.store.put_file(&StorageKey::blob(&received.sha256), &received.path).await?;
+
+        // Local copy for serving: the unpacked bundle, or the single file.
+        let cache = self.cache_path(&received.sha256);
+        if !tokio::fs::try_exists(&cache).await? {
+            let prepared = match &artifact.bundle_dir {
+                Some(root) => root.clone(),
+                None => {
+                    let single = work.join("single");
+                    tokio::fs::create_dir_all(&single).await?;
+                    tokio::fs::rename(&received.path, single.join("model.onnx")).await?;
+                    single
+                }
+            };
+            self.install(&prepared, &cache).await?;
+        }
+
+        let choice = upload.query.runtime.unwrap_or(RuntimeChoice::Auto);
+        let req = LoadRequest {
+            model: model.to_string(),
+            version: version.to_string(),
+            dir: cache,
+            signature: signature.clone(),
+            task,
+            labels: labels.clone(),
+        };
+        let outcome = self.load_new(req, choice).await;
+        if let Some(reason) = &outcome.reason {
+            tracing::warn!(model, version, reason = %reason, "stored, but not servable");
+        }
+        let ready = ReadyVersion {
+            format: signature.format,
+            sha256: received.sha256,
+            size: received.size as i64,
+            task,
+            runtime: outcome.runtime,
+            servable: outcome.served.is_some(),
+            reason: outcome.reason,
+            signature,
+            labels,
+            warmup_ms: outcome.warmup_ms,
+        };
+        let record = self.registry.finish_version(model, version, &ready).await?;
+        tracing::info!(model, version, sha256 = %record.sha256, size = record.size, servable = record.servable, by = %caller.key_id, "deployed");
+        Ok(self.version_info(&record))
+    }
+
+    /// Stream the body to a file, hashing and counting, with the size limit and an
+    /// idle timeout.
+    async fn receive<S, E>(&self, mut body: S, work: &Path) -> Result<Received>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin + Send,
+        E: std::fmt::Display,
+    {
+        let path = work.join("upload");
+        let mut file = tokio::fs::File::create(&path).await?;
+        let mut hasher = Sha256::new();
+        let mut size: u64 = 0;
+        let limit = self.config.max_upload_bytes;
+        let idle = self.config.upload_idle_timeout();
+        loop {
+            let chunk = match tokio::time::timeout(idle, body.next()).await {
+                Err(_) => {
+                    return Err(Error::Timeout(format!("the upload sent nothing for {} seconds", idle.as_secs())));
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => return Err(Error::InvalidRequest(format!("the upload was interrupted: {e}"))),
+                Ok(Some(Ok(c))) => c,
+            };
+            size += chunk.len() as u64;
+            if size > limit {
+                return Err(too_large(size, limit));
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk).await?;
+        }
+        file.flush().await?;
+        file.sync_all().await?;
+        if size == 0 {
+            return Err(Error::InvalidRequest("the upload is empty: send the artifact as the request body".into()));
+        }
+        Ok(Received { path, sha256: hex::encode(hasher.finalize()), size })
+    }
+}
+
+fn too_large(size: u64, limit: u64) -> Error {
+    Error::PayloadTooLarge(format!(
+        "the upload is larger than the limit of {limit} bytes (got at least {size}); raise ZOO_MAX_UPLOAD_BYTES on the server"
+    ))
+}

@@ -1,0 +1,269 @@
+//! Loading versions: the local artifact cache, runtime choice, warm-up, and the
+//! table of loaded versions.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use zoo_api::{RuntimeChoice, Signature, Task, TextInfo};
+
+use super::{Services, VersionKey, remove_dir_quietly};
+use crate::error::{Error, Result};
+use crate::pipeline::tensor::example_inputs;
+use crate::pipeline::text::TextPipeline;
+use crate::registry::VersionRecord;
+use crate::runtime::host::ModelHost;
+use crate::runtime::{Runtime, Tensors};
+use crate::store::StorageKey;
+
+/// Pre/post-processing of a loaded version.
+pub enum Pipeline {
+    Tensor,
+    Text(Box<TextPipeline>),
+}
+
+/// A loaded version, ready to answer.
+pub struct Served {
+    pub model: String,
+    pub version: String,
+    pub task: Task,
+    pub signature: Signature,
+    pub runtime: &'static str,
+    pub host: ModelHost,
+    pub pipeline: Pipeline,
+}
+
+/// Outcome of trying to load a version at deploy.
+pub struct LoadOutcome {
+    pub served: Option<Arc<Served>>,
+    pub runtime: Option<String>,
+    pub reason: Option<String>,
+    pub warmup_ms: Option<f64>,
+}
+
+/// The model file inside a materialised artifact directory.
+pub fn model_file(dir: &Path, signature: &Signature) -> Result<PathBuf> {
+    if !signature.bundle {
+        return Ok(dir.join("model.onnx"));
+    }
+    let rel = zoo_formats::bundle_model_file(&signature.files).map_err(Error::Artifact)?;
+    Ok(dir.join(rel))
+}
+
+/// A version to load from its local directory.
+pub struct LoadRequest {
+    pub model: String,
+    pub version: String,
+    pub dir: PathBuf,
+    pub signature: Signature,
+    pub task: Task,
+    pub labels: Vec<String>,
+}
+
+/// What a load needs, detached from `Services` so it can run on a blocking thread.
+struct LoadJob {
+    req: LoadRequest,
+    runtimes: Vec<Arc<dyn Runtime>>,
+    queue_capacity: usize,
+}
+
+fn text_info(signature: &Signature, labels: &[String]) -> Result<TextInfo> {
+    let mut info = signature
+        .text
+        .clone()
+        .ok_or_else(|| Error::NotServable("a text task needs a bundle with tokenizer.json".into()))?;
+    if !labels.is_empty() {
+        info.labels = labels.to_vec();
+    }
+    Ok(info)
+}
+
+impl LoadJob {
+    /// Try each runtime in turn; the first that loads and warms up wins.
+    fn run(self) -> std::result::Result<(Served, f64), String> {
+        let LoadJob { req, runtimes, queue_capacity } = self;
+        let model_path = model_file(&req.dir, &req.signature).map_err(|e| e.to_string())?;
+        let pipeline = match req.task {
+            Task::Tensor => Pipeline::Tensor,
+            Task::TextClassification | Task::FeatureExtraction => {
+                let info = text_info(&req.signature, &req.labels).map_err(|e| e.to_string())?;
+                let classifier = req.task == Task::TextClassification;
+                let text = TextPipeline::load(&req.dir, &req.signature, info, classifier).map_err(|e| e.to_string())?;
+                Pipeline::Text(Box::new(text))
+            }
+        };
+        let warmup = match &pipeline {
+            Pipeline::Tensor => example_inputs(&req.signature.inputs),
+            Pipeline::Text(p) => p.encode(&["zoo warm-up".to_string()]).ok().map(|e| e.inputs),
+        };
+        let mut failures = Vec::new();
+        for rt in &runtimes {
+            let mut loaded = match rt.load(&model_path, &req.signature) {
+                Ok(m) => m,
+                Err(e) => {
+                    failures.push(e.to_string());
+                    continue;
+                }
+            };
+            let start = Instant::now();
+            if let Some(inputs) = warmup.clone() {
+                let inputs: Tensors = inputs;
+                if let Err(e) = loaded.run(inputs) {
+                    failures.push(format!("{} loaded the model but its warm-up run failed: {e}", rt.name()));
+                    continue;
+                }
+            }
+            let warm_ms = start.elapsed().as_secs_f64() * 1000.0;
+            let host = ModelHost::spawn(&format!("{}-{}", req.model, req.version), loaded, queue_capacity)
+                .map_err(|e| e.to_string())?;
+            let served = Served {
+                model: req.model,
+                version: req.version,
+                task: req.task,
+                signature: req.signature,
+                runtime: rt.name(),
+                host,
+                pipeline,
+            };
+            return Ok((served, warm_ms));
+        }
+        Err(failures.join("; "))
+    }
+}
+
+impl Services {
+    fn load_job(&self, req: LoadRequest, runtimes: Vec<Arc<dyn Runtime>>) -> LoadJob {
+        LoadJob { req, runtimes, queue_capacity: self.config.queue_capacity }
+    }
+
+    /// Load a freshly validated version (at deploy). Failure is not an error: the
+    /// version is stored as not servable, with the reason.
+    pub async fn load_new(&self, req: LoadRequest, choice: RuntimeChoice) -> LoadOutcome {
+        let key: VersionKey = (req.model.clone(), req.version.clone());
+        let runtimes = match self.runtimes.candidates(choice) {
+            Ok(r) => r,
+            Err(why) => return LoadOutcome { served: None, runtime: None, reason: Some(why), warmup_ms: None },
+        };
+        let job = self.load_job(req, runtimes);
+        match tokio::task::spawn_blocking(move || job.run()).await {
+            Ok(Ok((served, warm))) => {
+                let served = Arc::new(served);
+                self.served.write().expect("served map").insert(key, served.clone());
+                LoadOutcome {
+                    runtime: Some(served.runtime.to_string()),
+                    served: Some(served),
+                    reason: None,
+                    warmup_ms: Some(warm),
+                }
+            }
+            Ok(Err(why)) => {
+                let mut reason = format!("no runtime can serve this model: {why}");
+                if self.runtimes.ort.is_none() && choice != RuntimeChoice::Tract {
+                    reason.push_str(". ONNX Runtime is not available on this server (set ZOO_ORT_DYLIB)");
+                }
+                LoadOutcome { served: None, runtime: None, reason: Some(reason), warmup_ms: None }
+            }
+            Err(e) => LoadOutcome {
+                served: None,
+                runtime: None,
+                reason: Some(format!("loader crashed: {e}")),
+                warmup_ms: None,
+            },
+        }
+    }
+
+    /// The loaded version, loading it (once, even under concurrent requests) when
+    /// it is not loaded yet.
+    pub async fn served(&self, v: &VersionRecord) -> Result<Arc<Served>> {
+        let key: VersionKey = (v.model.clone(), v.version.clone());
+        if let Some(s) = self.served.read().expect("served map").get(&key) {
+            return Ok(s.clone());
+        }
+        if !v.servable {
+            return Err(Error::NotServable(format!(
+                "version '{}' of model '{}' cannot be served: {}",
+                v.version,
+                v.model,
+                v.reason.as_deref().unwrap_or("no reason recorded")
+            )));
+        }
+        let gate = self.loading.lock().expect("loading map").entry(key.clone()).or_default().clone();
+        let _guard = gate.lock().await;
+        if let Some(s) = self.served.read().expect("served map").get(&key) {
+            return Ok(s.clone());
+        }
+        let dir = self.materialize(&v.sha256, v.signature.bundle).await?;
+        // The runtime that served it at deploy first, then the others.
+        let mut runtimes: Vec<Arc<dyn Runtime>> =
+            v.runtime.as_deref().and_then(|n| self.runtimes.by_name(n)).into_iter().collect();
+        for rt in self.runtimes.candidates(RuntimeChoice::Auto).unwrap_or_default() {
+            if !runtimes.iter().any(|r| r.name() == rt.name()) {
+                runtimes.push(rt);
+            }
+        }
+        let req = LoadRequest {
+            model: v.model.clone(),
+            version: v.version.clone(),
+            dir,
+            signature: v.signature.clone(),
+            task: v.task,
+            labels: v.labels.clone(),
+        };
+        let job = self.load_job(req, runtimes);
+        let started = Instant::now();
+        let (served, _) = tokio::task::spawn_blocking(move || job.run()).await?.map_err(|why| {
+            Error::NotServable(format!("version '{}' of model '{}' failed to load: {why}", v.version, v.model))
+        })?;
+        tracing::info!(model = %v.model, version = %v.version, runtime = served.runtime, ms = started.elapsed().as_millis() as u64, "loaded");
+        let served = Arc::new(served);
+        self.served.write().expect("served map").insert(key.clone(), served.clone());
+        self.loading.lock().expect("loading map").remove(&key);
+        Ok(served)
+    }
+
+    /// Make sure the artifact with this sha256 is unpacked in the local cache, and
+    /// return its directory.
+    pub async fn materialize(&self, sha256: &str, bundle: bool) -> Result<PathBuf> {
+        let dest = self.cache_path(sha256);
+        if tokio::fs::try_exists(&dest).await? {
+            return Ok(dest);
+        }
+        let tmp = self.config.work_dir().join(format!("fetch-{}", uuid::Uuid::new_v4()));
+        tokio::fs::create_dir_all(&tmp).await?;
+        let result = async {
+            let blob = tmp.join("blob");
+            if !self.store.get_to_file(&StorageKey::blob(sha256), &blob).await? {
+                return Err(Error::NotServable(format!("the artifact {sha256} is missing from the object store")));
+            }
+            let staged = tmp.join("dir");
+            tokio::fs::create_dir_all(&staged).await?;
+            if bundle {
+                let (blob2, staged2, limits) = (blob.clone(), staged.clone(), self.limits());
+                tokio::task::spawn_blocking(move || zoo_formats::bundle::extract_tar(&blob2, &staged2, &limits))
+                    .await??;
+                let root = zoo_formats::bundle::bundle_root(&staged)?;
+                self.install(&root, &dest).await
+            } else {
+                tokio::fs::rename(&blob, staged.join("model.onnx")).await?;
+                self.install(&staged, &dest).await
+            }
+        }
+        .await;
+        remove_dir_quietly(&tmp).await;
+        result.map(|_| dest)
+    }
+
+    /// Move a prepared directory into the cache (another request may have won).
+    pub async fn install(&self, prepared: &Path, dest: &Path) -> Result<()> {
+        tokio::fs::create_dir_all(self.config.cache_dir()).await?;
+        match tokio::fs::rename(prepared, dest).await {
+            Ok(()) => Ok(()),
+            Err(_) if tokio::fs::try_exists(dest).await.unwrap_or(false) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn is_loaded(&self, model: &str, version: &str) -> bool {
+        self.served.read().expect("served map").contains_key(&(model.to_string(), version.to_string()))
+    }
+}

@@ -1,0 +1,128 @@
+//! Transport-independent operations: the HTTP handlers (and later other front
+//! ends) call these.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use zoo_api::{Endpoints, VersionInfo, VersionStatus};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::registry::{Registry, VersionRecord};
+use crate::runtime::Runtimes;
+use crate::store::{ObjectStore, StorageKey};
+
+pub mod deploy;
+pub mod loader;
+pub mod models;
+pub mod predict;
+pub mod sweeper;
+
+pub use loader::Served;
+
+/// (model, version)
+pub type VersionKey = (String, String);
+
+/// Everything the services share.
+pub struct Services {
+    pub config: Config,
+    pub registry: Arc<dyn Registry>,
+    pub store: Arc<dyn ObjectStore>,
+    pub runtimes: Runtimes,
+    /// Loaded versions.
+    served: RwLock<HashMap<VersionKey, Arc<Served>>>,
+    /// One loader at a time per version.
+    loading: Mutex<HashMap<VersionKey, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Services {
+    pub fn new(
+        config: Config,
+        registry: Arc<dyn Registry>,
+        store: Arc<dyn ObjectStore>,
+        runtimes: Runtimes,
+    ) -> Services {
+        Services {
+            config,
+            registry,
+            store,
+            runtimes,
+            served: RwLock::new(HashMap::new()),
+            loading: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Local directory holding the unpacked artifact with this sha256.
+    pub fn cache_path(&self, sha256: &str) -> PathBuf {
+        self.config.cache_dir().join(sha256)
+    }
+
+    pub fn limits(&self) -> zoo_formats::Limits {
+        zoo_formats::Limits { max_bundle_size: self.config.max_upload_bytes.saturating_mul(4), ..Default::default() }
+    }
+
+    fn unload(&self, model: &str, version: &str) {
+        self.served.write().expect("served map").remove(&(model.to_string(), version.to_string()));
+    }
+
+    /// Drop the blob and its local copy when no version references it any more.
+    pub async fn release_blob(&self, sha256: &str) -> Result<()> {
+        if sha256.is_empty() || self.registry.blob_referenced(sha256).await? {
+            return Ok(());
+        }
+        self.store.delete(&StorageKey::blob(sha256)).await?;
+        remove_dir_quietly(&self.cache_path(sha256)).await;
+        Ok(())
+    }
+
+    /// The API view of a version.
+    pub fn version_info(&self, v: &VersionRecord) -> VersionInfo {
+        let base = format!("/v1/models/{}", v.model);
+        VersionInfo {
+            model: v.model.clone(),
+            version: v.version.clone(),
+            format: v.format,
+            sha256: v.sha256.clone(),
+            size: v.size,
+            task: v.task,
+            servable: v.servable,
+            reason: v.reason.clone(),
+            runtime: v.runtime.clone(),
+            status: v.status,
+            signature: v.signature.clone(),
+            labels: v.labels.clone(),
+            warmup_ms: v.warmup_ms,
+            created_at: v.created_at,
+            created_by: v.created_by.clone(),
+            endpoints: Endpoints {
+                predict: format!("{base}/versions/{}/predict", v.version),
+                predict_default: format!("{base}/predict"),
+                artifact: format!("{base}/versions/{}/artifact", v.version),
+            },
+        }
+    }
+
+    /// A ready version, or the matching 404.
+    pub async fn require_version(&self, model: &str, version: &str) -> Result<VersionRecord> {
+        match self.registry.get_version(model, version).await? {
+            Some(v) if v.status == VersionStatus::Ready => Ok(v),
+            _ => Err(self.not_found(model, version).await?),
+        }
+    }
+
+    async fn not_found(&self, model: &str, version: &str) -> Result<Error> {
+        Ok(match self.registry.get_model(model).await? {
+            None => Error::ModelNotFound(model.to_string()),
+            Some(_) => Error::VersionNotFound { model: model.to_string(), version: version.to_string() },
+        })
+    }
+}
+
+pub(crate) async fn remove_dir_quietly(path: &Path) {
+    if let Err(e) = tokio::fs::remove_dir_all(path).await
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "could not remove a directory");
+    }
+}

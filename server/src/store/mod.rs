@@ -1,0 +1,80 @@
+//! Object storage for artifacts: content-addressed blobs behind one trait.
+
+use std::path::Path;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+
+use crate::error::Result;
+
+pub mod fs;
+
+/// A typed storage key. Blobs are addressed by the sha256 of their content.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum StorageKey {
+    /// `blobs/sha256/<hex>`
+    Blob { sha256: String },
+}
+
+impl StorageKey {
+    pub fn blob(sha256: &str) -> StorageKey {
+        StorageKey::Blob { sha256: sha256.to_string() }
+    }
+
+    /// The key as a relative path.
+    pub fn path(&self) -> String {
+        match self {
+            StorageKey::Blob { sha256 } => format!("blobs/sha256/{sha256}"),
+        }
+    }
+}
+
+pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
+
+/// A byte range `start..end` (end exclusive) of an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    pub start: u64,
+    pub end: u64,
+}
+
+/// A stored object being read.
+pub struct Object {
+    /// Size of the whole object.
+    pub size: u64,
+    pub body: ByteStream,
+}
+
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    /// The store answers.
+    async fn ping(&self) -> Result<()>;
+    /// Store the file at `path` under `key`, durably. A key that exists is left as it
+    /// is (content addressing makes it identical). The file may be moved or copied.
+    async fn put_file(&self, key: &StorageKey, path: &Path) -> Result<()>;
+    /// Whether `key` exists.
+    async fn exists(&self, key: &StorageKey) -> Result<bool>;
+    /// Size of `key`, or `None` when missing.
+    async fn size(&self, key: &StorageKey) -> Result<Option<u64>>;
+    /// Read `key` (a range of it, or all).
+    async fn get(&self, key: &StorageKey, range: Option<Range>) -> Result<Option<Object>>;
+    /// Write `key` into the local file `dest`.
+    async fn get_to_file(&self, key: &StorageKey, dest: &Path) -> Result<bool>;
+    /// Delete `key`; deleting a missing key is not an error.
+    async fn delete(&self, key: &StorageKey) -> Result<()>;
+    /// Every blob sha256 in the store, for the sweeper.
+    async fn list_blobs(&self) -> Result<Vec<String>>;
+}
+
+/// Open the object store named by a URL.
+pub async fn open(url: &str) -> anyhow::Result<std::sync::Arc<dyn ObjectStore>> {
+    if let Some(path) = url.strip_prefix("file://") {
+        Ok(std::sync::Arc::new(fs::FsStore::open(Path::new(path)).await?))
+    } else if url.starts_with("s3://") {
+        anyhow::bail!("S3 object stores are not supported by this build yet; use a file:// URL")
+    } else {
+        anyhow::bail!("unsupported store URL '{url}': expected file://PATH")
+    }
+}
