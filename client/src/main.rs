@@ -574,12 +574,19 @@ fn print_prediction(body: &Value) {
             .collect();
         parts.map(|p| p.join("  "))
     };
-    if let Some(line) = label_line(body) {
+    let embedding_line = |v: &Value| -> Option<String> {
+        let nums = v.as_array()?.iter().map(Value::as_f64).collect::<Option<Vec<f64>>>()?;
+        let head: Vec<String> = nums.iter().take(6).map(|x| format!("{x:.4}")).collect();
+        let norm = nums.iter().map(|x| x * x).sum::<f64>().sqrt();
+        Some(format!("embedding [{}]: {} ... (L2 norm {norm:.3})", nums.len(), head.join(" ")))
+    };
+    if let Some(line) = label_line(body).or_else(|| embedding_line(body)) {
         println!("{line}");
         return;
     }
-    if let Some(rows) = body.as_array()
-        && let Some(lines) = rows.iter().map(label_line).collect::<Option<Vec<_>>>()
+    if let Some(rows) = body.as_array().filter(|r| !r.is_empty())
+        && let Some(lines) =
+            rows.iter().map(|r| label_line(r).or_else(|| embedding_line(r))).collect::<Option<Vec<_>>>()
     {
         for l in lines {
             println!("{l}");

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use prost::bytes::Bytes;
 use zoo_api::{BundleFile, Format, Signature, Task, TextInfo};
 
+pub mod build;
 pub mod bundle;
 pub mod onnx;
 pub mod onnx_proto;

@@ -1,1 +1,221 @@
+//! Harness for end-to-end tests: the real `zoo` binary serving on 127.0.0.1:0 with
+//! its own data directory, the real CLI, and the fixtures tests deploy.
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub mod fixtures;
+
+/// The `zoo` binary next to the test executable (built by `cargo test --workspace`).
+pub fn zoo_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target directory");
+    let bin = dir.join("zoo");
+    assert!(
+        bin.is_file(),
+        "the zoo binary is not built at {}: run `cargo build --workspace --all-targets`",
+        bin.display()
+    );
+    bin
+}
+
+/// A running `zoo serve`.
+pub struct Server {
+    pub url: String,
+    pub admin_key: String,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+    _tmp: Option<tempfile::TempDir>,
+    /// Where the CLI keeps its login during the test.
+    pub cli_config: PathBuf,
+    /// The server's stderr (its logs); printed when a test fails.
+    pub log_path: PathBuf,
+}
+
+/// How to start a server.
+#[derive(Default, Clone)]
+pub struct Options {
+    /// Extra `zoo serve` arguments.
+    pub args: Vec<String>,
+    /// Environment for the server process.
+    pub env: Vec<(String, String)>,
+    /// Reuse this data directory (for restarts).
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_with(Options::default())
+    }
+
+    pub fn start_with(opts: Options) -> Server {
+        let (tmp, data_dir) = match opts.data_dir {
+            Some(d) => (None, d),
+            None => {
+                let t = tempfile::tempdir().expect("tempdir");
+                let d = t.path().join("data");
+                (Some(t), d)
+            }
+        };
+        let mut cmd = Command::new(zoo_bin());
+        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(&data_dir).args(&opts.args);
+        cmd.env_remove("ZOO_ADMIN_KEY").env("RUST_LOG", "info,zoo_server=debug");
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let log_path = data_dir.with_extension(format!("log.{}", std::process::id()));
+        let log = std::fs::File::create(&log_path).expect("server log file");
+        cmd.stdout(Stdio::piped()).stderr(Stdio::from(log));
+        let mut child = cmd.spawn().expect("spawn zoo serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                println!("[zoo] {line}");
+                if let Some(url) = line.strip_prefix("zoo: listening on ") {
+                    let _ = tx.send(url.trim().to_string());
+                }
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(u) => u,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("zoo serve did not report its address within 60 s");
+            }
+        };
+        let admin_key =
+            opts.env.iter().find(|(k, _)| k == "ZOO_ADMIN_KEY").map(|(_, v)| v.clone()).unwrap_or_else(|| {
+                std::fs::read_to_string(data_dir.join("admin.key")).expect("admin.key").trim().to_string()
+            });
+        let cli_config = data_dir.parent().unwrap_or(&data_dir).join("cli.toml");
+        Server { url, admin_key, data_dir, child: Some(child), _tmp: tmp, cli_config, log_path }
+    }
+
+    /// Stop with SIGTERM and wait; returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server running");
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("zoo serve did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kill the process at once (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Keep the data directory after this server stops (for a restart).
+    pub fn keep_data(&mut self) -> Option<tempfile::TempDir> {
+        self._tmp.take()
+    }
+
+    /// Run the `zoo` CLI against this server with `key`.
+    pub fn cli_with_key(&self, key: &str, args: &[&str]) -> Output {
+        let out = Command::new(zoo_bin())
+            .args(args)
+            .env("ZOO_URL", &self.url)
+            .env("ZOO_API_KEY", key)
+            .env("ZOO_CONFIG", &self.cli_config)
+            .output()
+            .expect("run zoo");
+        println!(
+            "$ zoo {}\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Run the CLI as admin.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_with_key(&self.admin_key, args)
+    }
+
+    /// A raw HTTP client and the full URL of a path.
+    pub fn http(&self) -> reqwest::Client {
+        reqwest::Client::new()
+    }
+
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    pub fn client(&self, key: &str) -> zoo_client::Client {
+        zoo_client::Client::new(&self.url, Some(key.to_string())).expect("client")
+    }
+}
+
+impl Server {
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(200).collect();
+            eprintln!("--- zoo serve log ({}) ---", self.log_path.display());
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+        let _ = std::fs::remove_file(&self.log_path);
+    }
+}
+
+/// Stdout of a successful CLI run, or a panic with what it printed.
+pub fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "zoo failed ({:?}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The path of ONNX Runtime the tests expect the server to find, if any.
+pub fn models_cache() -> PathBuf {
+    let dir = std::env::var_os("ZOO_TEST_MODELS")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/zoo")))
+        .expect("set ZOO_TEST_MODELS");
+    assert!(
+        dir.join("lib/libonnxruntime.so.1.31.1").is_file() && dir.join("minilm/tokenizer.json").is_file(),
+        "test models missing in {}: run scripts/fetch-test-models (scripts/test does)",
+        dir.display()
+    );
+    dir
+}
+
+/// Server options that point at the fetched ONNX Runtime.
+pub fn with_ort() -> Options {
+    let lib = models_cache().join("lib/libonnxruntime.so.1.31.1");
+    Options { env: vec![("ZOO_ORT_DYLIB".into(), lib.display().to_string())], ..Default::default() }
+}
+
+/// Largest absolute difference between two nested JSON number arrays.
+pub fn max_abs_diff(a: &serde_json::Value, b: &serde_json::Value) -> f64 {
+    match (a, b) {
+        (serde_json::Value::Array(x), serde_json::Value::Array(y)) => {
+            assert_eq!(x.len(), y.len(), "shapes differ: {a} vs {b}");
+            x.iter().zip(y).map(|(p, q)| max_abs_diff(p, q)).fold(0.0, f64::max)
+        }
+        (p, q) => (p.as_f64().expect("number") - q.as_f64().expect("number")).abs(),
+    }
+}

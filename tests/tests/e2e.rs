@@ -1,0 +1,486 @@
+//! End to end: the real `zoo` binary on 127.0.0.1:0, driven by the real CLI and
+//! by plain HTTP.
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use zoo_tests::{Options, Server, fixtures, max_abs_diff, ok, with_ort};
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+async fn json_of(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("<no error code>")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mlp_deploy_list_predict_download_delete() {
+    let dir = tmp();
+    let fx = fixtures::tiny_mlp(dir.path());
+    println!("tiny MLP from {}", fx.source);
+    let s = Server::start_with(with_ort());
+
+    let out = ok(&s.cli(&["deploy", fx.path.to_str().unwrap(), "--name", "mlp", "--version", "1"]));
+    assert!(out.contains("deployed mlp version 1"), "{out}");
+    assert!(out.contains("/v1/models/mlp/predict"), "prints the endpoint: {out}");
+    assert!(out.contains("curl -H"), "prints a curl example: {out}");
+
+    let list = ok(&s.cli(&["models", "list", "-o", "json"]));
+    let list: Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list["models"][0]["name"], "mlp");
+    assert_eq!(list["models"][0]["task"], "tensor");
+
+    // Predict through the CLI.
+    let req = dir.path().join("req.json");
+    std::fs::write(&req, json!({"inputs": {fx.input_name.clone(): fx.x.clone()}}).to_string()).unwrap();
+    let out = ok(&s.cli(&["predict", "mlp", "--json", req.to_str().unwrap(), "-o", "json"]));
+    let body: Value = serde_json::from_str(&out).unwrap();
+    let diff = max_abs_diff(&body["outputs"]["y"], &fx.y);
+    assert!(diff < 1e-4, "ort output differs from the reference by {diff}");
+
+    // And with raw HTTP.
+    let r = s
+        .http()
+        .post(s.at("/v1/models/mlp/versions/1/predict"))
+        .bearer_auth(&s.admin_key)
+        .json(&json!({"inputs": {"x": fx.x}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-zoo-model-version"], "1");
+    assert!(r.headers().contains_key("x-inference-time"));
+    let (status, body) = json_of(r).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(max_abs_diff(&body["outputs"]["y"], &fx.y) < 1e-4);
+
+    // Download: whole, then a range; the bytes are the upload's.
+    let original = std::fs::read(&fx.path).unwrap();
+    let r = s.http().get(s.at("/v1/models/mlp/versions/1/artifact")).bearer_auth(&s.admin_key).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), original.as_slice());
+    let r = s
+        .http()
+        .get(s.at("/v1/models/mlp/versions/1/artifact"))
+        .bearer_auth(&s.admin_key)
+        .header("Range", "bytes=10-19")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()["content-range"], format!("bytes 10-19/{}", original.len()).as_str());
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &original[10..20]);
+    let pulled = dir.path().join("pulled.onnx");
+    ok(&s.cli(&["pull", "mlp", "--version", "1", "-O", pulled.to_str().unwrap()]));
+    assert_eq!(std::fs::read(&pulled).unwrap(), original);
+
+    // Delete: the version, its blob and its route go.
+    ok(&s.cli(&["rm", "mlp", "--version", "1"]));
+    let r = s
+        .http()
+        .post(s.at("/v1/models/mlp/versions/1/predict"))
+        .bearer_auth(&s.admin_key)
+        .json(&json!({"inputs": {"x": fx.x}}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_of(r).await;
+    assert_eq!((status, code(&body)), (404, "version_not_found"));
+    let blobs = std::fs::read_dir(s.data_dir.join("objects/blobs/sha256")).unwrap().count();
+    assert_eq!(blobs, 0, "the deleted version's blob is removed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ort_and_tract_agree() {
+    let dir = tmp();
+    let fx = fixtures::tiny_mlp(dir.path());
+    let s = Server::start_with(with_ort());
+    let ready: Value = s.http().get(s.at("/readyz")).send().await.unwrap().json().await.unwrap();
+    assert!(ready["runtimes"].as_array().unwrap().contains(&json!("ort")), "ONNX Runtime must be loaded: {ready}");
+    let p = fx.path.to_str().unwrap();
+    let a: Value = serde_json::from_str(&ok(&s.cli(&[
+        "deploy",
+        p,
+        "--name",
+        "m",
+        "--version",
+        "ort",
+        "--runtime",
+        "ort",
+        "-o",
+        "json",
+    ])))
+    .unwrap();
+    let b: Value = serde_json::from_str(&ok(&s.cli(&[
+        "deploy",
+        p,
+        "--name",
+        "m",
+        "--version",
+        "tract",
+        "--runtime",
+        "tract",
+        "-o",
+        "json",
+    ])))
+    .unwrap();
+    assert_eq!(a["runtime"], "ort");
+    assert_eq!(b["runtime"], "tract");
+    assert_eq!(a["sha256"], b["sha256"], "the same artifact");
+    let mut outs = vec![];
+    for v in ["ort", "tract"] {
+        let r = s.client(&s.admin_key);
+        let req = zoo_api::PredictRequest { inputs: json!({"x": fx.x}), top_k: None, normalize: None };
+        outs.push(r.predict("m", Some(v), &req).await.unwrap().body["outputs"]["y"].clone());
+    }
+    let diff = max_abs_diff(&outs[0], &outs[1]);
+    assert!(diff < 1e-4, "ort and tract differ by {diff}");
+    assert!(max_abs_diff(&outs[1], &fx.y) < 1e-4);
+    // Identical artifact, stored once.
+    assert_eq!(std::fs::read_dir(s.data_dir.join("objects/blobs/sha256")).unwrap().count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn text_classifier_labels() {
+    let dir = tmp();
+    let fx = fixtures::text_classifier(dir.path());
+    println!("text classifier: {}", fx.source);
+    let s = Server::start_with(with_ort());
+    let out = ok(&s.cli(&["deploy", fx.dir.to_str().unwrap(), "--name", "text-classifier", "--version", "1"]));
+    assert!(out.contains("text-classification"), "{out}");
+
+    for (text, label, score) in &fx.cases {
+        let out = ok(&s.cli(&["predict", "text-classifier", text, "-o", "json"]));
+        let body: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(body[0]["label"], *label, "{text}: {body}");
+        let got = body[0]["score"].as_f64().unwrap();
+        assert!((got - f64::from(*score)).abs() < 2e-3, "{text}: score {got}, expected {score}");
+        let sum: f64 = body.as_array().unwrap().iter().map(|l| l["score"].as_f64().unwrap()).sum();
+        assert!((sum - 1.0).abs() < 1e-4);
+    }
+    // The CLI's text output shows the label.
+    let out = ok(&s.cli(&["predict", "text-classifier", fx.cases[0].0]));
+    assert!(out.starts_with(fx.cases[0].1), "{out}");
+
+    // curl's default form Content-Type is accepted; a list gives one result per text.
+    let texts: Vec<&str> = fx.cases.iter().map(|c| c.0).collect();
+    let r = s
+        .http()
+        .post(s.at("/v1/models/text-classifier/predict"))
+        .bearer_auth(&s.admin_key)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(json!({"inputs": texts, "top_k": 1}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_of(r).await;
+    assert_eq!(status, 200, "{body}");
+    let rows = body.as_array().unwrap();
+    assert_eq!(rows.len(), fx.cases.len());
+    for (row, (text, label, _)) in rows.iter().zip(&fx.cases) {
+        assert_eq!(row.as_array().unwrap().len(), 1, "top_k=1");
+        assert_eq!(row[0]["label"], *label, "{text} in a batch");
+    }
+    // Wrong input shape for a text model.
+    let r = s
+        .http()
+        .post(s.at("/v1/models/text-classifier/predict"))
+        .bearer_auth(&s.admin_key)
+        .json(&json!({"inputs": {"x": [1]}}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_of(r).await;
+    assert_eq!((status, code(&body)), (400, "invalid_input"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn minilm_embeddings() {
+    let dir = tmp();
+    let bundle = fixtures::minilm_bundle(dir.path());
+    let s = Server::start_with(with_ort());
+    let info: Value =
+        serde_json::from_str(&ok(&s.cli(&["deploy", bundle.to_str().unwrap(), "--name", "minilm", "-o", "json"])))
+            .unwrap();
+    assert_eq!(info["task"], "feature-extraction");
+    assert_eq!(info["version"], "1", "versions auto-increment from 1");
+    let c = s.client(&s.admin_key);
+    let req = zoo_api::PredictRequest {
+        inputs: json!([
+            "A man is eating food.",
+            "A man is eating a piece of bread.",
+            "The stock market fell sharply today."
+        ]),
+        top_k: None,
+        normalize: None,
+    };
+    let body = c.predict("minilm", None, &req).await.unwrap().body;
+    let e: Vec<Vec<f64>> = serde_json::from_value(body).unwrap();
+    assert_eq!(e.len(), 3);
+    assert_eq!(e[0].len(), 384);
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    for v in &e {
+        assert!((dot(v, v) - 1.0).abs() < 1e-3, "normalised by default (modules.json has Normalize)");
+    }
+    assert!(dot(&e[0], &e[1]) > dot(&e[0], &e[2]) + 0.2, "similar sentences are closer");
+    // Padding per batch does not change an embedding.
+    let one = c
+        .predict(
+            "minilm",
+            None,
+            &zoo_api::PredictRequest { inputs: json!("A man is eating food."), top_k: None, normalize: None },
+        )
+        .await
+        .unwrap()
+        .body;
+    let one: Vec<f64> = serde_json::from_value(one).unwrap();
+    assert!(one.iter().zip(&e[0]).all(|(a, b)| (a - b).abs() < 1e-4));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn authentication_and_scopes() {
+    let s = Server::start();
+    let http = s.http();
+    let list = s.at("/v1/models");
+    let (st, body) = json_of(http.get(&list).send().await.unwrap()).await;
+    assert_eq!((st, code(&body)), (401, "unauthorized"));
+    let (st, body) =
+        json_of(http.get(&list).bearer_auth("zk_000000000000_".to_string() + &"0".repeat(64)).send().await.unwrap())
+            .await;
+    assert_eq!((st, code(&body)), (401, "unauthorized"));
+    let (st, _) = json_of(http.get(&list).header("x-api-key", &s.admin_key).send().await.unwrap()).await;
+    assert_eq!(st, 200, "x-api-key works too");
+    for open in ["/healthz", "/readyz", "/openapi.json", "/docs/"] {
+        assert_eq!(http.get(s.at(open)).send().await.unwrap().status(), 200, "{open} needs no key");
+    }
+
+    // A read-only key limited to text-* models.
+    let created =
+        ok(&s.cli(&["keys", "create", "--name", "reader", "--scope", "read", "--model", "text-*", "-o", "json"]));
+    let created: Value = serde_json::from_str(&created).unwrap();
+    let reader = created["key"].as_str().unwrap().to_string();
+    let id = created["info"]["id"].as_str().unwrap().to_string();
+    assert!(reader.starts_with(&format!("zk_{id}_")));
+    let (st, _) = json_of(http.get(&list).bearer_auth(&reader).send().await.unwrap()).await;
+    assert_eq!(st, 200);
+    let (st, body) = json_of(http.get(s.at("/v1/models/mlp")).bearer_auth(&reader).send().await.unwrap()).await;
+    assert_eq!((st, code(&body)), (403, "forbidden"), "model outside the key's patterns");
+    let (st, body) = json_of(http.get(s.at("/v1/models/text-x")).bearer_auth(&reader).send().await.unwrap()).await;
+    assert_eq!((st, code(&body)), (404, "model_not_found"), "allowed model, missing");
+    let (st, body) =
+        json_of(http.put(s.at("/v1/models/text-x/versions/1")).bearer_auth(&reader).body("x").send().await.unwrap())
+            .await;
+    assert_eq!((st, code(&body)), (403, "forbidden"), "read cannot deploy");
+    let (st, body) = json_of(
+        http.post(s.at("/v1/models/text-x/predict"))
+            .bearer_auth(&reader)
+            .json(&json!({"inputs": "x"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((st, code(&body)), (403, "forbidden"), "read cannot predict");
+    let (st, body) = json_of(http.get(s.at("/v1/keys")).bearer_auth(&reader).send().await.unwrap()).await;
+    assert_eq!((st, code(&body)), (403, "forbidden"), "keys are admin-only");
+    let out = s.cli_with_key(&reader, &["keys", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("forbidden"));
+
+    // Listing keys never shows secrets; the hash is not the secret.
+    let keys = ok(&s.cli(&["keys", "list", "-o", "json"]));
+    assert!(!keys.contains(reader.rsplit('_').next().unwrap()));
+
+    // Revoked: 401 at once.
+    ok(&s.cli(&["keys", "revoke", &id]));
+    let (st, body) = json_of(http.get(&list).bearer_auth(&reader).send().await.unwrap()).await;
+    assert_eq!((st, code(&body)), (401, "unauthorized"));
+    assert!(body["error"]["message"].as_str().unwrap().contains("revoked"));
+    let (st, body) =
+        json_of(http.delete(s.at("/v1/keys/ffffffffffff")).bearer_auth(&s.admin_key).send().await.unwrap()).await;
+    assert_eq!((st, code(&body)), (404, "key_not_found"));
+
+    // Keys never appear in the server's log...
+    let log = s.log();
+    assert!(log.contains("API key revoked"), "the log is captured");
+    for k in [&reader, &s.admin_key] {
+        assert!(!log.contains(k.rsplit('_').next().unwrap()), "a key secret leaked into the log");
+    }
+    // ...nor in its data files in clear.
+    let db = std::fs::read(s.data_dir.join("zoo.db")).unwrap();
+    let secret = reader.rsplit('_').next().unwrap().as_bytes();
+    assert!(!db.windows(secret.len()).any(|w| w == secret));
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(s.data_dir.join("admin.key")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_uploads_store_nothing() {
+    let dir = tmp();
+    let fx = fixtures::tiny_mlp(dir.path());
+    let s =
+        Server::start_with(Options { args: vec!["--max-upload-bytes".into(), "100000".into()], ..Default::default() });
+    let http = s.http();
+    let put =
+        |name: &str, v: &str| http.put(s.at(&format!("/v1/models/{name}/versions/{v}"))).bearer_auth(&s.admin_key);
+    let original = std::fs::read(&fx.path).unwrap();
+
+    let (st, body) = json_of(put("m", "1").body(original[..original.len() / 2].to_vec()).send().await.unwrap()).await;
+    assert_eq!((st, code(&body)), (422, "invalid_artifact"), "truncated: {body}");
+    let (st, body) = json_of(put("m", "1").body(b"hello, this is not a model".to_vec()).send().await.unwrap()).await;
+    assert_eq!((st, code(&body)), (422, "unknown_format"), "{body}");
+    let (st, body) = json_of(put("m", "1").body(vec![7u8; 200_000]).send().await.unwrap()).await;
+    assert_eq!((st, code(&body)), (413, "payload_too_large"), "{body}");
+    let wrong = hex::encode(Sha256::digest(b"something else"));
+    let (st, body) =
+        json_of(put("m", "1").header("x-zoo-sha256", &wrong).body(original.clone()).send().await.unwrap()).await;
+    assert_eq!((st, code(&body)), (400, "sha256_mismatch"), "{body}");
+    let (st, body) = json_of(put("../etc", "1").body(original.clone()).send().await.unwrap()).await;
+    assert!(st == 400 || st == 404, "{st} {body}");
+    let (st, body) = json_of(put("Bad Name", "1").body(original.clone()).send().await.unwrap()).await;
+    assert_eq!((st, code(&body)), (400, "invalid_name"));
+    let (st, body) = json_of(
+        put("m", "1")
+            .header("content-type", "multipart/form-data; boundary=x")
+            .body(original.clone())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((st, code(&body)), (415, "unsupported_media_type"));
+
+    // Nothing of the failures is visible or stored.
+    let (st, body) = json_of(http.get(s.at("/v1/models")).bearer_auth(&s.admin_key).send().await.unwrap()).await;
+    assert_eq!(st, 200);
+    assert_eq!(body["models"], json!([]), "no half-registered model: {body}");
+    assert_eq!(std::fs::read_dir(s.data_dir.join("objects/blobs/sha256")).unwrap().count(), 0);
+    let (st, body) = json_of(http.get(s.at("/v1/models/m")).bearer_auth(&s.admin_key).send().await.unwrap()).await;
+    assert_eq!((st, code(&body)), (404, "model_not_found"));
+
+    // The right sha256 passes; the same version again is a conflict.
+    let sha = hex::encode(Sha256::digest(&original));
+    let (st, body) =
+        json_of(put("m", "1").header("x-zoo-sha256", &sha).body(original.clone()).send().await.unwrap()).await;
+    assert_eq!(st, 201, "{body}");
+    assert_eq!(body["sha256"], sha);
+    let (st, body) = json_of(put("m", "1").body(original.clone()).send().await.unwrap()).await;
+    assert_eq!((st, code(&body)), (409, "version_exists"));
+    let (st, body) =
+        json_of(http.get(s.at("/v1/models/m/versions/9")).bearer_auth(&s.admin_key).send().await.unwrap()).await;
+    assert_eq!((st, code(&body)), (404, "version_not_found"));
+    let (st, body) = json_of(http.get(s.at("/v1/nothing")).bearer_auth(&s.admin_key).send().await.unwrap()).await;
+    assert_eq!((st, code(&body)), (404, "not_found"));
+
+    // Wrong inputs name the input.
+    let pred = |b: Value| http.post(s.at("/v1/models/m/predict")).bearer_auth(&s.admin_key).json(&b).send();
+    let (st, body) = json_of(pred(json!({"inputs": {"nope": [[1, 2, 3, 4]]}})).await.unwrap()).await;
+    assert_eq!((st, code(&body)), (400, "invalid_input"));
+    assert!(body["error"]["message"].as_str().unwrap().contains("'nope'"));
+    let (st, body) = json_of(pred(json!({"inputs": {"x": [[1, 2, 3]]}})).await.unwrap()).await;
+    assert_eq!((st, code(&body)), (400, "invalid_input"));
+    assert!(body["error"]["message"].as_str().unwrap().contains("'x'"));
+    let (st, body) = json_of(
+        http.post(s.at("/v1/models/m/predict")).bearer_auth(&s.admin_key).body("{not json").send().await.unwrap(),
+    )
+    .await;
+    assert_eq!((st, code(&body)), (400, "invalid_request"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_keeps_models_and_loads_lazily() {
+    let dir = tmp();
+    let fx = fixtures::tiny_mlp(dir.path());
+    let data = dir.path().join("data");
+    let opts = Options { data_dir: Some(data.clone()), ..with_ort() };
+    let mut s = Server::start_with(opts.clone());
+    let key = s.admin_key.clone();
+    ok(&s.cli(&["deploy", fx.path.to_str().unwrap(), "--name", "mlp"]));
+    let status = s.stop();
+    assert!(status.success(), "SIGTERM is a clean shutdown: {status:?}");
+
+    // A stale upload row and a stray blob, as a crash would leave them.
+    let s2 = Server::start_with(opts);
+    assert_eq!(s2.admin_key, key, "the admin key is kept");
+    let req = zoo_api::PredictRequest { inputs: json!({"x": fx.x}), top_k: None, normalize: None };
+    let p = s2.client(&key).predict("mlp", None, &req).await.unwrap();
+    assert_eq!(p.version.as_deref(), Some("1"));
+    assert!(max_abs_diff(&p.body["outputs"]["y"], &fx.y) < 1e-4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_mid_upload_leaves_nothing_visible() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tmp();
+    let fx = fixtures::tiny_mlp(dir.path());
+    let data = dir.path().join("data");
+    let opts = Options { data_dir: Some(data.clone()), ..Default::default() };
+    let mut s = Server::start_with(opts.clone());
+    // Start an upload that never finishes: headers and half the body.
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "PUT /v1/models/half/versions/1 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Length: 100000\r\n\r\n",
+        s.admin_key
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(&[8u8; 5000]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    s.kill();
+    drop(sock);
+
+    let s2 = Server::start_with(opts);
+    let list: Value =
+        s2.http().get(s2.at("/v1/models")).bearer_auth(&s2.admin_key).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list["models"], json!([]), "the interrupted upload is not visible: {list}");
+    // The same version can be deployed now: the stale reservation was swept.
+    ok(&s2.cli(&["deploy", fx.path.to_str().unwrap(), "--name", "half", "--version", "1"]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_exit_codes() {
+    let s = Server::start();
+    let usage = s.cli(&["deploy"]);
+    assert_eq!(usage.status.code(), Some(2), "usage errors exit 2");
+    let missing = s.cli(&["models", "show", "nope"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("model 'nope' does not exist"));
+    let empty = ok(&s.cli(&["models", "list"]));
+    assert!(empty.contains("no models yet"), "{empty}");
+    let down = std::process::Command::new(zoo_tests::zoo_bin())
+        .args(["models", "list"])
+        .env("ZOO_URL", "http://127.0.0.1:9")
+        .env("ZOO_API_KEY", "x")
+        .output()
+        .unwrap();
+    assert_eq!(down.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&down.stderr).contains("cannot reach"));
+
+    // login saves the URL and key; later commands use them.
+    let cfg = s.cli_config.clone();
+    let login = std::process::Command::new(zoo_tests::zoo_bin())
+        .args(["login", "--url", &s.url, "--key", &s.admin_key])
+        .env("ZOO_CONFIG", &cfg)
+        .env_remove("ZOO_URL")
+        .env_remove("ZOO_API_KEY")
+        .output()
+        .unwrap();
+    assert!(login.status.success(), "{}", String::from_utf8_lossy(&login.stderr));
+    let after = std::process::Command::new(zoo_tests::zoo_bin())
+        .args(["models", "list"])
+        .env("ZOO_CONFIG", &cfg)
+        .env_remove("ZOO_URL")
+        .env_remove("ZOO_API_KEY")
+        .output()
+        .unwrap();
+    assert!(after.status.success(), "{}", String::from_utf8_lossy(&after.stderr));
+    let bad_login = s.cli(&["login", "--url", &s.url, "--key", "zk_nope"]);
+    assert_eq!(bad_login.status.code(), Some(1));
+}
