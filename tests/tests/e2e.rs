@@ -186,6 +186,12 @@ async fn text_classifier_labels() {
         assert_eq!(row.as_array().unwrap().len(), 1, "top_k=1");
         assert_eq!(row[0]["label"], *label, "{text} in a batch");
     }
+    // A text far longer than the model takes is truncated, not refused.
+    let long = "good ".repeat(3000);
+    let out = ok(&s.cli(&["predict", "text-classifier", &long, "-o", "json"]));
+    let body: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(body[0]["label"], "POSITIVE");
+
     // Wrong input shape for a text model.
     let r = s
         .http()
@@ -258,6 +264,14 @@ async fn authentication_and_scopes() {
     for open in ["/healthz", "/readyz", "/openapi.json", "/docs/"] {
         assert_eq!(http.get(s.at(open)).send().await.unwrap().status(), 200, "{open} needs no key");
     }
+    // Swagger UI is served from the binary (no CDN): its page and script load.
+    let page = http.get(s.at("/docs/")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("swagger-ui"), "{page}");
+    let js = http.get(s.at("/docs/swagger-ui-bundle.js")).send().await.unwrap();
+    assert_eq!(js.status(), 200);
+    assert!(js.bytes().await.unwrap().len() > 100_000);
+    let spec: Value = http.get(s.at("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert!(spec["paths"]["/v1/models/{name}/predict"]["post"].is_object());
 
     // A read-only key limited to text-* models.
     let created =
@@ -483,4 +497,71 @@ async fn cli_exit_codes() {
     assert!(after.status.success(), "{}", String::from_utf8_lossy(&after.stderr));
     let bad_login = s.cli(&["login", "--url", &s.url, "--key", "zk_nope"]);
     assert_eq!(bad_login.status.code(), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_onnx_runtime_tract_serves() {
+    let dir = tmp();
+    let fx = fixtures::tiny_mlp(dir.path());
+    let missing = dir.path().join("no-such-libonnxruntime.so");
+    let opts = Options { env: vec![("ZOO_ORT_DYLIB".into(), missing.display().to_string())], ..Default::default() };
+    let s = Server::start_with(opts);
+    let ready: Value = s.http().get(s.at("/readyz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["runtimes"], json!(["tract"]), "{ready}");
+    let log = s.log();
+    assert_eq!(log.matches("ONNX Runtime library not found").count(), 1, "said once at start: {log}");
+
+    let info: Value =
+        serde_json::from_str(&ok(&s.cli(&["deploy", fx.path.to_str().unwrap(), "--name", "mlp", "-o", "json"])))
+            .unwrap();
+    assert_eq!(info["runtime"], "tract");
+    let req = zoo_api::PredictRequest { inputs: json!({"x": fx.x}), top_k: None, normalize: None };
+    let p = s.client(&s.admin_key).predict("mlp", None, &req).await.unwrap();
+    assert!(max_abs_diff(&p.body["outputs"]["y"], &fx.y) < 1e-4);
+
+    // Asking for ort explicitly stores the version as not servable, with the reason.
+    let out = ok(&s.cli(&["deploy", fx.path.to_str().unwrap(), "--name", "mlp", "--runtime", "ort", "-o", "json"]));
+    let info: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(info["servable"], false);
+    assert!(info["reason"].as_str().unwrap().contains("ONNX Runtime library not found"), "{info}");
+    let r = s
+        .http()
+        .post(s.at("/v1/models/mlp/versions/2/predict"))
+        .bearer_auth(&s.admin_key)
+        .json(&json!({"inputs": {"x": fx.x}}))
+        .send()
+        .await
+        .unwrap();
+    let (st, body) = json_of(r).await;
+    assert_eq!((st, code(&body)), (409, "not_servable"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn predict_body_limit() {
+    let dir = tmp();
+    let fx = fixtures::tiny_mlp(dir.path());
+    let s =
+        Server::start_with(Options { args: vec!["--max-predict-bytes".into(), "2000".into()], ..Default::default() });
+    ok(&s.cli(&["deploy", fx.path.to_str().unwrap(), "--name", "mlp"]));
+    let rows: Vec<[f32; 4]> = vec![[1.0, 2.0, 3.0, 4.0]; 200];
+    let r = s
+        .http()
+        .post(s.at("/v1/models/mlp/predict"))
+        .bearer_auth(&s.admin_key)
+        .json(&json!({"inputs": {"x": rows}}))
+        .send()
+        .await
+        .unwrap();
+    let (st, body) = json_of(r).await;
+    assert_eq!((st, code(&body)), (413, "payload_too_large"), "{body}");
+    // The server keeps serving.
+    let r = s
+        .http()
+        .post(s.at("/v1/models/mlp/predict"))
+        .bearer_auth(&s.admin_key)
+        .json(&json!({"inputs": {"x": fx.x}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }

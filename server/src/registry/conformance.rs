@@ -51,6 +51,8 @@ pub async fn version_lifecycle(r: &dyn Registry) {
     r.abort_version("m", "2").await.unwrap();
     let versions = r.list_versions("m").await.unwrap();
     assert_eq!(versions.iter().map(|v| v.version.as_str()).collect::<Vec<_>>(), ["1.5.0", "1"]);
+    assert_eq!(r.default_version("m").await.unwrap().unwrap().version, "1.5.0", "the newest by upload order");
+    assert!(r.default_version("nope").await.unwrap().is_none());
     let m = r.get_model("m").await.unwrap().unwrap();
     assert_eq!(m.description, "desc");
     assert_eq!(m.version_count, 2);

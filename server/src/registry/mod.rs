@@ -119,6 +119,9 @@ pub trait Registry: Send + Sync + 'static {
     async fn get_model(&self, name: &str) -> Result<Option<ModelRecord>>;
     /// Ready versions of a model, newest first.
     async fn list_versions(&self, model: &str) -> Result<Vec<VersionRecord>>;
+    /// The version the default routes serve: alias `production` if set, else the
+    /// newest ready version.
+    async fn default_version(&self, model: &str) -> Result<Option<VersionRecord>>;
     /// A ready version.
     async fn get_version(&self, model: &str, version: &str) -> Result<Option<VersionRecord>>;
     /// Delete a ready version; returns it.

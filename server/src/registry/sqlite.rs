@@ -343,6 +343,19 @@ impl Registry for SqliteRegistry {
         rows.iter().map(version_from_row).collect()
     }
 
+    async fn default_version(&self, model: &str) -> Result<Option<VersionRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {VERSION_COLUMNS} FROM versions WHERE model = ? AND status = 'ready' AND version = \
+             COALESCE((SELECT version FROM aliases WHERE model = ? AND alias = 'production'), version) \
+             ORDER BY seq DESC LIMIT 1"
+        ))
+        .bind(model)
+        .bind(model)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(version_from_row).transpose()
+    }
+
     async fn get_version(&self, model: &str, version: &str) -> Result<Option<VersionRecord>> {
         let row = sqlx::query(&format!(
             "SELECT {VERSION_COLUMNS} FROM versions WHERE model = ? AND version = ? AND status = 'ready'"

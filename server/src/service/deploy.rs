@@ -153,7 +153,9 @@ impl Services {
         };
 
         // Store the blob (content-addressed; the row points at it first so the
-        // sweeper never takes it for an orphan).
+        // sweeper never takes it for an orphan, under the blob's lock so a concurrent
+        // delete of another version with the same content cannot remove it).
+        let blob_guard = self.lock_blob(&received.sha256).await;
         self.registry.attach_blob(model, version, &received.sha256).await?;
         self.store.put_file(&StorageKey::blob(&received.sha256), &received.path).await?;
 
@@ -171,6 +173,7 @@ impl Services {
             };
             self.install(&prepared, &cache).await?;
         }
+        drop(blob_guard);
 
         let choice = upload.query.runtime.unwrap_or(RuntimeChoice::Auto);
         let req = LoadRequest {

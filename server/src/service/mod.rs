@@ -34,6 +34,8 @@ pub struct Services {
     served: RwLock<HashMap<VersionKey, Arc<Served>>>,
     /// One loader at a time per version.
     loading: Mutex<HashMap<VersionKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// Storing and releasing one blob never interleave in this process.
+    blob_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Services {
@@ -50,6 +52,7 @@ impl Services {
             runtimes,
             served: RwLock::new(HashMap::new()),
             loading: Mutex::new(HashMap::new()),
+            blob_locks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -66,9 +69,24 @@ impl Services {
         self.served.write().expect("served map").remove(&(model.to_string(), version.to_string()));
     }
 
+    /// Hold this while attaching a blob to a version and storing it, or while
+    /// checking it is unreferenced and deleting it.
+    pub async fn lock_blob(&self, sha256: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self.blob_locks.lock().expect("blob locks").entry(sha256.to_string()).or_default().clone();
+        let guard = lock.lock_owned().await;
+        let mut locks = self.blob_locks.lock().expect("blob locks");
+        // Drop entries nobody else holds, so the map does not grow without bound.
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+        guard
+    }
+
     /// Drop the blob and its local copy when no version references it any more.
     pub async fn release_blob(&self, sha256: &str) -> Result<()> {
-        if sha256.is_empty() || self.registry.blob_referenced(sha256).await? {
+        if sha256.is_empty() {
+            return Ok(());
+        }
+        let _guard = self.lock_blob(sha256).await;
+        if self.registry.blob_referenced(sha256).await? {
             return Ok(());
         }
         self.store.delete(&StorageKey::blob(sha256)).await?;

@@ -52,18 +52,10 @@ impl Services {
     pub async fn resolve(&self, model: &str, target: Target<'_>) -> Result<VersionRecord> {
         match target {
             Target::Version(v) => self.require_version(model, v).await,
-            Target::Default => {
-                if let Some(v) = self.registry.aliases(model).await?.get("production") {
-                    return self.require_version(model, v).await;
-                }
-                match self.registry.list_versions(model).await?.into_iter().next() {
-                    Some(v) => Ok(v),
-                    None => match self.registry.get_model(model).await? {
-                        None => Err(Error::ModelNotFound(model.to_string())),
-                        Some(_) => Err(Error::VersionNotFound { model: model.to_string(), version: "(any)".into() }),
-                    },
-                }
-            }
+            Target::Default => match self.registry.default_version(model).await? {
+                Some(v) => Ok(v),
+                None => Err(self.not_found(model, "(default)").await?),
+            },
         }
     }
 
