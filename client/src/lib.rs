@@ -8,8 +8,8 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use tokio_util::io::ReaderStream;
 use zoo_api::{
-    CreateKeyRequest, CreatedKey, DeployQuery, ErrorBody, ErrorCode, KeyInfo, KeyList, ListModelsQuery, ModelDetail,
-    ModelList, PredictRequest, VersionInfo, headers,
+    AliasInfo, CreateKeyRequest, CreatedKey, DeployQuery, ErrorBody, ErrorCode, KeyInfo, KeyList, ListModelsQuery,
+    ModelDetail, ModelList, PredictRequest, SetAliasRequest, VersionInfo, headers,
 };
 
 pub mod config;
@@ -189,6 +189,17 @@ impl Client {
         }
         tokio::fs::rename(&tmp, dest).await?;
         Ok(info)
+    }
+
+    /// Point an alias at a version.
+    pub async fn set_alias(&self, name: &str, alias: &str, version: &str) -> Result<AliasInfo> {
+        let body = SetAliasRequest { version: version.to_string() };
+        self.json(self.request(Method::PUT, &format!("/v1/models/{name}/aliases/{alias}")).json(&body)).await
+    }
+
+    /// Remove an alias.
+    pub async fn delete_alias(&self, name: &str, alias: &str) -> Result<AliasInfo> {
+        self.json(self.request(Method::DELETE, &format!("/v1/models/{name}/aliases/{alias}"))).await
     }
 
     pub async fn create_key(&self, req: &CreateKeyRequest) -> Result<CreatedKey> {

@@ -68,6 +68,9 @@ enum Command {
         /// Model description.
         #[arg(long)]
         description: Option<String>,
+        /// Point this alias (e.g. production) at the new version once it is ready.
+        #[arg(long)]
+        alias: Option<String>,
     },
     /// List or show models.
     Models {
@@ -107,6 +110,11 @@ enum Command {
         #[arg(long, conflicts_with = "version")]
         all: bool,
     },
+    /// Move or remove an alias (production, staging, ...).
+    Alias {
+        #[command(subcommand)]
+        command: AliasCommand,
+    },
     /// Manage API keys (admin).
     Keys {
         #[command(subcommand)]
@@ -134,6 +142,14 @@ enum ModelsCommand {
         #[arg(long)]
         version: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum AliasCommand {
+    /// Point ALIAS of model NAME at VERSION (loaded and warmed before traffic moves).
+    Set { name: String, alias: String, version: String },
+    /// Remove ALIAS of model NAME.
+    Rm { name: String, alias: String },
 }
 
 #[derive(Subcommand)]
@@ -233,7 +249,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         }
-        Command::Deploy { path, name, version, task, runtime, labels, description } => {
+        Command::Deploy { path, name, version, task, runtime, labels, description, alias } => {
             let c = client(&cli)?;
             let name = match name {
                 Some(n) => n.clone(),
@@ -244,12 +260,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 runtime: *runtime,
                 labels: labels.clone(),
                 description: description.clone(),
+                alias: alias.clone(),
             };
             let info = deploy(&c, path, &name, version.as_deref(), &query, !json).await?;
             if json {
                 return print_json(&info);
             }
             print_deployed(&c, &info);
+            if let Some(a) = alias {
+                println!("alias {a} -> {}", info.version);
+            }
+            Ok(())
+        }
+        Command::Alias { command } => {
+            let c = client(&cli)?;
+            let info = match command {
+                AliasCommand::Set { name, alias, version } => c.set_alias(name, alias, version).await?,
+                AliasCommand::Rm { name, alias } => c.delete_alias(name, alias).await?,
+            };
+            if json {
+                return print_json(&info);
+            }
+            match (&info.version, &info.previous) {
+                (Some(v), Some(p)) if v != p => println!("{} alias {}: {p} -> {v}", info.model, info.alias),
+                (Some(v), _) => println!("{} alias {} -> {v}", info.model, info.alias),
+                (None, p) => {
+                    println!("removed {} alias {} (was {})", info.model, info.alias, p.as_deref().unwrap_or("-"))
+                }
+            }
             Ok(())
         }
         Command::Models { command } => {

@@ -276,6 +276,26 @@ pub struct DeployQuery {
     pub labels: Option<String>,
     /// Model description (set when the model is created or when given).
     pub description: Option<String>,
+    /// Point this alias (e.g. `production`) at the new version once it is ready.
+    pub alias: Option<String>,
+}
+
+/// Body of `PUT /v1/models/{name}/aliases/{alias}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SetAliasRequest {
+    /// The version the alias points at from now on.
+    pub version: String,
+}
+
+/// An alias after it was set or removed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AliasInfo {
+    pub model: String,
+    pub alias: String,
+    /// The version it points at now (`null` once removed).
+    pub version: Option<String>,
+    /// The version it pointed at before (`null` when it is new).
+    pub previous: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
@@ -458,6 +478,16 @@ pub mod names {
             && b.iter().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
     }
 
+    /// `[a-z][a-z0-9._-]{0,63}`: aliases start with a letter, so that they never
+    /// look like an integer version.
+    pub fn valid_alias(s: &str) -> bool {
+        let b = s.as_bytes();
+        !b.is_empty()
+            && b.len() <= 64
+            && b[0].is_ascii_lowercase()
+            && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(c))
+    }
+
     /// Turn a file or directory name into a valid model name, if it has any usable
     /// character (`My Model.onnx` -> `my-model`).
     pub fn model_name_from(stem: &str) -> Option<String> {
@@ -500,6 +530,16 @@ pub mod names {
             assert!(!valid_version(".."));
             assert!(!valid_version("a/b"));
             assert!(!valid_version(""));
+        }
+
+        #[test]
+        fn aliases() {
+            assert!(valid_alias("production"));
+            assert!(valid_alias("canary-2"));
+            assert!(!valid_alias("2"), "an alias never looks like a version number");
+            assert!(!valid_alias("Prod"));
+            assert!(!valid_alias("a/b"));
+            assert!(!valid_alias(""));
         }
     }
 }

@@ -25,6 +25,10 @@ pub struct Config {
     #[arg(long, env = "ZOO_STORE")]
     pub store: Option<String>,
 
+    /// Create the S3 bucket when it does not exist (otherwise a missing bucket is an error).
+    #[arg(long, env = "ZOO_CREATE_BUCKET", default_value_t = false)]
+    pub create_bucket: bool,
+
     /// Admin API key accepted in addition to stored keys. When set, no key is
     /// generated at first start.
     #[arg(long, env = "ZOO_ADMIN_KEY", hide_env_values = true)]
@@ -85,6 +89,7 @@ impl Config {
             data_dir: data_dir.into(),
             database_url: None,
             store: None,
+            create_bucket: false,
             admin_key: None,
             ort_dylib: None,
             intra_op_threads: 0,

@@ -16,6 +16,8 @@ pub enum Error {
     ModelNotFound(String),
     #[error("model '{model}' has no version '{version}'")]
     VersionNotFound { model: String, version: String },
+    #[error("model '{model}' has no alias '{alias}'")]
+    AliasNotFound { model: String, alias: String },
     #[error("API key '{0}' does not exist")]
     KeyNotFound(String),
     #[error("{0}")]
@@ -66,7 +68,7 @@ impl Error {
             Error::Unauthorized(_) => ErrorCode::Unauthorized,
             Error::Forbidden(_) => ErrorCode::Forbidden,
             Error::ModelNotFound(_) => ErrorCode::ModelNotFound,
-            Error::VersionNotFound { .. } => ErrorCode::VersionNotFound,
+            Error::VersionNotFound { .. } | Error::AliasNotFound { .. } => ErrorCode::VersionNotFound,
             Error::KeyNotFound(_) => ErrorCode::KeyNotFound,
             Error::NotFound(_) => ErrorCode::NotFound,
             Error::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
@@ -152,11 +154,25 @@ impl IntoResponse for Error {
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                Error::Unavailable(format!("the registry database is unreachable: {e}"))
-            }
-            other => Error::Internal(format!("database: {other}")),
+        // Transient: the connection broke or the server is going away, starting up,
+        // out of connections, or asked to retry a transaction. 503, and the pool
+        // reconnects by itself when the database is back.
+        let transient = match &e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+                c.starts_with("08") || c.starts_with("53") || c.starts_with("57P") || c == "40001" || c == "40P01"
+            }),
+            _ => false,
+        };
+        if transient {
+            Error::Unavailable(format!("the registry database is unreachable: {e}"))
+        } else {
+            Error::Internal(format!("database: {e}"))
         }
     }
 }

@@ -38,13 +38,41 @@ impl AppState {
     pub async fn open(config: Config) -> anyhow::Result<AppState> {
         std::fs::create_dir_all(&config.data_dir)?;
         let registry = registry::open(&config.database_url()).await?;
-        let store = store::open(&config.store_url()).await?;
+        let store = store::open(&config.store_url(), config.create_bucket).await?;
         auth::bootstrap(registry.as_ref(), &config.data_dir, config.admin_key.is_some()).await?;
         let runtimes = runtime::Runtimes::init(config.ort_dylib.as_deref(), &config.data_dir, config.intra_op_threads);
         let keys = Arc::new(auth::KeyChecker::new(registry.clone(), config.admin_key.as_deref()));
         let services = Arc::new(Services::new(config, registry, store, runtimes));
         services.sweep(true).await?;
-        Ok(AppState { services, keys })
+        let state = AppState { services, keys };
+        state.follow_other_replicas();
+        Ok(state)
+    }
+
+    /// Apply changes made through other replicas: unload deleted versions, forget
+    /// revoked keys at once.
+    fn follow_other_replicas(&self) {
+        let Some(mut events) = self.services.registry.events() else { return };
+        let (services, keys) = (self.services.clone(), self.keys.clone());
+        tokio::spawn(async move {
+            use registry::RegistryEvent;
+            loop {
+                match events.recv().await {
+                    Ok(RegistryEvent::VersionRemoved { model, version }) => services.unload(&model, &version),
+                    Ok(RegistryEvent::ModelRemoved { model }) => services.unload_model(&model),
+                    Ok(RegistryEvent::KeyRevoked { id }) => keys.forget(&id),
+                    Ok(RegistryEvent::AliasMoved { model, version: Some(version), .. }) => {
+                        let services = services.clone();
+                        tokio::spawn(async move { services.preload(&model, &version).await });
+                    }
+                    Ok(RegistryEvent::VersionReady { .. } | RegistryEvent::AliasMoved { version: None, .. }) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "fell behind the registry change feed");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
     }
 }
 

@@ -131,3 +131,38 @@ pub fn minilm_bundle(dir: &Path) -> PathBuf {
     }
     b
 }
+
+/// A valid bundle of about `size` bytes: a tiny MLP whose first weight is external
+/// data at the start of a large `weights.bin` (the rest is padding zoo must carry).
+pub fn large_bundle(dir: &Path, size: u64) -> PathBuf {
+    use std::io::Write;
+    use zoo_formats::onnx_proto::StringStringEntryProto;
+    let b = dir.join("large");
+    std::fs::create_dir_all(&b).unwrap();
+    let mut m = build::mlp(&[0.5; 32], &[0.1; 8], &[0.25; 24], &[0.0; 3], 4, 8, 3);
+    let w = &mut m.graph.as_mut().unwrap().initializer[0];
+    w.raw_data = Default::default();
+    w.data_location = 1;
+    w.external_data = vec![
+        StringStringEntryProto { key: "location".into(), value: "weights.bin".into() },
+        StringStringEntryProto { key: "offset".into(), value: "0".into() },
+        StringStringEntryProto { key: "length".into(), value: "128".into() },
+    ];
+    std::fs::write(b.join("model.onnx"), build::encode(&m)).unwrap();
+    let mut f = std::io::BufWriter::new(std::fs::File::create(b.join("weights.bin")).unwrap());
+    let mut chunk = vec![0u8; 1 << 20];
+    for (i, c) in chunk.iter_mut().enumerate().skip(128) {
+        *c = (i % 253) as u8;
+    }
+    let first: Vec<u8> = 0.5f32.to_le_bytes().repeat(32);
+    chunk[..128].copy_from_slice(&first);
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        f.write_all(&chunk[..n]).unwrap();
+        chunk[..128].fill(7);
+        left -= n as u64;
+    }
+    f.flush().unwrap();
+    b
+}

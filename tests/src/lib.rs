@@ -7,6 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod fixtures;
+pub mod production;
 
 /// The `zoo` binary next to the test executable (built by `cargo test --workspace`).
 pub fn zoo_bin() -> PathBuf {
@@ -111,6 +112,11 @@ impl Server {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
     /// Kill the process at once (SIGKILL).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -124,15 +130,16 @@ impl Server {
         self._tmp.take()
     }
 
+    /// The `zoo` CLI set up to talk to this server with `key`.
+    pub fn cli_command(&self, key: &str) -> Command {
+        let mut c = Command::new(zoo_bin());
+        c.env("ZOO_URL", &self.url).env("ZOO_API_KEY", key).env("ZOO_CONFIG", &self.cli_config);
+        c
+    }
+
     /// Run the `zoo` CLI against this server with `key`.
     pub fn cli_with_key(&self, key: &str, args: &[&str]) -> Output {
-        let out = Command::new(zoo_bin())
-            .args(args)
-            .env("ZOO_URL", &self.url)
-            .env("ZOO_API_KEY", key)
-            .env("ZOO_CONFIG", &self.cli_config)
-            .output()
-            .expect("run zoo");
+        let out = self.cli_command(key).args(args).output().expect("run zoo");
         println!(
             "$ zoo {}\n{}{}",
             args.join(" "),

@@ -565,3 +565,64 @@ async fn predict_body_limit() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aliases_route_traffic_and_keep_history() {
+    let dir = tmp();
+    let fx = fixtures::tiny_mlp(dir.path());
+    let s = Server::start_with(with_ort());
+    let path = fx.path.to_str().unwrap();
+    let out = ok(&s.cli(&["deploy", path, "--name", "mlp", "--version", "1", "--alias", "production"]));
+    assert!(out.contains("alias production -> 1"), "{out}");
+    ok(&s.cli(&["deploy", path, "--name", "mlp", "--version", "2"]));
+    let body = json!({"inputs": {"x": fx.x}});
+    let predict = |route: &str| s.http().post(s.at(route)).bearer_auth(&s.admin_key).json(&body).send();
+    // The default route follows production, not the newest version.
+    let r = predict("/v1/models/mlp/predict").await.unwrap();
+    assert_eq!(r.headers()["x-zoo-model-version"], "1");
+    let r = predict("/v1/models/mlp/aliases/production/predict").await.unwrap();
+    assert_eq!(r.headers()["x-zoo-model-version"], "1");
+    let (status, out) = json_of(r).await;
+    assert_eq!(status, 200);
+    assert!(max_abs_diff(&out["outputs"]["y"], &fx.y) < 1e-4);
+
+    let moved: Value =
+        serde_json::from_str(&ok(&s.cli(&["alias", "set", "mlp", "production", "2", "-o", "json"]))).unwrap();
+    assert_eq!((moved["version"].as_str(), moved["previous"].as_str()), (Some("2"), Some("1")));
+    assert_eq!(predict("/v1/models/mlp/predict").await.unwrap().headers()["x-zoo-model-version"], "2");
+    let shown: Value = serde_json::from_str(&ok(&s.cli(&["models", "show", "mlp", "-o", "json"]))).unwrap();
+    assert_eq!(shown["aliases"], json!({"production": "2"}));
+
+    // Errors: unknown alias, alias to a missing version, bad alias name, missing scope.
+    let (status, out) = json_of(predict("/v1/models/mlp/aliases/staging/predict").await.unwrap()).await;
+    assert_eq!((status, code(&out)), (404, "version_not_found"), "{out}");
+    assert!(out["error"]["message"].as_str().unwrap().contains("no alias 'staging'"), "{out}");
+    let set = |alias: &str, version: &str, key: &str| {
+        s.http()
+            .put(s.at(&format!("/v1/models/mlp/aliases/{alias}")))
+            .bearer_auth(key.to_string())
+            .json(&json!({"version": version}))
+            .send()
+    };
+    let (status, out) = json_of(set("staging", "9", &s.admin_key).await.unwrap()).await;
+    assert_eq!((status, code(&out)), (404, "version_not_found"), "{out}");
+    let (status, out) = json_of(set("Prod", "1", &s.admin_key).await.unwrap()).await;
+    assert_eq!((status, code(&out)), (400, "invalid_name"), "{out}");
+    let key: Value =
+        serde_json::from_str(&ok(&s.cli(&["keys", "create", "--name", "p", "--scope", "predict", "-o", "json"])))
+            .unwrap();
+    let (status, out) = json_of(set("staging", "1", key["key"].as_str().unwrap()).await.unwrap()).await;
+    assert_eq!((status, code(&out)), (403, "forbidden"), "{out}");
+
+    // Removing production sends the default route back to the newest version.
+    let out = ok(&s.cli(&["alias", "rm", "mlp", "production"]));
+    assert!(out.contains("removed mlp alias production (was 2)"), "{out}");
+    let st = s.cli(&["alias", "rm", "mlp", "production"]);
+    assert_eq!(st.status.code(), Some(1), "removing a missing alias is an error");
+    ok(&s.cli(&["alias", "set", "mlp", "production", "1"]));
+    // Deleting the version an alias points at removes the alias with it.
+    ok(&s.cli(&["rm", "mlp", "--version", "1"]));
+    let (status, out) = json_of(predict("/v1/models/mlp/aliases/production/predict").await.unwrap()).await;
+    assert_eq!((status, code(&out)), (404, "version_not_found"), "{out}");
+    assert_eq!(predict("/v1/models/mlp/predict").await.unwrap().headers()["x-zoo-model-version"], "2");
+}

@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::error::{Error, Result};
 
+pub mod aliases;
 pub mod health;
 pub mod keys;
 pub mod models;
@@ -68,8 +69,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(versions::create_version))
         .routes(routes!(versions::put_version, versions::show_version, versions::delete_version))
         .routes(routes!(versions::download_artifact))
+        .routes(routes!(aliases::set_alias, aliases::delete_alias))
         .routes(routes!(predict::predict_default))
         .routes(routes!(predict::predict_version))
+        .routes(routes!(predict::predict_alias))
         .routes(routes!(keys::create_key, keys::list_keys))
         .routes(routes!(keys::revoke_key))
 }

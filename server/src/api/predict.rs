@@ -11,7 +11,7 @@ use super::{ApiPath, read_json};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::Result;
-use crate::service::deploy::check_names;
+use crate::service::deploy::{check_alias, check_names};
 use crate::service::predict::Target;
 
 async fn predict(
@@ -24,9 +24,12 @@ async fn predict(
 ) -> Result<Response> {
     let version = match &target {
         Target::Version(v) => Some(*v),
-        Target::Default => None,
+        Target::Default | Target::Alias(_) => None,
     };
     check_names(&model, version)?;
+    if let Target::Alias(a) = &target {
+        check_alias(a)?;
+    }
     caller.require(Scope::Predict, Some(&model))?;
     let req: PredictRequest = read_json(&h, body, state.services.config.max_predict_bytes).await?;
     let p = state.services.predict(&model, target, req).await?;
@@ -62,7 +65,8 @@ async fn predict(
         (status = 413, description = "payload_too_large", body = ErrorBody),
         (status = 415, description = "unsupported_media_type", body = ErrorBody),
         (status = 429, description = "overloaded: retry after Retry-After seconds", body = ErrorBody),
-        (status = 500, description = "inference_failed", body = ErrorBody)
+        (status = 500, description = "inference_failed", body = ErrorBody),
+        (status = 503, description = "unavailable: the database or store is unreachable", body = ErrorBody)
     ))]
 pub async fn predict_default(
     State(state): State<AppState>,
@@ -91,7 +95,8 @@ pub async fn predict_default(
         (status = 413, description = "payload_too_large", body = ErrorBody),
         (status = 415, description = "unsupported_media_type", body = ErrorBody),
         (status = 429, description = "overloaded: retry after Retry-After seconds", body = ErrorBody),
-        (status = 500, description = "inference_failed", body = ErrorBody)
+        (status = 500, description = "inference_failed", body = ErrorBody),
+        (status = 503, description = "unavailable: the database or store is unreachable", body = ErrorBody)
     ))]
 pub async fn predict_version(
     State(state): State<AppState>,
@@ -101,4 +106,34 @@ pub async fn predict_version(
     body: Body,
 ) -> Result<Response> {
     predict(state, caller, name, Target::Version(&version), h, body).await
+}
+
+/// Predict with the version an alias (e.g. `production`, `staging`) points at.
+#[utoipa::path(post, path = "/v1/models/{name}/aliases/{alias}/predict", tag = "predict",
+    params(("name" = String, Path), ("alias" = String, Path)),
+    request_body(content = PredictRequest),
+    responses(
+        (status = 200, body = PredictResponse, headers(
+            ("x-zoo-model-version" = String, description = "The version that answered"),
+            ("x-inference-time" = String, description = "Milliseconds in the runtime"))),
+        (status = 400, description = "invalid_request, invalid_input or invalid_name", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 403, description = "forbidden: the key lacks the predict scope or the model", body = ErrorBody),
+        (status = 404, description = "model_not_found or version_not_found (no such alias)", body = ErrorBody),
+        (status = 408, description = "timeout", body = ErrorBody),
+        (status = 409, description = "not_servable", body = ErrorBody),
+        (status = 413, description = "payload_too_large", body = ErrorBody),
+        (status = 415, description = "unsupported_media_type", body = ErrorBody),
+        (status = 429, description = "overloaded: retry after Retry-After seconds", body = ErrorBody),
+        (status = 500, description = "inference_failed", body = ErrorBody),
+        (status = 503, description = "unavailable: the database or store is unreachable", body = ErrorBody)
+    ))]
+pub async fn predict_alias(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((name, alias)): ApiPath<(String, String)>,
+    h: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    predict(state, caller, name, Target::Alias(&alias), h, body).await
 }

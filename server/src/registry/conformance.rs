@@ -107,6 +107,103 @@ pub async fn listing(r: &dyn Registry) {
     assert!(refs.contains("a") && refs.contains("c"));
 }
 
+/// Concurrent uploads of the same version: exactly one wins, the others get 409.
+pub async fn concurrent_same_version(r: std::sync::Arc<dyn Registry>) {
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let r = r.clone();
+            tokio::spawn(async move { r.begin_version("race", Some("1"), None, &format!("k{i}")).await })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(v) => {
+                assert_eq!(v, "1");
+                won += 1;
+            }
+            Err(Error::VersionExists(_)) => {}
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!(won, 1, "exactly one concurrent upload reserves the version");
+    // Automatic numbering under concurrency hands out distinct versions.
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let r = r.clone();
+            tokio::spawn(async move { r.begin_version("auto", None, None, "k").await })
+        })
+        .collect();
+    let mut got = Vec::new();
+    for t in tasks {
+        if let Ok(v) = t.await.unwrap() {
+            got.push(v);
+        }
+    }
+    got.sort();
+    got.dedup();
+    assert!(!got.is_empty());
+    assert_eq!(got.len(), got.iter().collect::<std::collections::HashSet<_>>().len());
+}
+
+/// Aliases: set, move, remove, history; only ready versions; gone with their version.
+pub async fn aliases(r: &dyn Registry) {
+    for v in ["1", "2"] {
+        r.begin_version("al", Some(v), None, "k").await.unwrap();
+        r.finish_version("al", v, &ready(v)).await.unwrap();
+    }
+    assert_eq!(r.default_version("al").await.unwrap().unwrap().version, "2");
+    assert_eq!(r.set_alias("al", "production", "1", "alice").await.unwrap(), None);
+    assert_eq!(r.default_version("al").await.unwrap().unwrap().version, "1", "production wins over the newest");
+    assert_eq!(r.get_alias("al", "production").await.unwrap().as_deref(), Some("1"));
+    assert_eq!(r.set_alias("al", "production", "2", "bob").await.unwrap().as_deref(), Some("1"));
+    assert_eq!(r.set_alias("al", "production", "2", "bob").await.unwrap().as_deref(), Some("2"), "a no-op move");
+    r.set_alias("al", "staging", "1", "bob").await.unwrap();
+    assert_eq!(
+        r.aliases("al").await.unwrap().into_iter().collect::<Vec<_>>(),
+        [("production".to_string(), "2".to_string()), ("staging".to_string(), "1".to_string())]
+    );
+    assert!(matches!(r.set_alias("al", "production", "9", "bob").await, Err(Error::VersionNotFound { .. })));
+    r.begin_version("al", Some("3"), None, "k").await.unwrap();
+    assert!(
+        matches!(r.set_alias("al", "production", "3", "bob").await, Err(Error::VersionNotFound { .. })),
+        "an uploading version cannot take an alias"
+    );
+    assert_eq!(r.delete_alias("al", "staging", "carol").await.unwrap().as_deref(), Some("1"));
+    assert_eq!(r.delete_alias("al", "staging", "carol").await.unwrap(), None);
+    let h = r.alias_history("al").await.unwrap();
+    let moves: Vec<_> =
+        h.iter().map(|c| (c.alias.as_str(), c.from.as_deref(), c.to.as_deref(), c.by.as_str())).collect();
+    assert_eq!(
+        moves,
+        [
+            ("staging", Some("1"), None, "carol"),
+            ("staging", None, Some("1"), "bob"),
+            ("production", Some("1"), Some("2"), "bob"),
+            ("production", None, Some("1"), "alice"),
+        ]
+    );
+    // Deleting the version an alias points at removes the alias.
+    r.delete_version("al", "2").await.unwrap();
+    assert_eq!(r.get_alias("al", "production").await.unwrap(), None);
+    assert_eq!(r.default_version("al").await.unwrap().unwrap().version, "1");
+}
+
+/// Keys: create, read, list, revoke, touch.
+pub async fn keys(r: &dyn Registry) {
+    let k = crate::auth::generate("ci", vec![zoo_api::Scope::Predict], vec!["text-*".into()], None);
+    r.create_key(&k.record).await.unwrap();
+    assert_eq!(r.count_keys().await.unwrap(), 1);
+    let got = r.get_key(&k.record.id).await.unwrap().unwrap();
+    assert_eq!(got.hash, k.record.hash);
+    assert_eq!(got.models, ["text-*"]);
+    r.touch_key(&k.record.id, Utc::now()).await.unwrap();
+    assert!(r.get_key(&k.record.id).await.unwrap().unwrap().last_used_at.is_some());
+    assert!(r.revoke_key(&k.record.id, Utc::now()).await.unwrap());
+    assert!(!r.revoke_key("nope", Utc::now()).await.unwrap());
+    assert!(r.list_keys().await.unwrap()[0].revoked_at.is_some());
+}
+
 mod sqlite {
     use crate::registry::sqlite::SqliteRegistry;
 
@@ -128,5 +225,131 @@ mod sqlite {
     #[tokio::test]
     async fn listing() {
         super::listing(&SqliteRegistry::memory().await).await;
+    }
+
+    #[tokio::test]
+    async fn keys() {
+        super::keys(&SqliteRegistry::memory().await).await;
+    }
+
+    #[tokio::test]
+    async fn aliases() {
+        super::aliases(&SqliteRegistry::memory().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn concurrent_same_version() {
+        // A file database: several connections, like the server.
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("zoo.db").display());
+        let r = SqliteRegistry::open(&url).await.unwrap();
+        super::concurrent_same_version(std::sync::Arc::new(r)).await;
+    }
+}
+
+/// Each test gets its own database next to `ZOO_TEST_DATABASE_URL`.
+mod postgres {
+    use crate::registry::postgres::{PgRegistry, scratch_database};
+
+    async fn fresh() -> PgRegistry {
+        let base = std::env::var("ZOO_TEST_DATABASE_URL").expect(
+            "ZOO_TEST_DATABASE_URL is not set: the Postgres registry tests need a server (scripts/test starts one)",
+        );
+        let url = scratch_database(&base).await.expect("create a scratch database");
+        PgRegistry::open(&url).await.expect("open the Postgres registry")
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn version_lifecycle() {
+        super::version_lifecycle(&fresh().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn abort_and_delete() {
+        super::abort_and_delete(&fresh().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn sweep() {
+        super::sweep(&fresh().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn listing() {
+        super::listing(&fresh().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn keys() {
+        super::keys(&fresh().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn aliases() {
+        super::aliases(&fresh().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn concurrent_same_version() {
+        super::concurrent_same_version(std::sync::Arc::new(fresh().await)).await;
+    }
+
+    async fn next_event(
+        rx: &mut tokio::sync::broadcast::Receiver<crate::registry::RegistryEvent>,
+    ) -> crate::registry::RegistryEvent {
+        tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv()).await.unwrap().unwrap()
+    }
+
+    /// Two replicas never store and delete the same blob at once.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn blob_lock_is_exclusive_across_replicas() {
+        use crate::registry::Registry;
+        let base = std::env::var("ZOO_TEST_DATABASE_URL").expect("ZOO_TEST_DATABASE_URL");
+        let url = scratch_database(&base).await.unwrap();
+        let a = PgRegistry::open(&url).await.unwrap();
+        let b = std::sync::Arc::new(PgRegistry::open(&url).await.unwrap());
+        let sha = "ab".repeat(32);
+        let held = a.lock_blob(&sha).await.unwrap();
+        let (b2, sha2) = (b.clone(), sha.clone());
+        let waiter = tokio::spawn(async move {
+            let _lock = b2.lock_blob(&sha2).await.unwrap();
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert!(!waiter.is_finished(), "the other replica must wait while the blob is locked");
+        let other = tokio::time::timeout(std::time::Duration::from_secs(10), b.lock_blob(&"cd".repeat(32))).await;
+        assert!(other.unwrap().is_ok(), "another blob is not blocked");
+        drop(held);
+        tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
+            .await
+            .expect("the lock is released when its holder drops it")
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn changes_reach_other_replicas() {
+        use crate::registry::{Registry, RegistryEvent};
+        let base = std::env::var("ZOO_TEST_DATABASE_URL").expect("ZOO_TEST_DATABASE_URL");
+        let url = scratch_database(&base).await.unwrap();
+        let a = PgRegistry::open(&url).await.unwrap();
+        let b = PgRegistry::open(&url).await.unwrap();
+        let mut events = b.events().expect("Postgres reports changes");
+        // Give b's listener a moment to subscribe.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        a.begin_version("m", Some("1"), None, "k").await.unwrap();
+        a.finish_version("m", "1", &super::ready("aa")).await.unwrap();
+        a.set_alias("m", "production", "1", "k").await.unwrap();
+        a.delete_version("m", "1").await.unwrap();
+        assert_eq!(
+            next_event(&mut events).await,
+            RegistryEvent::VersionReady { model: "m".into(), version: "1".into() }
+        );
+        assert_eq!(
+            next_event(&mut events).await,
+            RegistryEvent::AliasMoved { model: "m".into(), alias: "production".into(), version: Some("1".into()) }
+        );
+        assert_eq!(
+            next_event(&mut events).await,
+            RegistryEvent::VersionRemoved { model: "m".into(), version: "1".into() }
+        );
     }
 }

@@ -9,6 +9,9 @@ use zoo_api::{Format, Scope, Signature, Task, VersionStatus};
 
 use crate::error::Result;
 
+pub mod postgres;
+mod rows;
+mod sql;
 pub mod sqlite;
 
 /// A version row.
@@ -84,6 +87,60 @@ pub struct KeyRecord {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// A change another replica made, for caches to follow.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RegistryEvent {
+    VersionReady {
+        model: String,
+        version: String,
+    },
+    VersionRemoved {
+        model: String,
+        version: String,
+    },
+    ModelRemoved {
+        model: String,
+    },
+    KeyRevoked {
+        id: String,
+    },
+    /// An alias now points at `version` (`None`: removed).
+    AliasMoved {
+        model: String,
+        alias: String,
+        version: Option<String>,
+    },
+}
+
+/// One recorded alias move.
+#[derive(Debug, Clone)]
+pub struct AliasChange {
+    pub model: String,
+    pub alias: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub at: DateTime<Utc>,
+    pub by: String,
+}
+
+/// Exclusive hold on one blob across every process sharing the registry, while it
+/// is stored or checked-and-deleted. Released when dropped.
+pub struct BlobLock {
+    _held: Option<Box<dyn std::any::Any + Send>>,
+}
+
+impl BlobLock {
+    /// Nothing to hold: this process is the only one (its own lock suffices).
+    pub fn local() -> BlobLock {
+        BlobLock { _held: None }
+    }
+
+    pub fn holding(held: impl std::any::Any + Send) -> BlobLock {
+        BlobLock { _held: Some(Box::new(held)) }
+    }
+}
+
 /// Storage of registry metadata. Every method is one transaction.
 #[async_trait]
 pub trait Registry: Send + Sync + 'static {
@@ -93,6 +150,12 @@ pub trait Registry: Send + Sync + 'static {
     /// Only one server process can use this registry (SQLite), so at start every
     /// upload still marked `uploading` is known to be dead.
     fn single_process(&self) -> bool;
+
+    /// Changes made through any replica, when the backend can tell (Postgres
+    /// LISTEN/NOTIFY). `None` when this process is the only writer.
+    fn events(&self) -> Option<tokio::sync::broadcast::Receiver<RegistryEvent>> {
+        None
+    }
 
     /// Reserve a version in state `uploading`, creating the model if needed. With no
     /// version, the next integer after the highest integer version is taken.
@@ -130,6 +193,23 @@ pub trait Registry: Send + Sync + 'static {
     /// when the model does not exist.
     async fn delete_model(&self, name: &str) -> Result<Option<Vec<VersionRecord>>>;
     async fn aliases(&self, model: &str) -> Result<BTreeMap<String, String>>;
+    /// The version an alias points at.
+    async fn get_alias(&self, model: &str, alias: &str) -> Result<Option<String>>;
+    /// Point `alias` at a ready version, atomically, and record the move. Returns
+    /// the version it pointed at before; `VersionNotFound` when the version is not
+    /// ready.
+    async fn set_alias(&self, model: &str, alias: &str, version: &str, by: &str) -> Result<Option<String>>;
+    /// Remove an alias and record it; returns the version it pointed at (`None`
+    /// when there was no such alias).
+    async fn delete_alias(&self, model: &str, alias: &str, by: &str) -> Result<Option<String>>;
+    /// Recorded alias moves of a model, newest first.
+    async fn alias_history(&self, model: &str) -> Result<Vec<AliasChange>>;
+
+    /// Lock one blob against other replicas (Postgres advisory lock); a no-op for
+    /// a single-process registry.
+    async fn lock_blob(&self, _sha256: &str) -> Result<BlobLock> {
+        Ok(BlobLock::local())
+    }
 
     /// Whether any version (in any state) references this blob.
     async fn blob_referenced(&self, sha256: &str) -> Result<bool>;
@@ -152,9 +232,9 @@ pub async fn open(url: &str) -> anyhow::Result<std::sync::Arc<dyn Registry>> {
     if url.starts_with("sqlite:") {
         Ok(std::sync::Arc::new(sqlite::SqliteRegistry::open(url).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        anyhow::bail!("Postgres registries are not supported by this build yet; use a sqlite:// URL")
+        Ok(std::sync::Arc::new(postgres::PgRegistry::open(url).await?))
     } else {
-        anyhow::bail!("unsupported database URL '{url}': expected sqlite://PATH")
+        anyhow::bail!("unsupported database URL '{url}': expected sqlite://PATH or postgres://...")
     }
 }
 

@@ -27,6 +27,16 @@ pub struct Upload<S> {
     pub body: S,
 }
 
+/// Check an alias name.
+pub fn check_alias(alias: &str) -> Result<()> {
+    if names::valid_alias(alias) {
+        return Ok(());
+    }
+    Err(Error::InvalidName(format!(
+        "'{alias}' is not a valid alias: use 1-64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter"
+    )))
+}
+
 /// Check a name and version before anything is reserved.
 pub fn check_names(model: &str, version: Option<&str>) -> Result<()> {
     if !names::valid_model_name(model) {
@@ -58,6 +68,9 @@ impl Services {
         E: std::fmt::Display,
     {
         check_names(&upload.model, upload.version.as_deref())?;
+        if let Some(alias) = &upload.query.alias {
+            check_alias(alias)?;
+        }
         if let Some(expected) = &upload.expected_sha256
             && (expected.len() != 64 || !expected.bytes().all(|b| b.is_ascii_hexdigit()))
         {
@@ -155,7 +168,7 @@ impl Services {
         // Store the blob (content-addressed; the row points at it first so the
         // sweeper never takes it for an orphan, under the blob's lock so a concurrent
         // delete of another version with the same content cannot remove it).
-        let blob_guard = self.lock_blob(&received.sha256).await;
+        let blob_guard = self.lock_blob(&received.sha256).await?;
         self.registry.attach_blob(model, version, &received.sha256).await?;
         self.store.put_file(&StorageKey::blob(&received.sha256), &received.path).await?;
 
@@ -202,6 +215,11 @@ impl Services {
         };
         let record = self.registry.finish_version(model, version, &ready).await?;
         tracing::info!(model, version, sha256 = %record.sha256, size = record.size, servable = record.servable, by = %caller.key_id, "deployed");
+        if let Some(alias) = &upload.query.alias {
+            // Loaded and warmed above: traffic moves to a ready model.
+            let previous = self.registry.set_alias(model, alias, version, &caller.key_id).await?;
+            tracing::info!(model, alias = %alias, version, previous = ?previous, "alias moved");
+        }
         Ok(self.version_info(&record))
     }
 

@@ -24,6 +24,12 @@ pub use loader::Served;
 /// (model, version)
 pub type VersionKey = (String, String);
 
+/// A held blob lock (see `Services::lock_blob`); the shared lock goes first.
+pub struct BlobGuard {
+    _shared: crate::registry::BlobLock,
+    _local: tokio::sync::OwnedMutexGuard<()>,
+}
+
 /// Everything the services share.
 pub struct Services {
     pub config: Config,
@@ -65,19 +71,29 @@ impl Services {
         zoo_formats::Limits { max_bundle_size: self.config.max_upload_bytes.saturating_mul(4), ..Default::default() }
     }
 
-    fn unload(&self, model: &str, version: &str) {
+    /// Drop a loaded version (its thread ends once queued requests are answered).
+    pub fn unload(&self, model: &str, version: &str) {
         self.served.write().expect("served map").remove(&(model.to_string(), version.to_string()));
     }
 
+    /// Drop every loaded version of a model.
+    pub fn unload_model(&self, model: &str) {
+        self.served.write().expect("served map").retain(|(m, _), _| m != model);
+    }
+
     /// Hold this while attaching a blob to a version and storing it, or while
-    /// checking it is unreferenced and deleting it.
-    pub async fn lock_blob(&self, sha256: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    /// checking it is unreferenced and deleting it: exclusive in this process and,
+    /// through the registry, across replicas.
+    pub async fn lock_blob(&self, sha256: &str) -> Result<BlobGuard> {
         let lock = self.blob_locks.lock().expect("blob locks").entry(sha256.to_string()).or_default().clone();
-        let guard = lock.lock_owned().await;
-        let mut locks = self.blob_locks.lock().expect("blob locks");
-        // Drop entries nobody else holds, so the map does not grow without bound.
-        locks.retain(|_, l| Arc::strong_count(l) > 1);
-        guard
+        let local = lock.lock_owned().await;
+        {
+            let mut locks = self.blob_locks.lock().expect("blob locks");
+            // Drop entries nobody else holds, so the map does not grow without bound.
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        let shared = self.registry.lock_blob(sha256).await?;
+        Ok(BlobGuard { _shared: shared, _local: local })
     }
 
     /// Drop the blob and its local copy when no version references it any more.
@@ -85,7 +101,7 @@ impl Services {
         if sha256.is_empty() {
             return Ok(());
         }
-        let _guard = self.lock_blob(sha256).await;
+        let _guard = self.lock_blob(sha256).await?;
         if self.registry.blob_referenced(sha256).await? {
             return Ok(());
         }
@@ -127,6 +143,13 @@ impl Services {
             Some(v) if v.status == VersionStatus::Ready => Ok(v),
             _ => Err(self.not_found(model, version).await?),
         }
+    }
+
+    async fn alias_not_found(&self, model: &str, alias: &str) -> Result<Error> {
+        Ok(match self.registry.get_model(model).await? {
+            None => Error::ModelNotFound(model.to_string()),
+            Some(_) => Error::AliasNotFound { model: model.to_string(), alias: alias.to_string() },
+        })
     }
 
     async fn not_found(&self, model: &str, version: &str) -> Result<Error> {

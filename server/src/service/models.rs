@@ -1,6 +1,6 @@
 //! Reading and deleting models and versions.
 
-use zoo_api::{ListModelsQuery, ModelDetail, ModelList, ModelSummary, VersionInfo};
+use zoo_api::{AliasInfo, ListModelsQuery, ModelDetail, ModelList, ModelSummary, VersionInfo};
 
 use super::Services;
 use crate::auth::Caller;
@@ -88,6 +88,40 @@ impl Services {
         }
         tracing::info!(model, versions = versions.len(), "model deleted");
         Ok(versions.iter().map(|v| self.version_info(v)).collect())
+    }
+
+    /// Point an alias at a version. The version is loaded and warmed first, so the
+    /// requests that follow the alias find it ready; the previous version drains.
+    pub async fn set_alias(&self, caller: &Caller, model: &str, alias: &str, version: &str) -> Result<AliasInfo> {
+        let record = self.require_version(model, version).await?;
+        if record.servable {
+            self.served(&record).await?;
+        }
+        let previous = self.registry.set_alias(model, alias, version, &caller.key_id).await?;
+        tracing::info!(model, alias, version, previous = ?previous, by = %caller.key_id, "alias moved");
+        Ok(AliasInfo { model: model.into(), alias: alias.into(), version: Some(version.into()), previous })
+    }
+
+    pub async fn delete_alias(&self, caller: &Caller, model: &str, alias: &str) -> Result<AliasInfo> {
+        let Some(previous) = self.registry.delete_alias(model, alias, &caller.key_id).await? else {
+            return Err(self.alias_not_found(model, alias).await?);
+        };
+        tracing::info!(model, alias, previous = %previous, by = %caller.key_id, "alias removed");
+        Ok(AliasInfo { model: model.into(), alias: alias.into(), version: None, previous: Some(previous) })
+    }
+
+    /// Load a version in the background of another replica's alias move, so that
+    /// its first request here does not wait for the load.
+    pub async fn preload(&self, model: &str, version: &str) {
+        match self.registry.get_version(model, version).await {
+            Ok(Some(v)) if v.servable => {
+                if let Err(e) = self.served(&v).await {
+                    tracing::warn!(model, version, error = %e, "could not preload the version an alias moved to");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(model, version, error = %e, "could not preload the version an alias moved to"),
+        }
     }
 
     /// Open a version's artifact for download (all of it, or a range).

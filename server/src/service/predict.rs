@@ -19,6 +19,7 @@ pub enum Target<'a> {
     /// Alias `production` if set, else the newest ready version.
     Default,
     Version(&'a str),
+    Alias(&'a str),
 }
 
 /// A prediction with the facts that go into response headers.
@@ -52,6 +53,10 @@ impl Services {
     pub async fn resolve(&self, model: &str, target: Target<'_>) -> Result<VersionRecord> {
         match target {
             Target::Version(v) => self.require_version(model, v).await,
+            Target::Alias(a) => match self.registry.get_alias(model, a).await? {
+                Some(v) => self.require_version(model, &v).await,
+                None => Err(self.alias_not_found(model, a).await?),
+            },
             Target::Default => match self.registry.default_version(model).await? {
                 Some(v) => Ok(v),
                 None => Err(self.not_found(model, "(default)").await?),

@@ -32,7 +32,13 @@ impl Services {
         let referenced = self.registry.referenced_blobs().await?;
         let mut swept = Swept { uploads: dead.len(), ..Default::default() };
         for sha in self.store.list_blobs().await? {
-            if !referenced.contains(&sha) {
+            if referenced.contains(&sha) {
+                continue;
+            }
+            // An upload may have attached it since `referenced` was read: check again
+            // under the blob's lock, which uploads hold while they store.
+            let _guard = self.lock_blob(&sha).await?;
+            if !self.registry.blob_referenced(&sha).await? {
                 self.store.delete(&StorageKey::blob(&sha)).await?;
                 swept.blobs += 1;
             }

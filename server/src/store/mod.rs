@@ -10,6 +10,10 @@ use futures::Stream;
 use crate::error::Result;
 
 pub mod fs;
+pub mod s3;
+
+#[cfg(test)]
+pub(crate) mod conformance;
 
 /// A typed storage key. Blobs are addressed by the sha256 of their content.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -68,13 +72,13 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn list_blobs(&self) -> Result<Vec<String>>;
 }
 
-/// Open the object store named by a URL.
-pub async fn open(url: &str) -> anyhow::Result<std::sync::Arc<dyn ObjectStore>> {
+/// Open the object store named by a URL (`file://PATH` or `s3://bucket/prefix`).
+pub async fn open(url: &str, create_bucket: bool) -> anyhow::Result<std::sync::Arc<dyn ObjectStore>> {
     if let Some(path) = url.strip_prefix("file://") {
         Ok(std::sync::Arc::new(fs::FsStore::open(Path::new(path)).await?))
     } else if url.starts_with("s3://") {
-        anyhow::bail!("S3 object stores are not supported by this build yet; use a file:// URL")
+        Ok(std::sync::Arc::new(s3::S3Store::open(url, create_bucket).await?))
     } else {
-        anyhow::bail!("unsupported store URL '{url}': expected file://PATH")
+        anyhow::bail!("unsupported store URL '{url}': expected file://PATH or s3://BUCKET/PREFIX")
     }
 }
