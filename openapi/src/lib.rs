@@ -46,6 +46,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// The version already exists, or is being uploaded right now (409).
     VersionExists,
+    /// An alias points at the version: move or remove the alias first (409).
+    VersionInUse,
     /// A model or version name does not follow the naming rules (400).
     InvalidName,
     /// The request body or query is malformed (400).
@@ -89,6 +91,7 @@ impl ErrorCode {
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::VersionExists,
+        ErrorCode::VersionInUse,
         ErrorCode::InvalidName,
         ErrorCode::InvalidRequest,
         ErrorCode::InvalidInput,
@@ -117,6 +120,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::VersionExists => "version_exists",
+            ErrorCode::VersionInUse => "version_in_use",
             ErrorCode::InvalidName => "invalid_name",
             ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::InvalidInput => "invalid_input",

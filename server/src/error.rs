@@ -26,6 +26,10 @@ pub enum Error {
     MethodNotAllowed(String),
     #[error("{0}")]
     VersionExists(String),
+    #[error(
+        "version '{version}' of model '{model}' is what alias(es) {aliases} point at: move or remove them first (zoo alias set|rm)"
+    )]
+    VersionInUse { model: String, version: String, aliases: String },
     #[error("{0}")]
     InvalidName(String),
     #[error("{0}")]
@@ -73,6 +77,7 @@ impl Error {
             Error::NotFound(_) => ErrorCode::NotFound,
             Error::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
             Error::VersionExists(_) => ErrorCode::VersionExists,
+            Error::VersionInUse { .. } => ErrorCode::VersionInUse,
             Error::InvalidName(_) => ErrorCode::InvalidName,
             Error::InvalidRequest(_) => ErrorCode::InvalidRequest,
             Error::InvalidInput(_) => ErrorCode::InvalidInput,
@@ -105,7 +110,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
             StatusCode::NOT_FOUND
         }
         ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-        ErrorCode::VersionExists | ErrorCode::NotServable => StatusCode::CONFLICT,
+        ErrorCode::VersionExists | ErrorCode::VersionInUse | ErrorCode::NotServable => StatusCode::CONFLICT,
         ErrorCode::InvalidName | ErrorCode::InvalidRequest | ErrorCode::InvalidInput | ErrorCode::Sha256Mismatch => {
             StatusCode::BAD_REQUEST
         }

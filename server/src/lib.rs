@@ -66,8 +66,14 @@ impl AppState {
                         tokio::spawn(async move { services.preload(&model, &version).await });
                     }
                     Ok(RegistryEvent::VersionReady { .. } | RegistryEvent::AliasMoved { version: None, .. }) => {}
+                    Ok(RegistryEvent::Resync) => {
+                        services.unload_all();
+                        keys.forget_all();
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "fell behind the registry change feed");
+                        tracing::warn!(missed = n, "fell behind the registry change feed; reloading lazily");
+                        services.unload_all();
+                        keys.forget_all();
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 }

@@ -620,9 +620,13 @@ async fn aliases_route_traffic_and_keep_history() {
     let st = s.cli(&["alias", "rm", "mlp", "production"]);
     assert_eq!(st.status.code(), Some(1), "removing a missing alias is an error");
     ok(&s.cli(&["alias", "set", "mlp", "production", "1"]));
-    // Deleting the version an alias points at removes the alias with it.
+    // The version production points at cannot be deleted from under it.
+    let r = s.http().delete(s.at("/v1/models/mlp/versions/1")).bearer_auth(&s.admin_key).send().await.unwrap();
+    let (status, out) = json_of(r).await;
+    assert_eq!((status, code(&out)), (409, "version_in_use"), "{out}");
+    assert!(out["error"]["message"].as_str().unwrap().contains("production"), "{out}");
+    assert_eq!(predict("/v1/models/mlp/predict").await.unwrap().headers()["x-zoo-model-version"], "1");
+    ok(&s.cli(&["alias", "set", "mlp", "production", "2"]));
     ok(&s.cli(&["rm", "mlp", "--version", "1"]));
-    let (status, out) = json_of(predict("/v1/models/mlp/aliases/production/predict").await.unwrap()).await;
-    assert_eq!((status, code(&out)), (404, "version_not_found"), "{out}");
     assert_eq!(predict("/v1/models/mlp/predict").await.unwrap().headers()["x-zoo-model-version"], "2");
 }

@@ -108,6 +108,16 @@ async fn two_replicas_share_postgres_and_s3() {
     let p = r2.client(key).predict("mlp", None, &predict_req(&fx.x)).await.unwrap();
     assert_eq!(p.version.as_deref(), Some("1"));
 
+    // Version 2 deployed again through a with other weights: b answers with the new
+    // weights, not the model it had loaded under that name.
+    let other = dir.path().join("other.onnx");
+    let model = zoo_formats::build::mlp(&[0.0; 32], &[0.0; 8], &[0.0; 24], &[1.0, 2.0, 3.0], 4, 8, 3);
+    std::fs::write(&other, zoo_formats::build::encode(&model)).unwrap();
+    ok(&a.cli(&["deploy", other.to_str().unwrap(), "--name", "mlp", "--version", "2"]));
+    let p = r2.client(key).predict("mlp", Some("2"), &predict_req(&fx.x)).await.unwrap();
+    let rows = fx.x.as_array().unwrap().len();
+    assert!(max_abs_diff(&p.body["outputs"]["y"], &json!(vec![[1.0, 2.0, 3.0]; rows])) < 1e-6, "{}", p.body);
+
     // A key revoked through a stops working on b within the documented delay.
     let created: Value =
         serde_json::from_str(&ok(&a.cli(&["keys", "create", "--name", "t", "--scope", "read", "-o", "json"]))).unwrap();

@@ -73,7 +73,7 @@ async fn upload(
         (status = 401, description = "unauthorized", body = ErrorBody),
         (status = 403, description = "forbidden: the key lacks the deploy scope or the model", body = ErrorBody),
         (status = 408, description = "timeout: the upload stalled", body = ErrorBody),
-        (status = 409, description = "version_exists", body = ErrorBody),
+        (status = 409, description = "version_exists, or not_servable: stored, but the alias asked for was not moved", body = ErrorBody),
         (status = 413, description = "payload_too_large", body = ErrorBody),
         (status = 415, description = "unsupported_media_type", body = ErrorBody),
         (status = 422, description = "invalid_artifact or unknown_format", body = ErrorBody),
@@ -102,7 +102,7 @@ pub async fn create_version(
         (status = 401, description = "unauthorized", body = ErrorBody),
         (status = 403, description = "forbidden: the key lacks the deploy scope or the model", body = ErrorBody),
         (status = 408, description = "timeout: the upload stalled", body = ErrorBody),
-        (status = 409, description = "version_exists", body = ErrorBody),
+        (status = 409, description = "version_exists, or not_servable: stored, but the alias asked for was not moved", body = ErrorBody),
         (status = 413, description = "payload_too_large", body = ErrorBody),
         (status = 415, description = "unsupported_media_type", body = ErrorBody),
         (status = 422, description = "invalid_artifact or unknown_format", body = ErrorBody),
@@ -147,7 +147,9 @@ pub async fn show_version(
         (status = 400, description = "invalid_name", body = ErrorBody),
         (status = 401, description = "unauthorized", body = ErrorBody),
         (status = 403, description = "forbidden", body = ErrorBody),
-        (status = 404, description = "model_not_found or version_not_found", body = ErrorBody)
+        (status = 404, description = "model_not_found or version_not_found", body = ErrorBody),
+        (status = 409, description = "version_in_use: an alias points at it", body = ErrorBody),
+        (status = 503, description = "unavailable: the database or store is unreachable", body = ErrorBody)
     ))]
 pub async fn delete_version(
     State(state): State<AppState>,

@@ -27,6 +27,7 @@ fn ready(sha: &str) -> ReadyVersion {
         },
         labels: vec![],
         warmup_ms: Some(1.5),
+        alias: None,
     }
 }
 
@@ -183,10 +184,24 @@ pub async fn aliases(r: &dyn Registry) {
             ("production", None, Some("1"), "alice"),
         ]
     );
-    // Deleting the version an alias points at removes the alias.
+    // The version an alias points at cannot be deleted until the alias moves.
+    assert!(matches!(r.delete_version("al", "2").await, Err(Error::VersionInUse { .. })));
+    assert!(r.get_version("al", "2").await.unwrap().is_some());
+    r.delete_alias("al", "production", "carol").await.unwrap();
     r.delete_version("al", "2").await.unwrap();
-    assert_eq!(r.get_alias("al", "production").await.unwrap(), None);
     assert_eq!(r.default_version("al").await.unwrap().unwrap().version, "1");
+    // Finishing an upload can move an alias in the same step.
+    r.abort_version("al", "3").await.unwrap();
+    r.begin_version("al", Some("4"), None, "dave").await.unwrap();
+    let mut with_alias = ready("4");
+    with_alias.alias = Some("production".into());
+    r.finish_version("al", "4", &with_alias).await.unwrap();
+    assert_eq!(r.get_alias("al", "production").await.unwrap().as_deref(), Some("4"));
+    let last = &r.alias_history("al").await.unwrap()[0];
+    assert_eq!((last.from.as_deref(), last.to.as_deref(), last.by.as_str()), (None, Some("4"), "dave"));
+    // Deleting the model takes its aliases with it.
+    r.delete_model("al").await.unwrap();
+    assert_eq!(r.get_alias("al", "production").await.unwrap(), None);
 }
 
 /// Keys: create, read, list, revoke, touch.
@@ -338,6 +353,7 @@ mod postgres {
         a.begin_version("m", Some("1"), None, "k").await.unwrap();
         a.finish_version("m", "1", &super::ready("aa")).await.unwrap();
         a.set_alias("m", "production", "1", "k").await.unwrap();
+        a.delete_alias("m", "production", "k").await.unwrap();
         a.delete_version("m", "1").await.unwrap();
         assert_eq!(
             next_event(&mut events).await,
@@ -346,6 +362,10 @@ mod postgres {
         assert_eq!(
             next_event(&mut events).await,
             RegistryEvent::AliasMoved { model: "m".into(), alias: "production".into(), version: Some("1".into()) }
+        );
+        assert_eq!(
+            next_event(&mut events).await,
+            RegistryEvent::AliasMoved { model: "m".into(), alias: "production".into(), version: None }
         );
         assert_eq!(
             next_event(&mut events).await,

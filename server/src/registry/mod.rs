@@ -48,6 +48,8 @@ pub struct ReadyVersion {
     pub signature: Signature,
     pub labels: Vec<String>,
     pub warmup_ms: Option<f64>,
+    /// Point this alias at the version in the same transaction.
+    pub alias: Option<String>,
 }
 
 /// A model row with a summary of its ready versions.
@@ -111,6 +113,9 @@ pub enum RegistryEvent {
         alias: String,
         version: Option<String>,
     },
+    /// The change feed was interrupted: changes may have been missed, so forget
+    /// everything cached. Produced locally, never sent.
+    Resync,
 }
 
 /// One recorded alias move.
@@ -171,7 +176,8 @@ pub trait Registry: Send + Sync + 'static {
     /// Record the blob an upload is about to store, so the sweeper keeps it.
     async fn attach_blob(&self, model: &str, version: &str, sha256: &str) -> Result<()>;
 
-    /// Make an uploading version `ready` with everything known about it.
+    /// Make an uploading version `ready` with everything known about it (and move
+    /// `ready.alias` to it, atomically).
     async fn finish_version(&self, model: &str, version: &str, ready: &ReadyVersion) -> Result<VersionRecord>;
 
     /// Remove an uploading version that failed (and its model, if it has no other
@@ -187,7 +193,8 @@ pub trait Registry: Send + Sync + 'static {
     async fn default_version(&self, model: &str) -> Result<Option<VersionRecord>>;
     /// A ready version.
     async fn get_version(&self, model: &str, version: &str) -> Result<Option<VersionRecord>>;
-    /// Delete a ready version; returns it.
+    /// Delete a ready version; returns it. `VersionInUse` while an alias points
+    /// at it.
     async fn delete_version(&self, model: &str, version: &str) -> Result<Option<VersionRecord>>;
     /// Delete a model and all its versions; returns the deleted versions, or `None`
     /// when the model does not exist.

@@ -59,8 +59,10 @@ impl PgRegistry {
 }
 
 /// Forward NOTIFY payloads to the broadcast channel, reconnecting when the
-/// connection drops. Runs until the process ends.
+/// connection drops (followed by `Resync`: NOTIFY does not replay what was sent
+/// meanwhile). Runs until the process ends.
 async fn listen(pool: PgPool, events: broadcast::Sender<RegistryEvent>) {
+    let mut reconnecting = false;
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(l) => l,
@@ -75,6 +77,11 @@ async fn listen(pool: PgPool, events: broadcast::Sender<RegistryEvent>) {
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
+        if reconnecting {
+            tracing::info!("following registry changes again");
+            let _ = events.send(RegistryEvent::Resync);
+        }
+        reconnecting = true;
         loop {
             match listener.recv().await {
                 Ok(n) => match serde_json::from_str::<RegistryEvent>(n.payload()) {
@@ -93,7 +100,7 @@ async fn listen(pool: PgPool, events: broadcast::Sender<RegistryEvent>) {
     }
 }
 
-sql_registry!(PgRegistry, PgRow, {
+sql_registry!(PgRegistry, PgRow, sqlx::Postgres, {
     fn events(&self) -> Option<broadcast::Receiver<RegistryEvent>> {
         Some(self.events.subscribe())
     }

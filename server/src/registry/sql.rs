@@ -40,8 +40,82 @@ pub(super) const MODEL_SELECT: &str = "SELECT m.name, m.description, m.created_a
 /// Implements `Registry` for a type with `pool`, `q()`, `SINGLE_PROCESS` and `notify()`;
 /// a backend's own methods of the trait go in the optional block.
 macro_rules! sql_registry {
-    ($ty:ty, $row:ty $(, { $($own:tt)* })?) => {
+    ($ty:ty, $row:ty, $db:ty $(, { $($own:tt)* })?) => {
         impl $ty {
+            /// Point `alias` at `version` inside `tx`, recording the move and
+            /// announcing it. Returns the previous version.
+            async fn move_alias(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                model: &str,
+                alias: &str,
+                version: &str,
+                by: &str,
+            ) -> Result<Option<String>> {
+                let now = Utc::now();
+                // Lock the alias row first, so that concurrent moves record their
+                // history in order.
+                sqlx::query(&Self::q("UPDATE aliases SET version = version WHERE model = ? AND alias = ?"))
+                    .bind(model)
+                    .bind(alias)
+                    .execute(&mut **tx)
+                    .await?;
+                let previous: Option<String> =
+                    sqlx::query_scalar(&Self::q("SELECT version FROM aliases WHERE model = ? AND alias = ?"))
+                        .bind(model)
+                        .bind(alias)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                if previous.as_deref() == Some(version) {
+                    return Ok(previous);
+                }
+                sqlx::query(&Self::q(
+                    "INSERT INTO aliases (model, alias, version, updated_at, updated_by) VALUES (?, ?, ?, ?, ?) \
+                     ON CONFLICT(model, alias) DO UPDATE SET version = excluded.version, \
+                     updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+                ))
+                .bind(model)
+                .bind(alias)
+                .bind(version)
+                .bind(now)
+                .bind(by)
+                .execute(&mut **tx)
+                .await?;
+                sqlx::query(&Self::q(
+                    "INSERT INTO alias_history (model, alias, from_version, to_version, changed_at, changed_by) VALUES (?, ?, ?, ?, ?, ?)",
+                ))
+                .bind(model)
+                .bind(alias)
+                .bind(&previous)
+                .bind(version)
+                .bind(now)
+                .bind(by)
+                .execute(&mut **tx)
+                .await?;
+                let event = RegistryEvent::AliasMoved {
+                    model: model.to_string(),
+                    alias: alias.to_string(),
+                    version: Some(version.to_string()),
+                };
+                Self::notify(tx, &event).await?;
+                Ok(previous)
+            }
+
+            /// Remove the model row when it has no version left. The row is locked
+            /// first: a concurrent `begin_version` holds it until its new version
+            /// is committed, which the delete then sees.
+            async fn drop_empty_model(tx: &mut sqlx::Transaction<'_, $db>, model: &str) -> Result<()> {
+                sqlx::query(&Self::q("UPDATE models SET updated_at = updated_at WHERE name = ?"))
+                    .bind(model)
+                    .execute(&mut **tx)
+                    .await?;
+                sqlx::query(&Self::q("DELETE FROM models WHERE name = ? AND NOT EXISTS (SELECT 1 FROM versions WHERE model = ?)"))
+                    .bind(model)
+                    .bind(model)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
+
             async fn model_record(&self, row: &$row) -> Result<ModelRecord> {
                 let name: String = row.try_get("name")?;
                 let latest = sqlx::query(&Self::q(&format!(
@@ -193,8 +267,12 @@ macro_rules! sql_registry {
                     .fetch_one(&mut *tx)
                     .await?;
                 Self::notify(&mut tx, &RegistryEvent::VersionReady { model: model.to_string(), version: version.to_string() }).await?;
+                let record = version_from_row(&row)?;
+                if let Some(alias) = &r.alias {
+                    Self::move_alias(&mut tx, model, alias, version, &record.created_by).await?;
+                }
                 tx.commit().await?;
-                version_from_row(&row)
+                Ok(record)
             }
 
             async fn abort_version(&self, model: &str, version: &str) -> Result<Option<String>> {
@@ -206,11 +284,7 @@ macro_rules! sql_registry {
                 .bind(version)
                 .fetch_optional(&mut *tx)
                 .await?;
-                sqlx::query(&Self::q("DELETE FROM models WHERE name = ? AND NOT EXISTS (SELECT 1 FROM versions WHERE model = ?)"))
-                    .bind(model)
-                    .bind(model)
-                    .execute(&mut *tx)
-                    .await?;
+                Self::drop_empty_model(&mut tx, model).await?;
                 tx.commit().await?;
                 Ok(sha.flatten())
             }
@@ -221,10 +295,10 @@ macro_rules! sql_registry {
                 let mut out = Vec::new();
                 let mut after = f.after.clone().unwrap_or_default();
                 let pattern =
-                    f.q.as_ref().map(|q| format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
+                    f.q.as_ref().map(|q| format!("%{}%", q.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
                 loop {
                     let rows = sqlx::query(&Self::q(&format!(
-                        "{MODEL_SELECT} WHERE m.name > ? AND (? IS NULL OR m.name LIKE ? ESCAPE '\\' OR m.description LIKE ? ESCAPE '\\') \
+                        "{MODEL_SELECT} WHERE m.name > ? AND (? IS NULL OR LOWER(m.name) LIKE ? ESCAPE '\\' OR LOWER(m.description) LIKE ? ESCAPE '\\') \
                          ORDER BY m.name LIMIT ?"
                     )))
                     .bind(&after)
@@ -301,6 +375,19 @@ macro_rules! sql_registry {
 
             async fn delete_version(&self, model: &str, version: &str) -> Result<Option<VersionRecord>> {
                 let mut tx = self.pool.begin().await?;
+                let aliases: Vec<String> =
+                    sqlx::query_scalar(&Self::q("SELECT alias FROM aliases WHERE model = ? AND version = ? ORDER BY alias"))
+                        .bind(model)
+                        .bind(version)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                if !aliases.is_empty() {
+                    return Err(Error::VersionInUse {
+                        model: model.to_string(),
+                        version: version.to_string(),
+                        aliases: aliases.join(", "),
+                    });
+                }
                 let row = sqlx::query(&Self::q(&format!(
                     "DELETE FROM versions WHERE model = ? AND version = ? AND status = 'ready' RETURNING {VERSION_COLUMNS}"
                 )))
@@ -355,7 +442,6 @@ macro_rules! sql_registry {
             }
 
             async fn set_alias(&self, model: &str, alias: &str, version: &str, by: &str) -> Result<Option<String>> {
-                let now = Utc::now();
                 let mut tx = self.pool.begin().await?;
                 let ready: Option<String> =
                     sqlx::query_scalar(&Self::q("SELECT version FROM versions WHERE model = ? AND version = ? AND status = 'ready'"))
@@ -366,50 +452,7 @@ macro_rules! sql_registry {
                 if ready.is_none() {
                     return Err(Error::VersionNotFound { model: model.to_string(), version: version.to_string() });
                 }
-                // Lock the alias row first, so that concurrent moves record their history
-                // in order.
-                sqlx::query(&Self::q("UPDATE aliases SET version = version WHERE model = ? AND alias = ?"))
-                    .bind(model)
-                    .bind(alias)
-                    .execute(&mut *tx)
-                    .await?;
-                let previous: Option<String> =
-                    sqlx::query_scalar(&Self::q("SELECT version FROM aliases WHERE model = ? AND alias = ?"))
-                        .bind(model)
-                        .bind(alias)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                sqlx::query(&Self::q(
-                    "INSERT INTO aliases (model, alias, version, updated_at, updated_by) VALUES (?, ?, ?, ?, ?) \
-                     ON CONFLICT(model, alias) DO UPDATE SET version = excluded.version, \
-                     updated_at = excluded.updated_at, updated_by = excluded.updated_by",
-                ))
-                .bind(model)
-                .bind(alias)
-                .bind(version)
-                .bind(now)
-                .bind(by)
-                .execute(&mut *tx)
-                .await?;
-                if previous.as_deref() != Some(version) {
-                    sqlx::query(&Self::q(
-                        "INSERT INTO alias_history (model, alias, from_version, to_version, changed_at, changed_by) VALUES (?, ?, ?, ?, ?, ?)",
-                    ))
-                    .bind(model)
-                    .bind(alias)
-                    .bind(&previous)
-                    .bind(version)
-                    .bind(now)
-                    .bind(by)
-                    .execute(&mut *tx)
-                    .await?;
-                    let event = RegistryEvent::AliasMoved {
-                        model: model.to_string(),
-                        alias: alias.to_string(),
-                        version: Some(version.to_string()),
-                    };
-                    Self::notify(&mut tx, &event).await?;
-                }
+                let previous = Self::move_alias(&mut tx, model, alias, version, by).await?;
                 tx.commit().await?;
                 Ok(previous)
             }
@@ -479,17 +522,18 @@ macro_rules! sql_registry {
 
             async fn sweep_uploading(&self, before: DateTime<Utc>) -> Result<Vec<String>> {
                 let mut tx = self.pool.begin().await?;
-                let shas: Vec<Option<String>> = sqlx::query_scalar(
-                    &Self::q("DELETE FROM versions WHERE status IN ('uploading', 'failed') AND created_at < ? RETURNING sha256",)
+                let swept: Vec<(String, Option<String>)> = sqlx::query_as(
+                    &Self::q("DELETE FROM versions WHERE status IN ('uploading', 'failed') AND created_at < ? RETURNING model, sha256",)
                 )
                 .bind(before)
                 .fetch_all(&mut *tx)
                 .await?;
-                sqlx::query(&Self::q("DELETE FROM models WHERE NOT EXISTS (SELECT 1 FROM versions WHERE versions.model = models.name)"))
-                    .execute(&mut *tx)
-                    .await?;
+                let models: std::collections::BTreeSet<&str> = swept.iter().map(|(m, _)| m.as_str()).collect();
+                for model in models {
+                    Self::drop_empty_model(&mut tx, model).await?;
+                }
                 tx.commit().await?;
-                Ok(shas.into_iter().flatten().collect())
+                Ok(swept.into_iter().filter_map(|(_, sha)| sha).collect())
             }
 
             async fn create_key(&self, k: &KeyRecord) -> Result<()> {

@@ -62,4 +62,4 @@ impl SqliteRegistry {
     }
 }
 
-sql_registry!(SqliteRegistry, SqliteRow);
+sql_registry!(SqliteRegistry, SqliteRow, sqlx::Sqlite);

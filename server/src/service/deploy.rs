@@ -192,6 +192,7 @@ impl Services {
         let req = LoadRequest {
             model: model.to_string(),
             version: version.to_string(),
+            sha256: received.sha256.clone(),
             dir: cache,
             signature: signature.clone(),
             task,
@@ -201,24 +202,30 @@ impl Services {
         if let Some(reason) = &outcome.reason {
             tracing::warn!(model, version, reason = %reason, "stored, but not servable");
         }
+        // The alias moves with the version becoming ready, and only to a version
+        // that loaded and warmed up above.
+        let servable = outcome.served.is_some();
+        let alias = upload.query.alias.clone().filter(|_| servable);
         let ready = ReadyVersion {
             format: signature.format,
             sha256: received.sha256,
             size: received.size as i64,
             task,
             runtime: outcome.runtime,
-            servable: outcome.served.is_some(),
+            servable,
             reason: outcome.reason,
             signature,
             labels,
             warmup_ms: outcome.warmup_ms,
+            alias: alias.clone(),
         };
         let record = self.registry.finish_version(model, version, &ready).await?;
-        tracing::info!(model, version, sha256 = %record.sha256, size = record.size, servable = record.servable, by = %caller.key_id, "deployed");
-        if let Some(alias) = &upload.query.alias {
-            // Loaded and warmed above: traffic moves to a ready model.
-            let previous = self.registry.set_alias(model, alias, version, &caller.key_id).await?;
-            tracing::info!(model, alias = %alias, version, previous = ?previous, "alias moved");
+        tracing::info!(model, version, sha256 = %record.sha256, size = record.size, servable, alias = ?alias, by = %caller.key_id, "deployed");
+        if let (Some(wanted), false) = (&upload.query.alias, servable) {
+            return Err(Error::NotServable(format!(
+                "version '{version}' of model '{model}' was stored, but it cannot be served ({}), so alias '{wanted}' was not moved",
+                record.reason.as_deref().unwrap_or("no reason recorded")
+            )));
         }
         Ok(self.version_info(&record))
     }

@@ -26,6 +26,9 @@ pub enum Pipeline {
 pub struct Served {
     pub model: String,
     pub version: String,
+    /// The artifact it was loaded from: a version deleted and deployed again under
+    /// the same name on another replica has another sha256.
+    pub sha256: String,
     pub task: Task,
     pub signature: Signature,
     pub runtime: &'static str,
@@ -54,6 +57,7 @@ pub fn model_file(dir: &Path, signature: &Signature) -> Result<PathBuf> {
 pub struct LoadRequest {
     pub model: String,
     pub version: String,
+    pub sha256: String,
     pub dir: PathBuf,
     pub signature: Signature,
     pub task: Task,
@@ -119,6 +123,7 @@ impl LoadJob {
             let served = Served {
                 model: req.model,
                 version: req.version,
+                sha256: req.sha256,
                 task: req.task,
                 signature: req.signature,
                 runtime: rt.name(),
@@ -176,8 +181,8 @@ impl Services {
     /// it is not loaded yet.
     pub async fn served(&self, v: &VersionRecord) -> Result<Arc<Served>> {
         let key: VersionKey = (v.model.clone(), v.version.clone());
-        if let Some(s) = self.served.read().expect("served map").get(&key) {
-            return Ok(s.clone());
+        if let Some(s) = self.loaded(&key, &v.sha256) {
+            return Ok(s);
         }
         if !v.servable {
             return Err(Error::NotServable(format!(
@@ -189,8 +194,8 @@ impl Services {
         }
         let gate = self.loading.lock().expect("loading map").entry(key.clone()).or_default().clone();
         let _guard = gate.lock().await;
-        if let Some(s) = self.served.read().expect("served map").get(&key) {
-            return Ok(s.clone());
+        if let Some(s) = self.loaded(&key, &v.sha256) {
+            return Ok(s);
         }
         let dir = self.materialize(&v.sha256, v.signature.bundle).await?;
         // The runtime that served it at deploy first, then the others.
@@ -204,6 +209,7 @@ impl Services {
         let req = LoadRequest {
             model: v.model.clone(),
             version: v.version.clone(),
+            sha256: v.sha256.clone(),
             dir,
             signature: v.signature.clone(),
             task: v.task,
@@ -261,6 +267,11 @@ impl Services {
             Err(_) if tokio::fs::try_exists(dest).await.unwrap_or(false) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The loaded version under `key`, if it was loaded from the artifact `sha256`.
+    fn loaded(&self, key: &VersionKey, sha256: &str) -> Option<Arc<Served>> {
+        self.served.read().expect("served map").get(key).filter(|s| s.sha256 == sha256).cloned()
     }
 
     pub fn is_loaded(&self, model: &str, version: &str) -> bool {

@@ -76,6 +76,11 @@ impl Services {
         self.served.write().expect("served map").remove(&(model.to_string(), version.to_string()));
     }
 
+    /// Drop every loaded version (they load again on their next request).
+    pub fn unload_all(&self) {
+        self.served.write().expect("served map").clear();
+    }
+
     /// Drop every loaded version of a model.
     pub fn unload_model(&self, model: &str) {
         self.served.write().expect("served map").retain(|(m, _), _| m != model);

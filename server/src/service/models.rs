@@ -94,9 +94,8 @@ impl Services {
     /// requests that follow the alias find it ready; the previous version drains.
     pub async fn set_alias(&self, caller: &Caller, model: &str, alias: &str, version: &str) -> Result<AliasInfo> {
         let record = self.require_version(model, version).await?;
-        if record.servable {
-            self.served(&record).await?;
-        }
+        // Never send traffic to a version that cannot answer it.
+        self.served(&record).await?;
         let previous = self.registry.set_alias(model, alias, version, &caller.key_id).await?;
         tracing::info!(model, alias, version, previous = ?previous, by = %caller.key_id, "alias moved");
         Ok(AliasInfo { model: model.into(), alias: alias.into(), version: Some(version.into()), previous })

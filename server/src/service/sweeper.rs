@@ -14,6 +14,8 @@ use crate::store::StorageKey;
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Swept {
     pub uploads: usize,
+    /// Multipart uploads to the store that a dead process left open.
+    pub parts: usize,
     pub blobs: usize,
     pub cached: usize,
 }
@@ -29,8 +31,9 @@ impl Services {
             Utc::now() - stale
         };
         let dead = self.registry.sweep_uploading(before).await?;
+        let parts = self.store.abort_stale_uploads(Utc::now() - stale).await?;
         let referenced = self.registry.referenced_blobs().await?;
-        let mut swept = Swept { uploads: dead.len(), ..Default::default() };
+        let mut swept = Swept { uploads: dead.len(), parts, ..Default::default() };
         for sha in self.store.list_blobs().await? {
             if referenced.contains(&sha) {
                 continue;
@@ -50,6 +53,7 @@ impl Services {
         if swept != Swept::default() {
             tracing::info!(
                 uploads = swept.uploads,
+                parts = swept.parts,
                 blobs = swept.blobs,
                 cached = swept.cached,
                 "sweeper removed leftovers"

@@ -70,6 +70,11 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn delete(&self, key: &StorageKey) -> Result<()>;
     /// Every blob sha256 in the store, for the sweeper.
     async fn list_blobs(&self) -> Result<Vec<String>>;
+    /// Abort uploads in progress since before `before` (left by a process that
+    /// died mid-upload); returns how many. Stores without such uploads: 0.
+    async fn abort_stale_uploads(&self, _before: chrono::DateTime<chrono::Utc>) -> Result<usize> {
+        Ok(0)
+    }
 }
 
 /// Open the object store named by a URL (`file://PATH` or `s3://bucket/prefix`).

@@ -67,9 +67,19 @@ fn store_error<E: ProvideErrorMetadata + std::fmt::Debug>(what: &str, e: SdkErro
 
 fn is_not_found<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
     match e {
+        // A missing bucket is an outage (503), not a missing object.
+        SdkError::ServiceError(s) if s.err().code() == Some("NoSuchBucket") => false,
         SdkError::ServiceError(s) => {
             matches!(s.err().code(), Some("NoSuchKey" | "NotFound")) || s.raw().status().as_u16() == 404
         }
+        _ => false,
+    }
+}
+
+/// HEAD bucket says the bucket does not exist.
+fn bucket_missing<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
+    match e {
+        SdkError::ServiceError(s) => s.err().code() == Some("NoSuchBucket") || s.raw().status().as_u16() == 404,
         _ => false,
     }
 }
@@ -92,7 +102,7 @@ impl S3Store {
         let store = S3Store { client, bucket, prefix };
         match store.client.head_bucket().bucket(&store.bucket).send().await {
             Ok(_) => {}
-            Err(e) if is_not_found(&e) && create_bucket => {
+            Err(e) if bucket_missing(&e) && create_bucket => {
                 store
                     .client
                     .create_bucket()
@@ -102,7 +112,7 @@ impl S3Store {
                     .map_err(|e| anyhow::anyhow!("cannot create bucket '{}': {}", store.bucket, describe(&e)))?;
                 tracing::info!(bucket = %store.bucket, "created the bucket");
             }
-            Err(e) if is_not_found(&e) => {
+            Err(e) if bucket_missing(&e) => {
                 anyhow::bail!("bucket '{}' does not exist: create it, or start zoo with --create-bucket", store.bucket)
             }
             Err(e) => anyhow::bail!("cannot reach bucket '{}': {}", store.bucket, describe(&e)),
@@ -256,6 +266,52 @@ impl ObjectStore for S3Store {
             Ok(_) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(store_error("delete object", e)),
+        }
+    }
+
+    async fn abort_stale_uploads(&self, before: chrono::DateTime<chrono::Utc>) -> Result<usize> {
+        let prefix = self.blob_prefix();
+        let mut aborted = 0;
+        let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
+        loop {
+            let page = match self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(&prefix)
+                .set_key_marker(key_marker.clone())
+                .set_upload_id_marker(id_marker.clone())
+                .send()
+                .await
+            {
+                Ok(p) => p,
+                // Some S3-compatible servers do not list uploads; they need a
+                // lifecycle rule (AbortIncompleteMultipartUpload) instead.
+                Err(SdkError::ServiceError(s)) if s.err().code() == Some("NotImplemented") => return Ok(0),
+                Err(e) => return Err(store_error("list multipart uploads", e)),
+            };
+            for u in page.uploads() {
+                let stale = u
+                    .initiated()
+                    .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), 0))
+                    .is_some_and(|t| t < before);
+                if let (true, Some(key), Some(id)) = (stale, u.key(), u.upload_id()) {
+                    self.client
+                        .abort_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .upload_id(id)
+                        .send()
+                        .await
+                        .map_err(|e| store_error("abort multipart upload", e))?;
+                    aborted += 1;
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(aborted);
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            id_marker = page.next_upload_id_marker().map(str::to_string);
         }
     }
 
