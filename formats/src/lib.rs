@@ -12,8 +12,10 @@ use zoo_api::{BundleFile, Format, Signature, Task, TextInfo};
 
 pub mod build;
 pub mod bundle;
+pub mod mlflow;
 pub mod onnx;
 pub mod onnx_proto;
+pub mod safetensors;
 mod text;
 
 pub use text::derive_task;
@@ -29,6 +31,8 @@ pub struct Limits {
     pub max_bundle_files: usize,
     /// Largest side file (config.json, tokenizer.json).
     pub max_side_file: u64,
+    /// Most tensors in a safetensors header.
+    pub max_tensors: usize,
 }
 
 impl Default for Limits {
@@ -38,6 +42,7 @@ impl Default for Limits {
             max_bundle_size: 4 * 1024 * 1024 * 1024,
             max_bundle_files: 1000,
             max_side_file: 64 * 1024 * 1024,
+            max_tensors: 100_000,
         }
     }
 }
@@ -80,9 +85,12 @@ pub fn sniff(head: &[u8]) -> Sniffed {
     if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
         return Sniffed::Zip;
     }
-    if head.len() >= 9 {
+    if head.len() >= 9 && head[8] == b'{' {
+        // An 8-byte length, then a JSON object: also when the length is absurd, so
+        // that such a file gets the safetensors rule it breaks.
         let n = u64::from_le_bytes(head[..8].try_into().unwrap_or([0; 8]));
-        if n > 1 && n < 100 * 1024 * 1024 && head[8] == b'{' {
+        let object_follows = head.get(9).is_none_or(|c| matches!(c, b'"' | b'}' | b' ' | b'\n' | b'\r' | b'\t'));
+        if n > 1 && (n < 100 * 1024 * 1024 || object_follows) {
             return Sniffed::Safetensors;
         }
     }
@@ -124,9 +132,26 @@ pub fn inspect_upload(path: &Path, work_dir: &Path, limits: &Limits) -> Result<A
         Sniffed::Zip => Err(Error::UnknownFormat(
             "zip archives are not accepted yet: send the bundle as a tar archive (`zoo deploy DIR` does this)".into(),
         )),
-        Sniffed::Safetensors => Err(Error::UnknownFormat(
-            "this is a safetensors file; this zoo server cannot validate or serve safetensors yet".into(),
-        )),
+        Sniffed::Safetensors => {
+            let info = safetensors::inspect(path, limits)?;
+            Ok(Artifact {
+                signature: Signature {
+                    format: Format::Safetensors,
+                    bundle: false,
+                    inputs: vec![],
+                    outputs: vec![],
+                    onnx: None,
+                    safetensors: Some(info),
+                    mlflow: None,
+                    text: None,
+                    files: vec![],
+                },
+                task: Task::Tensor,
+                labels: vec![],
+                model_path: path.to_path_buf(),
+                bundle_dir: None,
+            })
+        }
         Sniffed::Other => {
             let bytes = read_limited(path, limits.max_onnx_size, "model file")?;
             if !onnx::looks_like_onnx(&bytes) {
@@ -156,6 +181,9 @@ pub fn inspect_upload(path: &Path, work_dir: &Path, limits: &Limits) -> Result<A
 
 /// Validate an unpacked bundle directory.
 pub fn inspect_dir(dir: &Path, files: Vec<BundleFile>, limits: &Limits) -> Result<Artifact, Error> {
+    if files.iter().any(|f| f.path == "MLmodel") {
+        return inspect_mlflow(dir, files, limits);
+    }
     let model = bundle_model_file(&files)?.to_string();
     let model_path = dir.join(&model);
     let bytes = read_limited(&model_path, limits.max_onnx_size, "model file")?;
@@ -171,6 +199,67 @@ pub fn inspect_dir(dir: &Path, files: Vec<BundleFile>, limits: &Limits) -> Resul
         model_path,
         bundle_dir: Some(dir.to_path_buf()),
     })
+}
+
+/// An MLflow bundle: the `onnx` flavor is validated and served as ONNX; other
+/// flavors are stored and catalogued, with the reason zoo cannot serve them.
+fn inspect_mlflow(dir: &Path, files: Vec<BundleFile>, limits: &Limits) -> Result<Artifact, Error> {
+    let info = mlflow::inspect(dir)?;
+    let mut signature = match &info.model_file {
+        Some(file) => {
+            let bytes = read_limited(&dir.join(file), limits.max_onnx_size, "model file")?;
+            onnx::inspect(bytes, Some(dir), limits)?
+        }
+        None => Signature {
+            format: Format::Mlflow,
+            bundle: true,
+            inputs: vec![],
+            outputs: vec![],
+            onnx: None,
+            safetensors: None,
+            mlflow: None,
+            text: None,
+            files: vec![],
+        },
+    };
+    let model_path = dir.join(info.model_file.as_deref().unwrap_or("MLmodel"));
+    signature.format = Format::Mlflow;
+    signature.bundle = true;
+    signature.files = files;
+    signature.mlflow = Some(info);
+    Ok(Artifact { signature, task: Task::Tensor, labels: vec![], model_path, bundle_dir: Some(dir.to_path_buf()) })
+}
+
+/// The name zoo gives a single-file artifact of this format in its local cache.
+pub fn single_file_name(format: Format) -> &'static str {
+    match format {
+        Format::Onnx => "model.onnx",
+        Format::Safetensors => "model.safetensors",
+        Format::Torchscript => "model.pt",
+        Format::Mlflow => "MLmodel",
+    }
+}
+
+/// Why a version cannot be served whatever runtimes the server has, if it cannot.
+pub fn never_servable(signature: &Signature) -> Option<String> {
+    match (signature.format, signature.bundle) {
+        (Format::Safetensors, false) => Some(
+            "a bare safetensors file holds weights only (no architecture, no tokenizer), so no runtime can run it; \
+             it is stored and catalogued with its tensor table"
+                .into(),
+        ),
+        (Format::Mlflow, _) => signature.mlflow.as_ref().and_then(|m| m.unservable_reason.clone()),
+        _ => None,
+    }
+}
+
+/// The file a runtime loads, relative to the bundle: the MLflow `onnx` flavor's
+/// data, else the bundle's only `.onnx` file, or `model.onnx` among several.
+pub fn bundle_model_path(signature: &Signature) -> Result<&str, Error> {
+    if let Some(file) = signature.mlflow.as_ref().and_then(|m| m.model_file.as_deref()) {
+        return Ok(file);
+    }
+    bundle_model_file(&signature.files)
 }
 
 /// The model file of a bundle: its only `.onnx` file, or `model.onnx` among several.

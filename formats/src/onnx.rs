@@ -102,6 +102,8 @@ pub fn inspect(bytes: Bytes, bundle_dir: Option<&Path>, limits: &Limits) -> Resu
 
     Ok(Signature {
         format: Format::Onnx,
+        safetensors: None,
+        mlflow: None,
         bundle: bundle_dir.is_some(),
         inputs,
         outputs,

@@ -272,3 +272,134 @@ fn text_classifier_bundle_is_detected() {
     );
     assert!(inspect(&bad).unwrap_err().to_string().contains("config.json is not valid JSON"));
 }
+
+/// A safetensors file from a header and the data after it.
+fn safetensors_file(header: &serde_json::Value, data: &[u8]) -> Vec<u8> {
+    let h = header.to_string().into_bytes();
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&h);
+    out.extend_from_slice(data);
+    out
+}
+
+#[test]
+fn real_safetensors_weights_are_described() {
+    let path = models().join("minilm/model.safetensors");
+    let a = inspect(&path).unwrap();
+    assert_eq!(a.signature.format, zoo_api::Format::Safetensors);
+    assert_eq!(a.task, Task::Tensor);
+    let info = a.signature.safetensors.clone().expect("a tensor table");
+    // all-MiniLM-L6-v2: a 6-layer BERT with 384 hidden units, about 22.7M parameters.
+    assert!(info.tensors.len() > 100, "{} tensors", info.tensors.len());
+    assert!((22_000_000..23_500_000).contains(&info.parameters), "{} parameters", info.parameters);
+    let emb = info.tensors.iter().find(|t| t.name.ends_with("word_embeddings.weight")).expect("word embeddings");
+    assert_eq!((emb.dtype.as_str(), emb.shape.as_slice()), ("F32", &[30522u64, 384][..]));
+    assert!(zoo_formats::never_servable(&a.signature).is_some(), "bare weights cannot be served");
+}
+
+#[test]
+fn hostile_safetensors_are_refused_with_the_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule_of = |bytes: &[u8]| match inspect(&write(dir.path(), "w.safetensors", bytes)) {
+        Err(Error::Invalid { format: zoo_api::Format::Safetensors, rule, .. }) => rule,
+        other => panic!("expected an invalid safetensors file, got {:?}", other.map(|a| a.signature.format)),
+    };
+    let t = |dtype: &str, shape: &[u64], b: u64, e: u64| serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [b, e]});
+    let good = safetensors_file(&serde_json::json!({"w": t("F32", &[2, 2], 0, 16)}), &[0u8; 16]);
+    assert!(inspect(&write(dir.path(), "ok.safetensors", &good)).is_ok());
+
+    // Truncated data, a header longer than the file, a header claiming 2^60 bytes.
+    assert_eq!(rule_of(&good[..good.len() - 4]), "offsets");
+    let mut long = good.clone();
+    long[..8].copy_from_slice(&(good.len() as u64).to_le_bytes());
+    assert_eq!(rule_of(&long), "header_length");
+    let mut huge = good.clone();
+    huge[..8].copy_from_slice(&(1u64 << 60).to_le_bytes());
+    assert_eq!(rule_of(&huge), "header_length");
+    // A header that is not JSON, an unknown dtype, overlapping tensors, a gap.
+    let mut bad_json = safetensors_file(&serde_json::json!({"w": t("F32", &[1], 0, 4)}), &[0u8; 4]);
+    bad_json[12] = b'!';
+    assert_eq!(rule_of(&bad_json), "header_json");
+    assert_eq!(rule_of(&safetensors_file(&serde_json::json!({"w": t("Q4", &[1], 0, 4)}), &[0u8; 4])), "dtype");
+    let overlap = serde_json::json!({"a": t("F32", &[2], 0, 8), "b": t("F32", &[2], 4, 12)});
+    assert_eq!(rule_of(&safetensors_file(&overlap, &[0u8; 12])), "overlap");
+    let gap = serde_json::json!({"a": t("F32", &[1], 0, 4), "b": t("F32", &[1], 8, 12)});
+    assert_eq!(rule_of(&safetensors_file(&gap, &[0u8; 12])), "coverage");
+    assert_eq!(rule_of(&safetensors_file(&serde_json::json!({"w": t("F32", &[3], 0, 8)}), &[0u8; 8])), "shape");
+}
+
+/// An MLmodel for an `onnx` flavor logged by MLflow (the shape of what mlflow.onnx writes).
+fn mlmodel_onnx(data: &str) -> String {
+    format!(
+        "flavors:\n  onnx:\n    code: null\n    data: {data}\n    onnx_version: 1.23.2\n  python_function:\n    data: {data}\n    \
+         loader_module: mlflow.onnx\n    python_version: 3.11.7\nmlflow_version: 3.17.2\nsignature:\n  inputs: \
+         '[{{\"type\": \"tensor\", \"tensor-spec\": {{\"dtype\": \"float32\", \"shape\": [-1, 4]}}, \"name\": \"x\"}}]'\n  \
+         outputs: null\n"
+    )
+}
+
+#[test]
+fn mlflow_onnx_bundles_are_served_as_onnx() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = write(
+        tmp.path(),
+        "b.tar",
+        &tar_of(&[("MLmodel", mlmodel_onnx("model.onnx").as_bytes()), ("model.onnx", &tiny_mlp())]),
+    );
+    let a = inspect(&p).unwrap();
+    assert_eq!(a.signature.format, zoo_api::Format::Mlflow);
+    assert_eq!(a.signature.inputs[0].name, "x", "inputs come from the ONNX graph");
+    let m = a.signature.mlflow.clone().unwrap();
+    assert_eq!(m.flavors, ["onnx", "python_function"]);
+    assert_eq!(m.model_file.as_deref(), Some("model.onnx"));
+    assert_eq!(m.signature_inputs.unwrap()[0]["tensor-spec"]["shape"], serde_json::json!([-1, 4]));
+    assert_eq!(zoo_formats::never_servable(&a.signature), None);
+    assert_eq!(zoo_formats::bundle_model_path(&a.signature).unwrap(), "model.onnx");
+
+    // The real MLflow bundles, when ../shared is here.
+    if let Some(shared) = shared_models() {
+        let dir = shared.join("mlflow/iris-onnx");
+        let files = vec![zoo_api::BundleFile { path: "MLmodel".into(), size: 0 }];
+        let a = zoo_formats::inspect_dir(&dir, files.clone(), &Limits::default()).unwrap();
+        assert_eq!(a.signature.inputs[0].name, "X");
+        let a = zoo_formats::inspect_dir(&shared.join("mlflow/iris-sklearn"), files, &Limits::default()).unwrap();
+        let why = zoo_formats::never_servable(&a.signature).expect("skops is not servable yet");
+        assert!(why.contains("skl2onnx"), "{why}");
+        assert_eq!(a.signature.mlflow.unwrap().input_example.as_deref(), Some("serving_input_example.json"));
+    }
+}
+
+#[test]
+fn hostile_mlflow_bundles_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mlp = tiny_mlp();
+    let rule_of = |mlmodel: &str| {
+        let p = write(tmp.path(), "b.tar", &tar_of(&[("MLmodel", mlmodel.as_bytes()), ("model.onnx", &mlp)]));
+        match inspect(&p) {
+            Err(Error::Invalid { format: zoo_api::Format::Mlflow, rule, .. }) => rule,
+            other => panic!("expected an invalid MLflow bundle, got {:?}", other.map(|a| a.signature.format)),
+        }
+    };
+    assert_eq!(rule_of(&mlmodel_onnx("../../etc/passwd")), "path");
+    assert_eq!(rule_of(&mlmodel_onnx("/etc/passwd")), "path");
+    assert_eq!(rule_of(&mlmodel_onnx("missing.onnx")), "path");
+    let bomb =
+        "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b]\nflavors: {}\n";
+    assert_eq!(rule_of(bomb), "yaml");
+    assert_eq!(rule_of("flavors:\n  onnx: !!python/object/apply:os.system [ls]\n"), "yaml");
+    assert_eq!(rule_of("flavors: [1, 2\n"), "yaml");
+    assert_eq!(rule_of("mlflow_version: 3\n"), "flavors");
+    assert_eq!(rule_of("flavors:\n  onnx: {}\n"), "flavors");
+    let huge = format!("flavors: {{}}\n# {}\n", "x".repeat(2 * 1024 * 1024));
+    let p = write(tmp.path(), "big.tar", &tar_of(&[("MLmodel", huge.as_bytes())]));
+    assert!(matches!(inspect(&p), Err(Error::TooLarge { .. })));
+
+    // A pickled scikit-learn model is stored and catalogued, never loaded.
+    let pickle = "flavors:\n  sklearn:\n    pickled_model: model.pkl\n    serialization_format: cloudpickle\n  \
+                  python_function:\n    loader_module: mlflow.sklearn\n    model_path: model.pkl\n";
+    let p =
+        write(tmp.path(), "p.tar", &tar_of(&[("MLmodel", pickle.as_bytes()), ("model.pkl", b"\x80\x04not loaded")]));
+    let a = inspect(&p).unwrap();
+    let why = zoo_formats::never_servable(&a.signature).unwrap();
+    assert!(why.contains("cloudpickle") && why.contains("never loads"), "{why}");
+}

@@ -203,6 +203,46 @@ pub struct OnnxInfo {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// One tensor of a safetensors weights file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WeightTensor {
+    pub name: String,
+    /// The safetensors dtype name: `F32`, `F16`, `BF16`, `I64`, ...
+    pub dtype: String,
+    pub shape: Vec<u64>,
+}
+
+/// safetensors-specific facts: the tensor table of the weights file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SafetensorsInfo {
+    /// Tensors in the order of their data in the file.
+    pub tensors: Vec<WeightTensor>,
+    /// Elements in all tensors together.
+    pub parameters: u64,
+    /// `__metadata__` of the header.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// MLflow-specific facts, from the bundle's `MLmodel`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MlflowInfo {
+    /// Flavors the bundle was logged with (`onnx`, `python_function`, `sklearn`, ...).
+    pub flavors: Vec<String>,
+    pub mlflow_version: Option<String>,
+    /// The file zoo serves (the `onnx` flavor's data), relative to the bundle.
+    pub model_file: Option<String>,
+    /// MLmodel `signature.inputs` (column or tensor specs), as MLflow wrote them.
+    #[schema(value_type = Option<Object>)]
+    pub signature_inputs: Option<serde_json::Value>,
+    /// MLmodel `signature.outputs`.
+    #[schema(value_type = Option<Object>)]
+    pub signature_outputs: Option<serde_json::Value>,
+    /// The serving input example in the bundle, if MLflow saved one.
+    pub input_example: Option<String>,
+    /// Why no runtime of zoo can serve these flavors, when none can.
+    pub unservable_reason: Option<String>,
+}
+
 /// A file of a bundle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct BundleFile {
@@ -233,6 +273,10 @@ pub struct Signature {
     pub outputs: Vec<TensorSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub onnx: Option<OnnxInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safetensors: Option<SafetensorsInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlflow: Option<MlflowInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<TextInfo>,
     /// Files of a bundle, with their sizes.

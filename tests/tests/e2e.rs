@@ -341,7 +341,10 @@ async fn bad_uploads_store_nothing() {
     let fx = fixtures::tiny_mlp(dir.path());
     let s =
         Server::start_with(Options { args: vec!["--max-upload-bytes".into(), "100000".into()], ..Default::default() });
-    let http = s.http();
+    // A fresh connection per request: the server answers some of these before the
+    // body is read and then closes, and a pooled connection could be reused in
+    // that moment.
+    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
     let put =
         |name: &str, v: &str| http.put(s.at(&format!("/v1/models/{name}/versions/{v}"))).bearer_auth(&s.admin_key);
     let original = std::fs::read(&fx.path).unwrap();
@@ -629,4 +632,129 @@ async fn aliases_route_traffic_and_keep_history() {
     ok(&s.cli(&["alias", "set", "mlp", "production", "2"]));
     ok(&s.cli(&["rm", "mlp", "--version", "1"]));
     assert_eq!(predict("/v1/models/mlp/predict").await.unwrap().headers()["x-zoo-model-version"], "2");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bare_safetensors_weights_are_stored_but_not_served() {
+    let dir = tmp();
+    let s = Server::start_with(with_ort());
+    let weights = zoo_tests::models_cache().join("minilm/model.safetensors");
+    let out = ok(&s.cli(&["deploy", weights.to_str().unwrap(), "--name", "minilm-weights", "-o", "json"]));
+    let info: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(info["format"], "safetensors");
+    assert_eq!(info["servable"], false);
+    assert!(info["reason"].as_str().unwrap().contains("weights only"), "{info}");
+    let tensors = info["signature"]["safetensors"]["tensors"].as_array().unwrap();
+    assert!(tensors.iter().any(|t| t["name"].as_str().unwrap().ends_with("word_embeddings.weight")), "{info}");
+
+    // Listed, downloadable byte for byte, and predict says why it cannot answer.
+    let list: Value = serde_json::from_str(&ok(&s.cli(&["models", "list", "-o", "json"]))).unwrap();
+    assert_eq!(list["models"][0]["format"], "safetensors");
+    let pulled = dir.path().join("w.safetensors");
+    ok(&s.cli(&["pull", "minilm-weights", "--version", "1", "-O", pulled.to_str().unwrap()]));
+    assert_eq!(std::fs::read(&pulled).unwrap(), std::fs::read(&weights).unwrap());
+    let r = s
+        .http()
+        .post(s.at("/v1/models/minilm-weights/predict"))
+        .bearer_auth(&s.admin_key)
+        .json(&json!({"inputs": {"x": [[1.0]]}}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_of(r).await;
+    assert_eq!((status, code(&body)), (409, "not_servable"), "{body}");
+
+    // A hostile header: 422 naming the rule, and nothing stored.
+    let header = br#"{"w":{"dtype":"F32","shape":[1000000],"data_offsets":[0,4000000]}}"#;
+    let mut bad = (header.len() as u64).to_le_bytes().to_vec();
+    bad.extend_from_slice(header);
+    bad.extend_from_slice(&[0u8; 16]);
+    let r = s.http().put(s.at("/v1/models/evil/versions/1")).bearer_auth(&s.admin_key).body(bad).send().await.unwrap();
+    let (status, body) = json_of(r).await;
+    assert_eq!((status, code(&body)), (422, "invalid_artifact"), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("(offsets)"), "{body}");
+    let r = s.http().get(s.at("/v1/models/evil")).bearer_auth(&s.admin_key).send().await.unwrap();
+    assert_eq!(r.status(), 404, "a refused upload leaves no model behind");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mlflow_bundles_onnx_served_pickles_refused() {
+    let dir = tmp();
+    let fx = fixtures::tiny_mlp(dir.path());
+    let s = Server::start_with(with_ort());
+    // An MLflow bundle as mlflow.onnx writes it, around the tiny MLP.
+    let bundle = dir.path().join("mlflow-mlp");
+    std::fs::create_dir_all(&bundle).unwrap();
+    std::fs::copy(&fx.path, bundle.join("model.onnx")).unwrap();
+    std::fs::write(
+        bundle.join("MLmodel"),
+        "flavors:\n  onnx:\n    data: model.onnx\n    onnx_version: 1.23.2\n  python_function:\n    data: model.onnx\n    \
+         loader_module: mlflow.onnx\nmlflow_version: 3.17.2\n",
+    )
+    .unwrap();
+    let info: Value =
+        serde_json::from_str(&ok(&s.cli(&["deploy", bundle.to_str().unwrap(), "--name", "mlflow-mlp", "-o", "json"])))
+            .unwrap();
+    assert_eq!((info["format"].as_str(), info["servable"].as_bool()), (Some("mlflow"), Some(true)), "{info}");
+    assert_eq!(info["signature"]["mlflow"]["flavors"], json!(["onnx", "python_function"]));
+    let r = s
+        .http()
+        .post(s.at("/v1/models/mlflow-mlp/predict"))
+        .bearer_auth(&s.admin_key)
+        .json(&json!({"inputs": {"x": fx.x}}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_of(r).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(max_abs_diff(&body["outputs"]["y"], &fx.y) < 1e-4, "{body}");
+
+    // A pickle flavor: stored and listed with the reason, never loaded.
+    let pickled = dir.path().join("mlflow-pickle");
+    std::fs::create_dir_all(&pickled).unwrap();
+    std::fs::write(pickled.join("model.pkl"), b"\x80\x04 zoo never reads this").unwrap();
+    std::fs::write(
+        pickled.join("MLmodel"),
+        "flavors:\n  sklearn:\n    pickled_model: model.pkl\n    serialization_format: cloudpickle\n  python_function:\n    \
+         loader_module: mlflow.sklearn\n    model_path: model.pkl\n",
+    )
+    .unwrap();
+    let info: Value =
+        serde_json::from_str(&ok(&s.cli(&["deploy", pickled.to_str().unwrap(), "--name", "pickled", "-o", "json"])))
+            .unwrap();
+    assert_eq!(info["servable"], false);
+    assert!(info["reason"].as_str().unwrap().contains("mlflow.onnx"), "{info}");
+
+    // An MLmodel pointing out of the bundle: 422, nothing stored.
+    let evil = dir.path().join("mlflow-evil");
+    std::fs::create_dir_all(&evil).unwrap();
+    std::fs::write(evil.join("MLmodel"), "flavors:\n  onnx:\n    data: ../../../etc/passwd\n").unwrap();
+    let out = s.cli(&["deploy", evil.to_str().unwrap(), "--name", "evil"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid_artifact"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(s.cli(&["models", "show", "evil"]).status.code(), Some(1));
+
+    // The real iris bundle logged by MLflow, when ../shared is here.
+    let iris = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/mlflow/iris-onnx");
+    if iris.join("MLmodel").is_file() {
+        ok(&s.cli(&["deploy", iris.to_str().unwrap(), "--name", "iris"]));
+        let r = s
+            .http()
+            .post(s.at("/v1/models/iris/predict"))
+            .bearer_auth(&s.admin_key)
+            .json(&json!({"inputs": {"X": [[5.1, 3.5, 1.4, 0.2], [6.3, 3.4, 5.6, 2.4]]}}))
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = json_of(r).await;
+        assert_eq!(status, 200, "{body}");
+        println!("iris-onnx: {body}");
+        assert_eq!(body["outputs"]["label"], json!([0, 2]), "setosa, virginica: {body}");
+    } else {
+        println!("../shared/models/mlflow/iris-onnx absent: checked the generated bundles only");
+    }
 }

@@ -22,6 +22,8 @@ fn ready(sha: &str) -> ReadyVersion {
             inputs: vec![],
             outputs: vec![],
             onnx: None,
+            safetensors: None,
+            mlflow: None,
             text: None,
             files: vec![],
         },

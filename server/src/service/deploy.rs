@@ -180,7 +180,8 @@ impl Services {
                 None => {
                     let single = work.join("single");
                     tokio::fs::create_dir_all(&single).await?;
-                    tokio::fs::rename(&received.path, single.join("model.onnx")).await?;
+                    tokio::fs::rename(&received.path, single.join(zoo_formats::single_file_name(signature.format)))
+                        .await?;
                     single
                 }
             };

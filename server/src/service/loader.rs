@@ -47,9 +47,9 @@ pub struct LoadOutcome {
 /// The model file inside a materialised artifact directory.
 pub fn model_file(dir: &Path, signature: &Signature) -> Result<PathBuf> {
     if !signature.bundle {
-        return Ok(dir.join("model.onnx"));
+        return Ok(dir.join(zoo_formats::single_file_name(signature.format)));
     }
-    let rel = zoo_formats::bundle_model_file(&signature.files).map_err(Error::Artifact)?;
+    let rel = zoo_formats::bundle_model_path(signature).map_err(Error::Artifact)?;
     Ok(dir.join(rel))
 }
 
@@ -145,6 +145,9 @@ impl Services {
     /// version is stored as not servable, with the reason.
     pub async fn load_new(&self, req: LoadRequest, choice: RuntimeChoice) -> LoadOutcome {
         let key: VersionKey = (req.model.clone(), req.version.clone());
+        if let Some(why) = zoo_formats::never_servable(&req.signature) {
+            return LoadOutcome { served: None, runtime: None, reason: Some(why), warmup_ms: None };
+        }
         let runtimes = match self.runtimes.candidates(choice) {
             Ok(r) => r,
             Err(why) => return LoadOutcome { served: None, runtime: None, reason: Some(why), warmup_ms: None },
@@ -197,7 +200,7 @@ impl Services {
         if let Some(s) = self.loaded(&key, &v.sha256) {
             return Ok(s);
         }
-        let dir = self.materialize(&v.sha256, v.signature.bundle).await?;
+        let dir = self.materialize(&v.sha256, &v.signature).await?;
         // The runtime that served it at deploy first, then the others.
         let mut runtimes: Vec<Arc<dyn Runtime>> =
             v.runtime.as_deref().and_then(|n| self.runtimes.by_name(n)).into_iter().collect();
@@ -229,7 +232,7 @@ impl Services {
 
     /// Make sure the artifact with this sha256 is unpacked in the local cache, and
     /// return its directory.
-    pub async fn materialize(&self, sha256: &str, bundle: bool) -> Result<PathBuf> {
+    pub async fn materialize(&self, sha256: &str, signature: &Signature) -> Result<PathBuf> {
         let dest = self.cache_path(sha256);
         if tokio::fs::try_exists(&dest).await? {
             return Ok(dest);
@@ -243,14 +246,14 @@ impl Services {
             }
             let staged = tmp.join("dir");
             tokio::fs::create_dir_all(&staged).await?;
-            if bundle {
+            if signature.bundle {
                 let (blob2, staged2, limits) = (blob.clone(), staged.clone(), self.limits());
                 tokio::task::spawn_blocking(move || zoo_formats::bundle::extract_tar(&blob2, &staged2, &limits))
                     .await??;
                 let root = zoo_formats::bundle::bundle_root(&staged)?;
                 self.install(&root, &dest).await
             } else {
-                tokio::fs::rename(&blob, staged.join("model.onnx")).await?;
+                tokio::fs::rename(&blob, staged.join(zoo_formats::single_file_name(signature.format))).await?;
                 self.install(&staged, &dest).await
             }
         }
