@@ -356,7 +356,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Predict { name, text, json: body, version, top_k } => {
             let c = client(&cli)?;
             let req = match (text, body) {
-                (Some(t), _) => PredictRequest { inputs: Value::String(t.clone()), top_k: *top_k, normalize: None },
+                (Some(t), _) => PredictRequest {
+                    inputs: Value::String(t.clone()),
+                    top_k: *top_k,
+                    normalize: None,
+                    ..Default::default()
+                },
                 (None, Some(src)) => {
                     let raw = if src == "-" {
                         let mut s = String::new();

@@ -327,9 +327,14 @@ impl RuntimeChoice {
 ///   input also takes `{"inputs": <nested array>}`);
 /// - `text-classification`: `{"inputs": "text"}` or `{"inputs": ["a", "b"]}`,
 ///   optional `top_k`;
-/// - `feature-extraction`: the same text inputs, optional `normalize`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+/// - `feature-extraction`: the same text inputs, optional `normalize`;
+/// - MLflow versions also take MLflow's scoring formats: `dataframe_split`
+///   (`{"columns": [...], "data": [[...]]}`), `dataframe_records` (`[{"col": v}]`),
+///   `instances` (a list of rows, or of `{"input": value}` objects) or `inputs`, and
+///   answer `{"predictions": ...}` like `mlflow models serve`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct PredictRequest {
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     #[schema(value_type = Object)]
     pub inputs: serde_json::Value,
     /// text-classification: how many labels to return per text (default: all).
@@ -339,6 +344,26 @@ pub struct PredictRequest {
     /// sentence-transformers config, else false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub normalize: Option<bool>,
+    /// MLflow versions: a pandas DataFrame in `split` orientation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub dataframe_split: Option<serde_json::Value>,
+    /// MLflow versions: a pandas DataFrame in `records` orientation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub dataframe_records: Option<serde_json::Value>,
+    /// MLflow versions: TF-serving style rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub instances: Option<serde_json::Value>,
+}
+
+/// Response of MLflow versions, as `mlflow models serve` answers: one output's
+/// values, or one record per row when the model has several outputs.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MlflowPredictions {
+    #[schema(value_type = Object)]
+    pub predictions: serde_json::Value,
 }
 
 /// Response of `tensor` predictions.
@@ -364,6 +389,7 @@ pub struct LabelScore {
 #[serde(untagged)]
 pub enum PredictResponse {
     Tensor(TensorResponse),
+    Mlflow(MlflowPredictions),
     Labels(Vec<LabelScore>),
     LabelsBatch(Vec<Vec<LabelScore>>),
     Embedding(Vec<f32>),

@@ -135,7 +135,8 @@ async fn ort_and_tract_agree() {
     let mut outs = vec![];
     for v in ["ort", "tract"] {
         let r = s.client(&s.admin_key);
-        let req = zoo_api::PredictRequest { inputs: json!({"x": fx.x}), top_k: None, normalize: None };
+        let req =
+            zoo_api::PredictRequest { inputs: json!({"x": fx.x}), top_k: None, normalize: None, ..Default::default() };
         outs.push(r.predict("m", Some(v), &req).await.unwrap().body["outputs"]["y"].clone());
     }
     let diff = max_abs_diff(&outs[0], &outs[1]);
@@ -224,6 +225,7 @@ async fn minilm_embeddings() {
         ]),
         top_k: None,
         normalize: None,
+        ..Default::default()
     };
     let body = c.predict("minilm", None, &req).await.unwrap().body;
     let e: Vec<Vec<f64>> = serde_json::from_value(body).unwrap();
@@ -239,7 +241,12 @@ async fn minilm_embeddings() {
         .predict(
             "minilm",
             None,
-            &zoo_api::PredictRequest { inputs: json!("A man is eating food."), top_k: None, normalize: None },
+            &zoo_api::PredictRequest {
+                inputs: json!("A man is eating food."),
+                top_k: None,
+                normalize: None,
+                ..Default::default()
+            },
         )
         .await
         .unwrap()
@@ -426,7 +433,8 @@ async fn restart_keeps_models_and_loads_lazily() {
     // A stale upload row and a stray blob, as a crash would leave them.
     let s2 = Server::start_with(opts);
     assert_eq!(s2.admin_key, key, "the admin key is kept");
-    let req = zoo_api::PredictRequest { inputs: json!({"x": fx.x}), top_k: None, normalize: None };
+    let req =
+        zoo_api::PredictRequest { inputs: json!({"x": fx.x}), top_k: None, normalize: None, ..Default::default() };
     let p = s2.client(&key).predict("mlp", None, &req).await.unwrap();
     assert_eq!(p.version.as_deref(), Some("1"));
     assert!(max_abs_diff(&p.body["outputs"]["y"], &fx.y) < 1e-4);
@@ -518,7 +526,8 @@ async fn without_onnx_runtime_tract_serves() {
         serde_json::from_str(&ok(&s.cli(&["deploy", fx.path.to_str().unwrap(), "--name", "mlp", "-o", "json"])))
             .unwrap();
     assert_eq!(info["runtime"], "tract");
-    let req = zoo_api::PredictRequest { inputs: json!({"x": fx.x}), top_k: None, normalize: None };
+    let req =
+        zoo_api::PredictRequest { inputs: json!({"x": fx.x}), top_k: None, normalize: None, ..Default::default() };
     let p = s.client(&s.admin_key).predict("mlp", None, &req).await.unwrap();
     assert!(max_abs_diff(&p.body["outputs"]["y"], &fx.y) < 1e-4);
 
@@ -707,7 +716,28 @@ async fn mlflow_bundles_onnx_served_pickles_refused() {
         .unwrap();
     let (status, body) = json_of(r).await;
     assert_eq!(status, 200, "{body}");
-    assert!(max_abs_diff(&body["outputs"]["y"], &fx.y) < 1e-4, "{body}");
+    assert!(max_abs_diff(&body["predictions"], &fx.y) < 1e-4, "MLflow versions answer like MLflow: {body}");
+
+    // MLflow's scoring formats, answered like `mlflow models serve`.
+    let post =
+        |route: &'static str, body: Value| s.http().post(s.at(route)).bearer_auth(&s.admin_key).json(&body).send();
+    let split = json!({"dataframe_split": {"columns": ["a", "b", "c", "d"], "data": fx.x}});
+    let (status, body) = json_of(post("/v1/models/mlflow-mlp/predict", split.clone()).await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(max_abs_diff(&body["predictions"], &fx.y) < 1e-4, "{body}");
+    let (status, body) =
+        json_of(post("/v1/models/mlflow-mlp/predict", json!({"instances": fx.x})).await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(max_abs_diff(&body["predictions"], &fx.y) < 1e-4, "{body}");
+    let records = json!({"dataframe_records": [{"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0}]});
+    let (status, body) = json_of(post("/v1/models/mlflow-mlp/predict", records).await.unwrap()).await;
+    assert_eq!((status, code(&body)), (400, "invalid_input"), "no column signature to order records by: {body}");
+    let both = json!({"inputs": fx.x, "instances": fx.x});
+    let (status, body) = json_of(post("/v1/models/mlflow-mlp/predict", both).await.unwrap()).await;
+    assert_eq!((status, code(&body)), (400, "invalid_input"), "{body}");
+    ok(&s.cli(&["deploy", fx.path.to_str().unwrap(), "--name", "plain-mlp"]));
+    let (status, body) = json_of(post("/v1/models/plain-mlp/predict", split).await.unwrap()).await;
+    assert_eq!((status, code(&body)), (400, "invalid_input"), "MLflow formats are for MLflow versions: {body}");
 
     // A pickle flavor: stored and listed with the reason, never loaded.
     let pickled = dir.path().join("mlflow-pickle");
@@ -753,7 +783,26 @@ async fn mlflow_bundles_onnx_served_pickles_refused() {
         let (status, body) = json_of(r).await;
         assert_eq!(status, 200, "{body}");
         println!("iris-onnx: {body}");
-        assert_eq!(body["outputs"]["label"], json!([0, 2]), "setosa, virginica: {body}");
+        let labels: Vec<&Value> = body["predictions"].as_array().unwrap().iter().map(|p| &p["label"]).collect();
+        assert_eq!(labels, [&json!(0), &json!(2)], "setosa, virginica: {body}");
+        // MLflow's own serving example: one record per row with both outputs, the
+        // same answers as the tensor route.
+        let example: Value = serde_json::from_str(
+            &std::fs::read_to_string(iris.join("../iris-sklearn/serving_input_example.json")).unwrap(),
+        )
+        .unwrap();
+        let rows = example["dataframe_split"]["data"].clone();
+        let (status, body) = json_of(post("/v1/models/iris/predict", example).await.unwrap()).await;
+        assert_eq!(status, 200, "{body}");
+        let (_, tensors) =
+            json_of(post("/v1/models/iris/predict", json!({"inputs": {"X": rows}})).await.unwrap()).await;
+        let predictions = body["predictions"].as_array().unwrap();
+        assert_eq!(predictions.len(), 3, "{body}");
+        for (i, p) in predictions.iter().enumerate() {
+            assert_eq!(p["label"], tensors["predictions"][i]["label"], "{body}");
+            assert!(max_abs_diff(&p["probabilities"], &tensors["predictions"][i]["probabilities"]) < 1e-6);
+        }
+        assert_eq!((predictions[0]["label"].as_i64(), predictions[2]["label"].as_i64()), (Some(2), Some(0)), "{body}");
     } else {
         println!("../shared/models/mlflow/iris-onnx absent: checked the generated bundles only");
     }

@@ -10,7 +10,7 @@ use zoo_tests::production::{Backends, Proxy, database_addr, via};
 use zoo_tests::{Options, Server, fixtures, max_abs_diff, ok};
 
 fn predict_req(x: &Value) -> zoo_api::PredictRequest {
-    zoo_api::PredictRequest { inputs: json!({"x": x}), top_k: None, normalize: None }
+    zoo_api::PredictRequest { inputs: json!({"x": x}), top_k: None, normalize: None, ..Default::default() }
 }
 
 async fn status_code(r: reqwest::Response) -> (u16, String) {

@@ -1,4 +1,5 @@
 //! Tasks as data: pre- and post-processing chosen by a version's task.
 
+pub mod mlflow;
 pub mod tensor;
 pub mod text;

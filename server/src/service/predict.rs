@@ -4,11 +4,12 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use zoo_api::{PredictRequest, PredictResponse, Task, TensorResponse};
+use zoo_api::{MlflowPredictions, PredictRequest, PredictResponse, Task, TensorResponse};
 
 use super::Services;
 use super::loader::{Pipeline, Served};
 use crate::error::{Error, Result};
+use crate::pipeline::mlflow;
 use crate::pipeline::tensor::{TensorLimits, outputs_json, parse_inputs};
 use crate::registry::VersionRecord;
 use crate::runtime::Tensors;
@@ -69,7 +70,25 @@ impl Services {
         let record = self.resolve(model, target).await?;
         tracing::Span::current().record("model", model).record("version", record.version.as_str());
         let served = self.served(&record).await?;
+        let mlflow = served.signature.mlflow.as_ref();
+        if mlflow.is_none() && mlflow::uses_mlflow_format(&req) {
+            return Err(Error::InvalidInput(
+                "dataframe_split, dataframe_records and instances are for MLflow versions; send {\"inputs\": ...}"
+                    .into(),
+            ));
+        }
+        if req.inputs.is_null() && mlflow.is_none() {
+            return Err(Error::InvalidInput("the request needs \"inputs\"".into()));
+        }
         let (response, inference) = match (&served.pipeline, served.task) {
+            (Pipeline::Tensor, _) if mlflow.is_some() => {
+                let info = mlflow.expect("checked above");
+                let given = mlflow::request_inputs(&req, &served.signature.inputs, info)?;
+                let inputs = parse_inputs(&given, &served.signature.inputs, TensorLimits::default())?;
+                self.check_batch(&inputs)?;
+                let (out, took) = self.run(&served, inputs).await?;
+                (PredictResponse::Mlflow(MlflowPredictions { predictions: mlflow::predictions(&out) }), took)
+            }
             (Pipeline::Tensor, _) => {
                 let limits = TensorLimits::default();
                 let inputs = parse_inputs(&req.inputs, &served.signature.inputs, limits)?;

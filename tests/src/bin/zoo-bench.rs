@@ -96,7 +96,12 @@ async fn main() -> anyhow::Result<()> {
     let client = zoo_client::Client::new(&a.url, Some(a.key.clone()))?;
     let mut http = Vec::with_capacity(a.n);
     for i in 0..a.n + 50 {
-        let req = PredictRequest { inputs: serde_json::json!(TEXTS[i % TEXTS.len()]), top_k: None, normalize: None };
+        let req = PredictRequest {
+            inputs: serde_json::json!(TEXTS[i % TEXTS.len()]),
+            top_k: None,
+            normalize: None,
+            ..Default::default()
+        };
         let t = Instant::now();
         client.predict(&a.model, None, &req).await?;
         if i >= 50 {
