@@ -59,7 +59,7 @@ enum Command {
         /// Override the task derived from the artifact.
         #[arg(long, value_parser = parse_task)]
         task: Option<Task>,
-        /// Runtime: auto, ort or tract.
+        /// Runtime: auto, ort, tract (ONNX) or candle (safetensors).
         #[arg(long, value_parser = parse_runtime)]
         runtime: Option<RuntimeChoice>,
         /// Class labels, comma-separated (override config.json id2label).
@@ -191,7 +191,8 @@ fn parse_runtime(s: &str) -> Result<RuntimeChoice, String> {
         "auto" => Ok(RuntimeChoice::Auto),
         "ort" => Ok(RuntimeChoice::Ort),
         "tract" => Ok(RuntimeChoice::Tract),
-        _ => Err(format!("unknown runtime '{s}' (auto, ort, tract)")),
+        "candle" => Ok(RuntimeChoice::Candle),
+        _ => Err(format!("unknown runtime '{s}' (auto, ort, tract, candle)")),
     }
 }
 

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use prost::bytes::Bytes;
-use zoo_api::{BundleFile, Format, Signature, Task, TextInfo};
+use zoo_api::{BundleFile, DType, Dim, Format, Signature, Task, TensorSpec, TextInfo, ValueKind};
 
 pub mod build;
 pub mod bundle;
@@ -184,6 +184,9 @@ pub fn inspect_dir(dir: &Path, files: Vec<BundleFile>, limits: &Limits) -> Resul
     if files.iter().any(|f| f.path == "MLmodel") {
         return inspect_mlflow(dir, files, limits);
     }
+    if !files.iter().any(|f| f.path.ends_with(".onnx")) && files.iter().any(|f| f.path == "model.safetensors") {
+        return inspect_hf(dir, files, limits);
+    }
     let model = bundle_model_file(&files)?.to_string();
     let model_path = dir.join(&model);
     let bytes = read_limited(&model_path, limits.max_onnx_size, "model file")?;
@@ -230,6 +233,69 @@ fn inspect_mlflow(dir: &Path, files: Vec<BundleFile>, limits: &Limits) -> Result
     Ok(Artifact { signature, task: Task::Tensor, labels: vec![], model_path, bundle_dir: Some(dir.to_path_buf()) })
 }
 
+/// Model types zoo runs natively from safetensors (with candle).
+pub const NATIVE_MODEL_TYPES: &[&str] = &["bert"];
+
+/// A Hugging Face directory: `config.json` + `model.safetensors` (+ `tokenizer.json`).
+/// A BERT encoder takes token ids and returns its last hidden state, which the text
+/// tasks pool or classify like an ONNX export of the same model.
+fn inspect_hf(dir: &Path, files: Vec<BundleFile>, limits: &Limits) -> Result<Artifact, Error> {
+    let weights = dir.join("model.safetensors");
+    let info = safetensors::inspect(&weights, limits)?;
+    let config: serde_json::Value = match bundle::read_small(&dir.join("config.json"), limits.max_side_file)? {
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Invalid {
+            format: Format::Safetensors,
+            rule: "config",
+            message: format!("config.json is not valid JSON: {e}"),
+        })?,
+        None => serde_json::Value::Null,
+    };
+    let model_type = config.get("model_type").and_then(serde_json::Value::as_str).unwrap_or("");
+    let hidden = config.get("hidden_size").and_then(serde_json::Value::as_i64);
+    let (inputs, outputs) = if NATIVE_MODEL_TYPES.contains(&model_type) {
+        let ids = |name: &str| TensorSpec {
+            name: name.into(),
+            kind: ValueKind::Tensor,
+            dtype: DType::Int64,
+            shape: Some(vec![Dim::Symbolic("batch".into()), Dim::Symbolic("sequence".into())]),
+            type_text: "tensor(int64)[batch,sequence]".into(),
+            doc: String::new(),
+        };
+        let hidden_dim = hidden.map(Dim::Fixed).unwrap_or(Dim::Unknown(None));
+        let out = TensorSpec {
+            name: "last_hidden_state".into(),
+            kind: ValueKind::Tensor,
+            dtype: DType::Float32,
+            type_text: format!("tensor(float)[batch,sequence,{hidden_dim}]"),
+            shape: Some(vec![Dim::Symbolic("batch".into()), Dim::Symbolic("sequence".into()), hidden_dim]),
+            doc: String::new(),
+        };
+        (vec![ids("input_ids"), ids("attention_mask"), ids("token_type_ids")], vec![out])
+    } else {
+        (vec![], vec![])
+    };
+    let mut signature = Signature {
+        format: Format::Safetensors,
+        bundle: true,
+        inputs,
+        outputs,
+        onnx: None,
+        safetensors: Some(info),
+        mlflow: None,
+        text: None,
+        files,
+    };
+    let derived = derive_task(&signature, Some(dir), limits)?;
+    signature.text = derived.text;
+    Ok(Artifact {
+        signature,
+        task: derived.task,
+        labels: derived.labels,
+        model_path: weights,
+        bundle_dir: Some(dir.to_path_buf()),
+    })
+}
+
 /// The name zoo gives a single-file artifact of this format in its local cache.
 pub fn single_file_name(format: Format) -> &'static str {
     match format {
@@ -249,6 +315,14 @@ pub fn never_servable(signature: &Signature) -> Option<String> {
                 .into(),
         ),
         (Format::Mlflow, _) => signature.mlflow.as_ref().and_then(|m| m.unservable_reason.clone()),
+        (Format::Safetensors, true) if signature.inputs.is_empty() => Some(format!(
+            "zoo runs safetensors directories of these model types natively: {}; this config.json names another \
+             (export the model to ONNX to serve it)",
+            NATIVE_MODEL_TYPES.join(", ")
+        )),
+        (Format::Safetensors, true) if signature.text.is_none() => {
+            Some("a safetensors encoder needs its tokenizer.json in the directory to be served".into())
+        }
         _ => None,
     }
 }
@@ -258,6 +332,9 @@ pub fn never_servable(signature: &Signature) -> Option<String> {
 pub fn bundle_model_path(signature: &Signature) -> Result<&str, Error> {
     if let Some(file) = signature.mlflow.as_ref().and_then(|m| m.model_file.as_deref()) {
         return Ok(file);
+    }
+    if signature.format == Format::Safetensors {
+        return Ok("model.safetensors");
     }
     bundle_model_file(&signature.files)
 }

@@ -403,3 +403,30 @@ fn hostile_mlflow_bundles_are_refused() {
     let why = zoo_formats::never_servable(&a.signature).unwrap();
     assert!(why.contains("cloudpickle") && why.contains("never loads"), "{why}");
 }
+
+#[test]
+fn hf_bert_directory_is_a_feature_extractor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = models().join("minilm");
+    let dir = tmp.path().join("hf");
+    std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
+    let names = ["model.safetensors", "config.json", "tokenizer.json", "modules.json", "1_Pooling/config.json"];
+    for f in names {
+        std::fs::copy(m.join(f), dir.join(f)).unwrap();
+    }
+    let files: Vec<zoo_api::BundleFile> =
+        names.iter().map(|f| zoo_api::BundleFile { path: f.to_string(), size: 0 }).collect();
+    let a = zoo_formats::inspect_dir(&dir, files.clone(), &Limits::default()).unwrap();
+    assert_eq!((a.signature.format, a.task), (zoo_api::Format::Safetensors, Task::FeatureExtraction));
+    let names: Vec<&str> = a.signature.inputs.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["input_ids", "attention_mask", "token_type_ids"]);
+    assert_eq!(a.signature.outputs[0].shape.as_ref().unwrap()[2], Dim::Fixed(384));
+    assert_eq!(a.signature.text.as_ref().unwrap().pooling, "mean");
+    assert_eq!(zoo_formats::never_servable(&a.signature), None);
+    assert_eq!(zoo_formats::bundle_model_path(&a.signature).unwrap(), "model.safetensors");
+
+    // Without its tokenizer the encoder cannot take text.
+    std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
+    let a = zoo_formats::inspect_dir(&dir, files, &Limits::default()).unwrap();
+    assert!(zoo_formats::never_servable(&a.signature).unwrap().contains("tokenizer.json"));
+}

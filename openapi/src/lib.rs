@@ -274,7 +274,7 @@ pub struct ListModelsQuery {
 pub struct DeployQuery {
     /// Override the task derived from the artifact.
     pub task: Option<Task>,
-    /// Runtime to serve with: `auto` (default), `ort` or `tract`.
+    /// Runtime to serve with: `auto` (default), `ort` or `tract` for ONNX, `candle` for safetensors.
     pub runtime: Option<RuntimeChoice>,
     /// Comma-separated class labels, overriding `id2label` of config.json.
     pub labels: Option<String>,
@@ -309,6 +309,7 @@ pub enum RuntimeChoice {
     Auto,
     Ort,
     Tract,
+    Candle,
 }
 
 impl RuntimeChoice {
@@ -317,6 +318,7 @@ impl RuntimeChoice {
             RuntimeChoice::Auto => "auto",
             RuntimeChoice::Ort => "ort",
             RuntimeChoice::Tract => "tract",
+            RuntimeChoice::Candle => "candle",
         }
     }
 }

@@ -132,6 +132,25 @@ pub fn minilm_bundle(dir: &Path) -> PathBuf {
     b
 }
 
+/// all-MiniLM-L6-v2 as its Hugging Face directory: `model.safetensors` (fp32),
+/// `config.json`, the tokenizer and the sentence-transformers pooling config.
+pub fn minilm_hf_dir(dir: &Path) -> PathBuf {
+    let m = models_cache();
+    let b = dir.join("minilm-hf");
+    std::fs::create_dir_all(b.join("1_Pooling")).unwrap();
+    for f in [
+        "model.safetensors",
+        "tokenizer.json",
+        "config.json",
+        "modules.json",
+        "sentence_bert_config.json",
+        "1_Pooling/config.json",
+    ] {
+        std::fs::copy(m.join("minilm").join(f), b.join(f)).unwrap();
+    }
+    b
+}
+
 /// A valid bundle of about `size` bytes: a tiny MLP whose first weight is external
 /// data at the start of a large `weights.bin` (the rest is padding zoo must carry).
 pub fn large_bundle(dir: &Path, size: u64) -> PathBuf {

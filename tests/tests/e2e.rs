@@ -807,3 +807,46 @@ async fn mlflow_bundles_onnx_served_pickles_refused() {
         println!("../shared/models/mlflow/iris-onnx absent: checked the generated bundles only");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn safetensors_bert_directory_served_with_candle_matches_onnx() {
+    let dir = tmp();
+    let s = Server::start_with(with_ort());
+    let hf = fixtures::minilm_hf_dir(dir.path());
+    let onnx = fixtures::minilm_bundle(dir.path());
+    let info: Value =
+        serde_json::from_str(&ok(&s.cli(&["deploy", hf.to_str().unwrap(), "--name", "minilm-st", "-o", "json"])))
+            .unwrap();
+    assert_eq!(
+        (info["format"].as_str(), info["task"].as_str(), info["runtime"].as_str(), info["servable"].as_bool()),
+        (Some("safetensors"), Some("feature-extraction"), Some("candle"), Some(true)),
+        "{info}"
+    );
+    assert_eq!(info["signature"]["outputs"][0]["name"], "last_hidden_state");
+    ok(&s.cli(&["deploy", onnx.to_str().unwrap(), "--name", "minilm-onnx"]));
+
+    let texts = json!(["A man is eating food.", "The stock market fell sharply today.", "good job"]);
+    let c = s.client(&s.admin_key);
+    let req = zoo_api::PredictRequest { inputs: texts, ..Default::default() };
+    let st: Vec<Vec<f64>> = serde_json::from_value(c.predict("minilm-st", None, &req).await.unwrap().body).unwrap();
+    let ox: Vec<Vec<f64>> = serde_json::from_value(c.predict("minilm-onnx", None, &req).await.unwrap().body).unwrap();
+    // The same model: fp32 weights through candle against the int8 ONNX export
+    // through ONNX Runtime.
+    for (a, b) in st.iter().zip(&ox) {
+        assert_eq!(a.len(), 384);
+        let cos = a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+        let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+        println!("candle vs ONNX int8: cosine {cos:.5}, max abs diff {diff:.5}");
+        assert!(cos > 0.995, "candle and ONNX embeddings disagree: cosine {cos}");
+    }
+
+    // A safetensors directory of a model type zoo does not run: stored, not served.
+    let other = dir.path().join("gpt");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::copy(hf.join("model.safetensors"), other.join("model.safetensors")).unwrap();
+    std::fs::write(other.join("config.json"), r#"{"model_type": "gpt2"}"#).unwrap();
+    let info: Value =
+        serde_json::from_str(&ok(&s.cli(&["deploy", other.to_str().unwrap(), "--name", "gpt", "-o", "json"]))).unwrap();
+    assert_eq!(info["servable"], false);
+    assert!(info["reason"].as_str().unwrap().contains("bert"), "{info}");
+}

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ndarray::ArrayD;
-use zoo_api::{DType, RuntimeChoice, Signature};
+use zoo_api::{DType, Format, RuntimeChoice, Signature};
 
+pub mod candle;
 pub mod host;
 pub mod ort;
 pub mod tract;
@@ -103,6 +104,8 @@ pub trait Runtime: Send + Sync {
 pub struct Runtimes {
     pub ort: Option<Arc<ort::OrtRuntime>>,
     pub tract: Arc<tract::TractRuntime>,
+    /// BERT-family encoders from safetensors.
+    pub candle: Arc<candle::CandleRuntime>,
     /// Why ort is not available, when it is not.
     pub ort_missing: Option<String>,
 }
@@ -118,16 +121,31 @@ impl Runtimes {
                  from the PyPI wheel onnxruntime==1.31.1 (scripts/fetch-test-models installs it)"
             );
             tracing::warn!("{why}; serving ONNX with tract only");
-            return Runtimes { ort: None, tract: Arc::new(tract::TractRuntime), ort_missing: Some(why) };
+            return Runtimes {
+                ort: None,
+                tract: Arc::new(tract::TractRuntime),
+                candle: Arc::new(candle::CandleRuntime),
+                ort_missing: Some(why),
+            };
         };
         match ort::OrtRuntime::init(path, intra_op_threads) {
             Ok(rt) => {
                 tracing::info!(path = %path.display(), "ONNX Runtime loaded");
-                Runtimes { ort: Some(Arc::new(rt)), tract: Arc::new(tract::TractRuntime), ort_missing: None }
+                Runtimes {
+                    ort: Some(Arc::new(rt)),
+                    tract: Arc::new(tract::TractRuntime),
+                    candle: Arc::new(candle::CandleRuntime),
+                    ort_missing: None,
+                }
             }
             Err(why) => {
                 tracing::warn!(path = %path.display(), "{why}; serving ONNX with tract only");
-                Runtimes { ort: None, tract: Arc::new(tract::TractRuntime), ort_missing: Some(why) }
+                Runtimes {
+                    ort: None,
+                    tract: Arc::new(tract::TractRuntime),
+                    candle: Arc::new(candle::CandleRuntime),
+                    ort_missing: Some(why),
+                }
             }
         }
     }
@@ -138,13 +156,21 @@ impl Runtimes {
             v.push("ort".to_string());
         }
         v.push("tract".to_string());
+        v.push("candle".to_string());
         v
     }
 
-    /// Runtimes to try, in order, for a choice.
-    pub fn candidates(&self, choice: RuntimeChoice) -> Result<Vec<Arc<dyn Runtime>>, String> {
+    /// Runtimes to try, in order, for a choice and an artifact format.
+    pub fn candidates(&self, choice: RuntimeChoice, format: Format) -> Result<Vec<Arc<dyn Runtime>>, String> {
         let ort = self.ort.clone().map(|o| o as Arc<dyn Runtime>);
         let tract = self.tract.clone() as Arc<dyn Runtime>;
+        let candle = self.candle.clone() as Arc<dyn Runtime>;
+        if format == Format::Safetensors {
+            return match choice {
+                RuntimeChoice::Auto | RuntimeChoice::Candle => Ok(vec![candle]),
+                other => Err(format!("runtime {} runs ONNX, not safetensors: use auto or candle", other.as_str())),
+            };
+        }
         match choice {
             RuntimeChoice::Auto => Ok(ort.into_iter().chain([tract]).collect()),
             RuntimeChoice::Ort => match ort {
@@ -152,6 +178,9 @@ impl Runtimes {
                 None => Err(self.ort_missing.clone().unwrap_or_else(|| "ONNX Runtime is not available".into())),
             },
             RuntimeChoice::Tract => Ok(vec![tract]),
+            RuntimeChoice::Candle => {
+                Err("candle runs safetensors directories, not ONNX: use auto, ort or tract".into())
+            }
         }
     }
 
@@ -160,6 +189,7 @@ impl Runtimes {
         match name {
             "ort" => self.ort.clone().map(|o| o as Arc<dyn Runtime>),
             "tract" => Some(self.tract.clone() as Arc<dyn Runtime>),
+            "candle" => Some(self.candle.clone() as Arc<dyn Runtime>),
             _ => None,
         }
     }

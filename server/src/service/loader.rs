@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use zoo_api::{RuntimeChoice, Signature, Task, TextInfo};
+use zoo_api::{Format, RuntimeChoice, Signature, Task, TextInfo};
 
 use super::{Services, VersionKey, remove_dir_quietly};
 use crate::error::{Error, Result};
@@ -148,10 +148,11 @@ impl Services {
         if let Some(why) = zoo_formats::never_servable(&req.signature) {
             return LoadOutcome { served: None, runtime: None, reason: Some(why), warmup_ms: None };
         }
-        let runtimes = match self.runtimes.candidates(choice) {
+        let runtimes = match self.runtimes.candidates(choice, req.signature.format) {
             Ok(r) => r,
             Err(why) => return LoadOutcome { served: None, runtime: None, reason: Some(why), warmup_ms: None },
         };
+        let req_format = req.signature.format;
         let job = self.load_job(req, runtimes);
         match tokio::task::spawn_blocking(move || job.run()).await {
             Ok(Ok((served, warm))) => {
@@ -166,7 +167,7 @@ impl Services {
             }
             Ok(Err(why)) => {
                 let mut reason = format!("no runtime can serve this model: {why}");
-                if self.runtimes.ort.is_none() && choice != RuntimeChoice::Tract {
+                if self.runtimes.ort.is_none() && choice != RuntimeChoice::Tract && req_format != Format::Safetensors {
                     reason.push_str(". ONNX Runtime is not available on this server (set ZOO_ORT_DYLIB)");
                 }
                 LoadOutcome { served: None, runtime: None, reason: Some(reason), warmup_ms: None }
@@ -204,7 +205,7 @@ impl Services {
         // The runtime that served it at deploy first, then the others.
         let mut runtimes: Vec<Arc<dyn Runtime>> =
             v.runtime.as_deref().and_then(|n| self.runtimes.by_name(n)).into_iter().collect();
-        for rt in self.runtimes.candidates(RuntimeChoice::Auto).unwrap_or_default() {
+        for rt in self.runtimes.candidates(RuntimeChoice::Auto, v.signature.format).unwrap_or_default() {
             if !runtimes.iter().any(|r| r.name() == rt.name()) {
                 runtimes.push(rt);
             }

@@ -1,0 +1,77 @@
+//! candle: BERT-family encoders straight from `model.safetensors` + `config.json`,
+//! in pure Rust. Takes `input_ids`, `attention_mask`, `token_type_ids` and returns
+//! `last_hidden_state`, like an ONNX export of the same model, so the text tasks
+//! work the same on both.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor as CTensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+use ndarray::{ArrayD, IxDyn};
+use zoo_api::Signature;
+
+use super::{LoadedModel, Runtime, RuntimeError, Tensor, Tensors};
+
+pub struct CandleRuntime;
+
+fn load_err(message: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Load { runtime: "candle", message: message.to_string() }
+}
+
+impl Runtime for CandleRuntime {
+    fn name(&self) -> &'static str {
+        "candle"
+    }
+
+    fn load(&self, model: &Path, _signature: &Signature) -> Result<Box<dyn LoadedModel>, RuntimeError> {
+        let dir = model.parent().ok_or_else(|| load_err("the weights file has no directory"))?;
+        let config_text =
+            std::fs::read_to_string(dir.join("config.json")).map_err(|e| load_err(format!("config.json: {e}")))?;
+        let config: Config = serde_json::from_str(&config_text)
+            .map_err(|e| load_err(format!("config.json is not a BERT config: {e}")))?;
+        let device = Device::Cpu;
+        let tensors = candle_core::safetensors::load(model, &device).map_err(load_err)?;
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
+        let bert = BertModel::load(vb, &config).map_err(load_err)?;
+        Ok(Box::new(CandleBert { bert, device }))
+    }
+}
+
+struct CandleBert {
+    bert: BertModel,
+    device: Device,
+}
+
+impl CandleBert {
+    /// A `[batch, sequence]` int64 input as a candle tensor.
+    fn ids(&self, inputs: &Tensors, name: &str) -> Result<Option<CTensor>, RuntimeError> {
+        let Some((_, t)) = inputs.iter().find(|(n, _)| n == name) else { return Ok(None) };
+        let Tensor::I64(a) = t else {
+            return Err(RuntimeError::Input(format!("input '{name}' must be int64")));
+        };
+        let &[b, s] = a.shape() else {
+            return Err(RuntimeError::Input(format!("input '{name}' must be [batch, sequence], got {:?}", a.shape())));
+        };
+        let data: Vec<i64> = a.iter().copied().collect();
+        CTensor::from_vec(data, (b, s), &self.device).map(Some).map_err(|e| RuntimeError::Run(e.to_string()))
+    }
+}
+
+impl LoadedModel for CandleBert {
+    fn run(&mut self, inputs: Tensors) -> Result<Tensors, RuntimeError> {
+        let run = |e: candle_core::Error| RuntimeError::Run(e.to_string());
+        let ids =
+            self.ids(&inputs, "input_ids")?.ok_or_else(|| RuntimeError::Input("missing input 'input_ids'".into()))?;
+        let types = match self.ids(&inputs, "token_type_ids")? {
+            Some(t) => t,
+            None => ids.zeros_like().map_err(run)?,
+        };
+        let mask = self.ids(&inputs, "attention_mask")?;
+        let hidden = self.bert.forward(&ids, &types, mask.as_ref()).map_err(run)?;
+        let shape = hidden.dims().to_vec();
+        let values = hidden.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(run)?;
+        let array = ArrayD::from_shape_vec(IxDyn(&shape), values).map_err(|e| RuntimeError::Run(e.to_string()))?;
+        Ok(vec![("last_hidden_state".to_string(), Tensor::F32(array))])
+    }
+}
