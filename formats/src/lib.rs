@@ -17,6 +17,7 @@ pub mod onnx;
 pub mod onnx_proto;
 pub mod safetensors;
 mod text;
+pub mod torchscript;
 
 pub use text::derive_task;
 
@@ -129,9 +130,31 @@ pub fn inspect_upload(path: &Path, work_dir: &Path, limits: &Limits) -> Result<A
                 .collect();
             inspect_dir(&root, files, limits)
         }
-        Sniffed::Zip => Err(Error::UnknownFormat(
-            "zip archives are not accepted yet: send the bundle as a tar archive (`zoo deploy DIR` does this)".into(),
-        )),
+        Sniffed::Zip => match torchscript::inspect(path, limits) {
+            Ok((inputs, outputs, info)) => Ok(Artifact {
+                signature: Signature {
+                    format: Format::Torchscript,
+                    bundle: false,
+                    inputs,
+                    outputs,
+                    onnx: None,
+                    safetensors: None,
+                    mlflow: None,
+                    torchscript: Some(info),
+                    text: None,
+                    files: vec![],
+                },
+                task: Task::Tensor,
+                labels: vec![],
+                model_path: path.to_path_buf(),
+                bundle_dir: None,
+            }),
+            Err(Error::Invalid { rule: "not_torchscript", message, .. }) => Err(Error::UnknownFormat(format!(
+                "a zip archive that is not a TorchScript model ({message}); send other bundles as a tar archive \
+                 (`zoo deploy DIR` does this)"
+            ))),
+            Err(e) => Err(e),
+        },
         Sniffed::Safetensors => {
             let info = safetensors::inspect(path, limits)?;
             Ok(Artifact {
@@ -143,6 +166,7 @@ pub fn inspect_upload(path: &Path, work_dir: &Path, limits: &Limits) -> Result<A
                     onnx: None,
                     safetensors: Some(info),
                     mlflow: None,
+                    torchscript: None,
                     text: None,
                     files: vec![],
                 },
@@ -221,6 +245,7 @@ fn inspect_mlflow(dir: &Path, files: Vec<BundleFile>, limits: &Limits) -> Result
             onnx: None,
             safetensors: None,
             mlflow: None,
+            torchscript: None,
             text: None,
             files: vec![],
         },
@@ -282,6 +307,7 @@ fn inspect_hf(dir: &Path, files: Vec<BundleFile>, limits: &Limits) -> Result<Art
         onnx: None,
         safetensors: Some(info),
         mlflow: None,
+        torchscript: None,
         text: None,
         files,
     };
@@ -315,6 +341,11 @@ pub fn never_servable(signature: &Signature) -> Option<String> {
                 .into(),
         ),
         (Format::Mlflow, _) => signature.mlflow.as_ref().and_then(|m| m.unservable_reason.clone()),
+        (Format::Torchscript, _) => Some(
+            "TorchScript runs on libtorch, which this zoo build does not include yet; the version is stored and \
+             catalogued with its forward signature (export the model to ONNX with torch.onnx.export to serve it now)"
+                .into(),
+        ),
         (Format::Safetensors, true) if signature.inputs.is_empty() => Some(format!(
             "zoo runs safetensors directories of these model types natively: {}; this config.json names another \
              (export the model to ONNX to serve it)",

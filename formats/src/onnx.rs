@@ -104,6 +104,7 @@ pub fn inspect(bytes: Bytes, bundle_dir: Option<&Path>, limits: &Limits) -> Resu
         format: Format::Onnx,
         safetensors: None,
         mlflow: None,
+        torchscript: None,
         bundle: bundle_dir.is_some(),
         inputs,
         outputs,

@@ -430,3 +430,111 @@ fn hf_bert_directory_is_a_feature_extractor() {
     let a = zoo_formats::inspect_dir(&dir, files, &Limits::default()).unwrap();
     assert!(zoo_formats::never_servable(&a.signature).unwrap().contains("tokenizer.json"));
 }
+
+/// A zip archive of stored (uncompressed) members, names written as given, like a
+/// hostile client could.
+fn zip_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &b in data {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+    let (mut out, mut central) = (Vec::new(), Vec::new());
+    for (name, data) in files {
+        let offset = out.len() as u32;
+        let (crc, len, n) = (crc32(data), data.len() as u32, name.len() as u16);
+        out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+        out.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        for v in [crc, len, len] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&n.to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(data);
+        central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+        central.extend_from_slice(&[20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        for v in [crc, len, len] {
+            central.extend_from_slice(&v.to_le_bytes());
+        }
+        central.extend_from_slice(&n.to_le_bytes());
+        central.extend_from_slice(&[0u8; 12]);
+        central.extend_from_slice(&offset.to_le_bytes());
+        central.extend_from_slice(name.as_bytes());
+    }
+    let (cd_offset, cd_size, count) = (out.len() as u32, central.len() as u32, files.len() as u16);
+    out.extend_from_slice(&central);
+    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&cd_size.to_le_bytes());
+    out.extend_from_slice(&cd_offset.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out
+}
+
+const FORWARD: &[u8] = b"class M(Module):\n  def forward(self: __torch__.M,\n    x: Tensor) -> Tensor:\n    return x\n";
+
+#[test]
+fn torchscript_archives_are_described_without_loading_them() {
+    // silero-vad's TorchScript model, from PyPI.
+    let a = inspect(&models().join("silero/silero_vad.jit")).unwrap();
+    assert_eq!(a.signature.format, zoo_api::Format::Torchscript);
+    let ts = a.signature.torchscript.clone().unwrap();
+    println!("silero_vad.jit: {} members, forward({:?})", ts.members, a.signature.inputs);
+    let inputs: Vec<(&str, &str)> =
+        a.signature.inputs.iter().map(|i| (i.name.as_str(), i.type_text.as_str())).collect();
+    assert_eq!(inputs, [("x", "Tensor"), ("sr", "int")], "the saved module's forward, not a submodule's");
+    assert!(zoo_formats::never_servable(&a.signature).unwrap().contains("libtorch"));
+    if let Some(shared) = shared_models() {
+        let a = inspect(&shared.join("tiny/mlp.pt")).unwrap();
+        let inputs: Vec<(&str, &str)> =
+            a.signature.inputs.iter().map(|i| (i.name.as_str(), i.type_text.as_str())).collect();
+        assert_eq!(inputs, [("x", "Tensor")]);
+        assert_eq!(a.signature.torchscript.unwrap().archive_name, "mlp");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let ok = zip_of(&[("m/data.pkl", b"\x80\x02"), ("m/code/__torch__.py", FORWARD), ("m/version", b"3\n")]);
+    let a = inspect(&write(tmp.path(), "m.pt", &ok)).unwrap();
+    assert_eq!(a.signature.torchscript.unwrap().version.as_deref(), Some("3"));
+}
+
+#[test]
+fn hostile_torchscript_archives_are_refused_with_the_rule() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rule_of = |bytes: &[u8]| match inspect(&write(tmp.path(), "x.pt", bytes)) {
+        Err(Error::Invalid { format: zoo_api::Format::Torchscript, rule, .. }) => rule,
+        other => panic!("expected an invalid TorchScript archive, got {:?}", other.map(|a| a.signature.format)),
+    };
+    let member = |name: &'static str, data: &'static [u8]| (name, data);
+    let base = [member("m/data.pkl", b"\x80\x02"), member("m/code/__torch__.py", FORWARD), member("m/version", b"3")];
+    let with = |extra: (&'static str, &'static [u8])| {
+        let mut v = base.to_vec();
+        v.push(extra);
+        zip_of(&v)
+    };
+    assert_eq!(rule_of(&with(member("../../etc/cron.d/x", b"boom"))), "member_path");
+    assert_eq!(rule_of(&with(member("/etc/passwd", b"boom"))), "member_path");
+    assert_eq!(rule_of(&with(member("m/version", b"4"))), "duplicate_member");
+    assert_eq!(rule_of(&with(member("other/file", b"x"))), "layout");
+    let no_forward =
+        zip_of(&[member("m/data.pkl", b""), member("m/code/__torch__.py", b"x = 1"), member("m/version", b"3")]);
+    assert_eq!(rule_of(&no_forward), "code");
+    let good = zip_of(&base);
+    assert_eq!(rule_of(&good[..good.len() - 30]), "zip", "truncated");
+    // A member claiming 4 GB from a few bytes: a zip bomb.
+    let mut bomb = good.clone();
+    let pos = bomb.windows(4).rposition(|w| w == [0x50, 0x4b, 0x01, 0x02]).unwrap();
+    bomb[pos + 10] = 8; // deflate
+    bomb[pos + 24..pos + 28].copy_from_slice(&4_000_000_000u32.to_le_bytes());
+    assert_eq!(rule_of(&bomb), "compression_ratio");
+    // Not TorchScript at all: an unknown format, not a broken model.
+    let other = zip_of(&[member("readme.txt", b"hi")]);
+    assert!(matches!(inspect(&write(tmp.path(), "o.zip", &other)), Err(Error::UnknownFormat(_))));
+}

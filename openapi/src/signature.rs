@@ -243,6 +243,19 @@ pub struct MlflowInfo {
     pub unservable_reason: Option<String>,
 }
 
+/// TorchScript-specific facts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TorchscriptInfo {
+    /// The archive's top-level folder (the saved module's name).
+    pub archive_name: String,
+    /// The TorchScript serialization version (`<name>/version`).
+    pub version: Option<String>,
+    /// The TorchScript code files the signature was read from.
+    pub code_files: Vec<String>,
+    /// Members of the zip archive.
+    pub members: usize,
+}
+
 /// A file of a bundle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct BundleFile {
@@ -277,6 +290,8 @@ pub struct Signature {
     pub safetensors: Option<SafetensorsInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mlflow: Option<MlflowInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub torchscript: Option<TorchscriptInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<TextInfo>,
     /// Files of a bundle, with their sizes.

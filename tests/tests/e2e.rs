@@ -518,7 +518,7 @@ async fn without_onnx_runtime_tract_serves() {
     let opts = Options { env: vec![("ZOO_ORT_DYLIB".into(), missing.display().to_string())], ..Default::default() };
     let s = Server::start_with(opts);
     let ready: Value = s.http().get(s.at("/readyz")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(ready["runtimes"], json!(["tract"]), "{ready}");
+    assert_eq!(ready["runtimes"], json!(["tract", "candle"]), "no ort, the others are there: {ready}");
     let log = s.log();
     assert_eq!(log.matches("ONNX Runtime library not found").count(), 1, "said once at start: {log}");
 
@@ -849,4 +849,27 @@ async fn safetensors_bert_directory_served_with_candle_matches_onnx() {
         serde_json::from_str(&ok(&s.cli(&["deploy", other.to_str().unwrap(), "--name", "gpt", "-o", "json"]))).unwrap();
     assert_eq!(info["servable"], false);
     assert!(info["reason"].as_str().unwrap().contains("bert"), "{info}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn torchscript_is_stored_with_its_signature() {
+    let s = Server::start_with(with_ort());
+    let jit = zoo_tests::models_cache().join("silero/silero_vad.jit");
+    let out = ok(&s.cli(&["deploy", jit.to_str().unwrap(), "--name", "silero"]));
+    assert!(out.contains("(torchscript file"), "the CLI says what it detected: {out}");
+    assert!(out.contains("NOT servable") && out.contains("libtorch"), "{out}");
+    let info: Value =
+        serde_json::from_str(&ok(&s.cli(&["models", "show", "silero", "--version", "1", "-o", "json"]))).unwrap();
+    assert_eq!(info["format"], "torchscript");
+    assert!(!info["signature"]["inputs"].as_array().unwrap().is_empty(), "{info}");
+    let r = s
+        .http()
+        .post(s.at("/v1/models/silero/predict"))
+        .bearer_auth(&s.admin_key)
+        .json(&json!({"inputs": {"x": [[0.0]]}}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_of(r).await;
+    assert_eq!((status, code(&body)), (409, "not_servable"), "{body}");
 }

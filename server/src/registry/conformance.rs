@@ -24,6 +24,7 @@ fn ready(sha: &str) -> ReadyVersion {
             onnx: None,
             safetensors: None,
             mlflow: None,
+            torchscript: None,
             text: None,
             files: vec![],
         },
