@@ -133,16 +133,10 @@ pub fn inspect_upload(path: &Path, work_dir: &Path, limits: &Limits) -> Result<A
         Sniffed::Zip => match torchscript::inspect(path, limits) {
             Ok((inputs, outputs, info)) => Ok(Artifact {
                 signature: Signature {
-                    format: Format::Torchscript,
-                    bundle: false,
                     inputs,
                     outputs,
-                    onnx: None,
-                    safetensors: None,
-                    mlflow: None,
                     torchscript: Some(info),
-                    text: None,
-                    files: vec![],
+                    ..Signature::empty(Format::Torchscript, false)
                 },
                 task: Task::Tensor,
                 labels: vec![],
@@ -158,18 +152,7 @@ pub fn inspect_upload(path: &Path, work_dir: &Path, limits: &Limits) -> Result<A
         Sniffed::Safetensors => {
             let info = safetensors::inspect(path, limits)?;
             Ok(Artifact {
-                signature: Signature {
-                    format: Format::Safetensors,
-                    bundle: false,
-                    inputs: vec![],
-                    outputs: vec![],
-                    onnx: None,
-                    safetensors: Some(info),
-                    mlflow: None,
-                    torchscript: None,
-                    text: None,
-                    files: vec![],
-                },
+                signature: Signature { safetensors: Some(info), ..Signature::empty(Format::Safetensors, false) },
                 task: Task::Tensor,
                 labels: vec![],
                 model_path: path.to_path_buf(),
@@ -237,18 +220,7 @@ fn inspect_mlflow(dir: &Path, files: Vec<BundleFile>, limits: &Limits) -> Result
             let bytes = read_limited(&dir.join(file), limits.max_onnx_size, "model file")?;
             onnx::inspect(bytes, Some(dir), limits)?
         }
-        None => Signature {
-            format: Format::Mlflow,
-            bundle: true,
-            inputs: vec![],
-            outputs: vec![],
-            onnx: None,
-            safetensors: None,
-            mlflow: None,
-            torchscript: None,
-            text: None,
-            files: vec![],
-        },
+        None => Signature::empty(Format::Mlflow, true),
     };
     let model_path = dir.join(info.model_file.as_deref().unwrap_or("MLmodel"));
     signature.format = Format::Mlflow;
@@ -299,18 +271,8 @@ fn inspect_hf(dir: &Path, files: Vec<BundleFile>, limits: &Limits) -> Result<Art
     } else {
         (vec![], vec![])
     };
-    let mut signature = Signature {
-        format: Format::Safetensors,
-        bundle: true,
-        inputs,
-        outputs,
-        onnx: None,
-        safetensors: Some(info),
-        mlflow: None,
-        torchscript: None,
-        text: None,
-        files,
-    };
+    let mut signature =
+        Signature { inputs, outputs, safetensors: Some(info), files, ..Signature::empty(Format::Safetensors, true) };
     let derived = derive_task(&signature, Some(dir), limits)?;
     signature.text = derived.text;
     Ok(Artifact {

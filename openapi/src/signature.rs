@@ -276,6 +276,24 @@ pub struct TextInfo {
     pub normalize: bool,
 }
 
+impl Signature {
+    /// A signature with no inputs, outputs or format details yet.
+    pub fn empty(format: Format, bundle: bool) -> Signature {
+        Signature {
+            format,
+            bundle,
+            inputs: vec![],
+            outputs: vec![],
+            onnx: None,
+            safetensors: None,
+            mlflow: None,
+            torchscript: None,
+            text: None,
+            files: vec![],
+        }
+    }
+}
+
 /// What a version takes and returns, derived from the artifact.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Signature {
