@@ -249,6 +249,18 @@ fn inspect_hf(dir: &Path, files: Vec<BundleFile>, limits: &Limits) -> Result<Art
     };
     let model_type = config.get("model_type").and_then(serde_json::Value::as_str).unwrap_or("");
     let hidden = config.get("hidden_size").and_then(serde_json::Value::as_i64);
+    if NATIVE_MODEL_TYPES.contains(&model_type) {
+        let heads = config.get("num_attention_heads").and_then(serde_json::Value::as_i64).unwrap_or(0);
+        if heads < 1 || hidden.is_none_or(|h| h < 1 || h % heads != 0) {
+            return Err(Error::Invalid {
+                format: Format::Safetensors,
+                rule: "config",
+                message: format!(
+                    "config.json: hidden_size ({hidden:?}) must be a positive multiple of num_attention_heads ({heads})"
+                ),
+            });
+        }
+    }
     let (inputs, outputs) = if NATIVE_MODEL_TYPES.contains(&model_type) {
         let ids = |name: &str| TensorSpec {
             name: name.into(),

@@ -7,7 +7,6 @@ use std::fs;
 use std::io::Read;
 use std::path::Path;
 
-use serde_json::Value;
 use zoo_api::{Format, SafetensorsInfo, WeightTensor};
 
 use crate::{Error, Limits};
@@ -60,34 +59,131 @@ pub fn inspect(path: &Path, limits: &Limits) -> Result<SafetensorsInfo, Error> {
     parse_header(&header, file_size - 8 - header_len, limits)
 }
 
+/// The header as it is read: typed while parsing, so that a hostile header is
+/// refused at its first wrong value instead of being built into a large JSON tree.
+enum Entry {
+    Metadata(BTreeMap<String, String>),
+    Tensor(RawTensor),
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTensor {
+    dtype: String,
+    #[serde(deserialize_with = "bounded_shape")]
+    shape: Vec<u64>,
+    data_offsets: (u64, u64),
+}
+
+/// A shape of at most `MAX_RANK` dimensions, refused at the first extra one.
+fn bounded_shape<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+    struct Dims;
+    impl<'de> serde::de::Visitor<'de> for Dims {
+        type Value = Vec<u64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a list of at most {MAX_RANK} non-negative integers")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u64>, A::Error> {
+            let mut dims = Vec::new();
+            while let Some(d) = seq.next_element::<u64>()? {
+                if dims.len() == MAX_RANK {
+                    return Err(serde::de::Error::custom(format!("more than {MAX_RANK} dimensions")));
+                }
+                dims.push(d);
+            }
+            Ok(dims)
+        }
+    }
+    d.deserialize_seq(Dims)
+}
+
+struct Header {
+    entries: Vec<(String, Entry)>,
+}
+
+struct HeaderSeed(usize);
+
+impl<'de> serde::de::DeserializeSeed<'de> for HeaderSeed {
+    type Value = Header;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Header, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for HeaderSeed {
+    type Value = Header;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object of tensor names")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Header, A::Error> {
+        use serde::de::Error as _;
+        let mut entries = Vec::new();
+        let mut tensors = 0usize;
+        while let Some(name) = map.next_key::<String>()? {
+            if name == "__metadata__" {
+                let m: BTreeMap<String, String> = map.next_value().map_err(|e| {
+                    A::Error::custom(format!("metadata: __metadata__ must map strings to strings ({e})"))
+                })?;
+                entries.push((name, Entry::Metadata(m)));
+                continue;
+            }
+            tensors += 1;
+            if tensors > self.0 {
+                return Err(A::Error::custom(format!("tensor_count: more than {} tensors", self.0)));
+            }
+            let t: RawTensor = map.next_value().map_err(|e| {
+                A::Error::custom(format!(
+                    "tensor: tensor '{name}' needs dtype, shape and data_offsets [begin, end] ({e})"
+                ))
+            })?;
+            entries.push((name, Entry::Tensor(t)));
+        }
+        Ok(Header { entries })
+    }
+}
+
+/// Most dimensions of a tensor.
+const MAX_RANK: usize = 16;
+/// Largest `__metadata__`, all keys and values together.
+const MAX_METADATA: usize = 1024 * 1024;
+
 /// Validate a header against the size of the data that follows it.
 pub fn parse_header(header: &[u8], data_len: u64, limits: &Limits) -> Result<SafetensorsInfo, Error> {
     let text =
         std::str::from_utf8(header).map_err(|e| invalid("header_json", format!("the header is not UTF-8: {e}")))?;
-    let value: Value = serde_json::from_str(text.trim_end_matches(' '))
+    let text = text.trim_end_matches(' ');
+    // Syntax first, without building anything; then the typed read.
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
         .map_err(|e| invalid("header_json", format!("the header is not JSON: {e}")))?;
-    let Value::Object(entries) = value else {
-        return Err(invalid("header_json", "the header must be a JSON object of tensor names"));
-    };
+    let mut de = serde_json::Deserializer::from_str(text);
+    let parsed = serde::de::DeserializeSeed::deserialize(HeaderSeed(limits.max_tensors), &mut de).and_then(|h| {
+        de.end()?;
+        Ok(h)
+    });
+    let header = parsed.map_err(|e| {
+        let msg = e.to_string();
+        match msg.split_once(": ") {
+            Some(("tensor_count", rest)) => invalid("tensor_count", rest.to_string()),
+            Some(("metadata", rest)) => invalid("metadata", rest.to_string()),
+            Some(("tensor", rest)) => invalid("tensor", rest.to_string()),
+            _ => invalid("header_json", format!("the header is not a valid safetensors header: {msg}")),
+        }
+    })?;
     let mut metadata = BTreeMap::new();
-    let mut tensors: Vec<(u64, u64, WeightTensor)> = Vec::with_capacity(entries.len().min(limits.max_tensors));
-    for (name, entry) in entries {
-        if name == "__metadata__" {
-            let Value::Object(m) = entry else {
-                return Err(invalid("metadata", "__metadata__ must be an object of strings"));
-            };
-            for (k, v) in m {
-                let Value::String(v) = v else {
-                    return Err(invalid("metadata", format!("__metadata__ value of '{k}' is not a string")));
-                };
-                metadata.insert(k, v);
+    let mut tensors: Vec<(u64, u64, WeightTensor)> = Vec::new();
+    for (name, entry) in header.entries {
+        match entry {
+            Entry::Metadata(m) => {
+                if m.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > MAX_METADATA {
+                    return Err(invalid("metadata", format!("__metadata__ is larger than {MAX_METADATA} bytes")));
+                }
+                metadata = m;
             }
-            continue;
+            Entry::Tensor(t) => tensors.push(tensor(&name, t)?),
         }
-        if tensors.len() == limits.max_tensors {
-            return Err(invalid("tensor_count", format!("more than {} tensors", limits.max_tensors)));
-        }
-        tensors.push(tensor(&name, &entry)?);
     }
     tensors.sort_by_key(|(begin, end, _)| (*begin, *end));
     let mut next = 0u64;
@@ -123,22 +219,10 @@ pub fn parse_header(header: &[u8], data_len: u64, limits: &Limits) -> Result<Saf
     Ok(SafetensorsInfo { tensors: tensors.into_iter().map(|(_, _, t)| t).collect(), parameters, metadata })
 }
 
-fn tensor(name: &str, entry: &Value) -> Result<(u64, u64, WeightTensor), Error> {
-    let field = |key: &str| entry.get(key).ok_or_else(|| invalid("tensor", format!("tensor '{name}' has no '{key}'")));
-    let dtype =
-        field("dtype")?.as_str().ok_or_else(|| invalid("dtype", format!("tensor '{name}': dtype is not a string")))?;
+fn tensor(name: &str, t: RawTensor) -> Result<(u64, u64, WeightTensor), Error> {
+    let RawTensor { dtype, shape, data_offsets: (begin, end) } = t;
     let size =
-        dtype_size(dtype).ok_or_else(|| invalid("dtype", format!("tensor '{name}' has unknown dtype '{dtype}'")))?;
-    let shape: Vec<u64> = field("shape")?
-        .as_array()
-        .and_then(|dims| dims.iter().map(Value::as_u64).collect())
-        .ok_or_else(|| invalid("shape", format!("tensor '{name}': shape must be a list of non-negative integers")))?;
-    let offsets: Vec<u64> = field("data_offsets")?
-        .as_array()
-        .and_then(|o| o.iter().map(Value::as_u64).collect())
-        .filter(|o: &Vec<u64>| o.len() == 2)
-        .ok_or_else(|| invalid("offsets", format!("tensor '{name}': data_offsets must be [begin, end]")))?;
-    let (begin, end) = (offsets[0], offsets[1]);
+        dtype_size(&dtype).ok_or_else(|| invalid("dtype", format!("tensor '{name}' has unknown dtype '{dtype}'")))?;
     if end < begin {
         return Err(invalid("offsets", format!("tensor '{name}' ends (byte {end}) before it begins (byte {begin})")));
     }
@@ -155,11 +239,13 @@ fn tensor(name: &str, entry: &Value) -> Result<(u64, u64, WeightTensor), Error> 
             ),
         ));
     }
-    Ok((begin, end, WeightTensor { name: name.to_string(), dtype: dtype.to_string(), shape }))
+    Ok((begin, end, WeightTensor { name: name.to_string(), dtype, shape }))
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
 
     fn header(v: Value) -> Vec<u8> {
@@ -197,7 +283,16 @@ mod tests {
         );
         assert_eq!(
             rule(serde_json::json!({"x": t("F32", serde_json::json!([-1]), serde_json::json!([0, 4]))}), 4),
-            "shape"
+            "tensor"
+        );
+        assert_eq!(
+            rule(serde_json::json!({"x": t("F32", serde_json::json!(vec![1; 17]), serde_json::json!([0, 4]))}), 4),
+            "tensor",
+            "at most 16 dimensions"
+        );
+        assert_eq!(
+            rule(serde_json::json!({"x": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4], "evil": 1}}), 4),
+            "tensor"
         );
         assert_eq!(
             rule(serde_json::json!({"x": t("F64", serde_json::json!([u64::MAX, 2]), serde_json::json!([0, 8]))}), 8),

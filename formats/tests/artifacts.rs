@@ -425,6 +425,16 @@ fn hf_bert_directory_is_a_feature_extractor() {
     assert_eq!(zoo_formats::never_servable(&a.signature), None);
     assert_eq!(zoo_formats::bundle_model_path(&a.signature).unwrap(), "model.safetensors");
 
+    // A config that would divide by zero in the encoder is refused up front.
+    let good_config = std::fs::read(dir.join("config.json")).unwrap();
+    std::fs::write(dir.join("config.json"), r#"{"model_type": "bert", "hidden_size": 384, "num_attention_heads": 0}"#)
+        .unwrap();
+    assert!(matches!(
+        zoo_formats::inspect_dir(&dir, files.clone(), &Limits::default()),
+        Err(Error::Invalid { rule: "config", .. })
+    ));
+    std::fs::write(dir.join("config.json"), good_config).unwrap();
+
     // Without its tokenizer the encoder cannot take text.
     std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
     let a = zoo_formats::inspect_dir(&dir, files, &Limits::default()).unwrap();

@@ -36,17 +36,28 @@ pub fn uses_mlflow_format(req: &PredictRequest) -> bool {
 /// rank-2 input).
 fn column(rows: &[Vec<Value>], idx: usize, spec: &TensorSpec) -> Value {
     let rank2 = spec.shape.as_ref().is_some_and(|s| s.len() == 2);
-    Value::Array(rows.iter().map(|r| if rank2 { Value::Array(vec![r[idx].clone()]) } else { r[idx].clone() }).collect())
+    let cell = |v: &Value| if rank2 && !v.is_array() { Value::Array(vec![v.clone()]) } else { v.clone() };
+    Value::Array(rows.iter().map(|r| cell(&r[idx])).collect())
 }
 
-/// Rows of a table as inputs: one input takes the whole table as a matrix; several
-/// inputs take the column of their name.
-fn table(columns: &[String], rows: Vec<Vec<Value>>, specs: &[TensorSpec]) -> Result<Value> {
+/// Rows of a table as inputs: one input takes the whole table as a matrix, its
+/// columns in the order of the MLflow column signature when there is one (as MLflow
+/// reorders them); several inputs take the column of their name.
+fn table(columns: &[String], rows: Vec<Vec<Value>>, specs: &[TensorSpec], info: &MlflowInfo) -> Result<Value> {
     if let Some(r) = rows.iter().find(|r| r.len() != columns.len()) {
         return Err(bad(format!("a row has {} values for {} columns", r.len(), columns.len())));
     }
     if specs.len() == 1 {
-        return Ok(Value::Array(rows.into_iter().map(Value::Array).collect()));
+        let Some(order) = signature_columns(info).filter(|o| o.as_slice() != columns) else {
+            return Ok(Value::Array(rows.into_iter().map(Value::Array).collect()));
+        };
+        let idx = order
+            .iter()
+            .map(|c| columns.iter().position(|x| x == c).ok_or_else(|| bad(format!("column '{c}' is missing"))))
+            .collect::<Result<Vec<_>>>()?;
+        return Ok(Value::Array(
+            rows.into_iter().map(|r| Value::Array(idx.iter().map(|&i| r[i].clone()).collect())).collect(),
+        ));
     }
     let mut out = Map::new();
     for spec in specs {
@@ -86,7 +97,7 @@ pub fn request_inputs(req: &PredictRequest, specs: &[TensorSpec], info: &MlflowI
                 .or_else(|| rows.first().map(|r| (0..r.len()).map(|i| i.to_string()).collect()))
                 .unwrap_or_default(),
         };
-        return table(&columns, rows, specs);
+        return table(&columns, rows, specs, info);
     }
     if let Some(records) = &req.dataframe_records {
         let records = records
@@ -111,7 +122,7 @@ pub fn request_inputs(req: &PredictRequest, specs: &[TensorSpec], info: &MlflowI
                     .collect::<Result<Vec<_>>>()
             })
             .collect::<Result<Vec<_>>>()?;
-        return table(&columns, rows, specs);
+        return table(&columns, rows, specs, info);
     }
     if let Some(instances) = &req.instances {
         let items = instances.as_array().ok_or_else(|| bad("instances must be a list"))?;
@@ -167,5 +178,58 @@ pub fn predictions(outputs: &Tensors) -> Value {
             )
         }
         _ => Value::Object(named),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use zoo_api::{DType, Dim, ValueKind};
+
+    use super::*;
+
+    fn spec(name: &str, rank: usize) -> TensorSpec {
+        TensorSpec {
+            name: name.into(),
+            kind: ValueKind::Tensor,
+            dtype: DType::Float32,
+            shape: Some(vec![Dim::Symbolic("N".into()); rank]),
+            type_text: String::new(),
+            doc: String::new(),
+        }
+    }
+
+    fn info(columns: Option<Value>) -> MlflowInfo {
+        MlflowInfo {
+            flavors: vec!["onnx".into()],
+            mlflow_version: None,
+            model_file: Some("model.onnx".into()),
+            signature_inputs: columns,
+            signature_outputs: None,
+            input_example: None,
+            unservable_reason: None,
+        }
+    }
+
+    #[test]
+    fn dataframe_columns_follow_the_signature_order() {
+        let sig = info(Some(json!([{"type": "float", "name": "a"}, {"type": "float", "name": "b"}])));
+        let req = PredictRequest {
+            dataframe_split: Some(json!({"columns": ["b", "a"], "data": [[2.0, 1.0], [4.0, 3.0]]})),
+            ..Default::default()
+        };
+        assert_eq!(request_inputs(&req, &[spec("X", 2)], &sig).unwrap(), json!([[1.0, 2.0], [3.0, 4.0]]));
+        let missing =
+            PredictRequest { dataframe_split: Some(json!({"columns": ["b"], "data": [[2.0]]})), ..Default::default() };
+        assert!(request_inputs(&missing, &[spec("X", 2)], &sig).is_err());
+        // Several inputs take their own column; vectors are not wrapped again.
+        let two = PredictRequest {
+            dataframe_split: Some(json!({"columns": ["a", "b"], "data": [[1.0, [5.0, 6.0]]]})),
+            ..Default::default()
+        };
+        assert_eq!(
+            request_inputs(&two, &[spec("a", 2), spec("b", 2)], &info(None)).unwrap(),
+            json!({"a": [[1.0]], "b": [[5.0, 6.0]]})
+        );
     }
 }

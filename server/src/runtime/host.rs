@@ -39,7 +39,10 @@ impl ModelHost {
                     continue; // the caller gave up (timeout or disconnect)
                 }
                 let start = Instant::now();
-                let result = model.run(job.inputs).map(|out| (out, start.elapsed()));
+                // A runtime that panics fails this request, not the model's thread.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.run(job.inputs)))
+                    .unwrap_or_else(|_| Err(RuntimeError::Run("the runtime panicked on this input".into())))
+                    .map(|out| (out, start.elapsed()));
                 let _ = job.reply.send(result);
             }
         })?;
