@@ -19,6 +19,13 @@ async fn status_code(r: reqwest::Response) -> (u16, String) {
     (st, body["error"]["code"].as_str().unwrap_or("").to_string())
 }
 
+/// Status and error code of uploading `path` as version 2 of `mlp` with raw HTTP.
+async fn upload_status(s: &Server, path: &std::path::Path) -> (u16, String) {
+    let body = std::fs::read(path).unwrap();
+    let r = s.http().put(s.at("/v1/models/mlp/versions/2")).bearer_auth(&s.admin_key).body(body).send().await.unwrap();
+    status_code(r).await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn deploy_predict_restart_on_postgres_and_s3() {
     let dir = tempfile::tempdir().unwrap();
@@ -181,15 +188,7 @@ async fn database_outage_is_503_and_recovers() {
     proxy.cut();
     let r = s.http().get(s.at("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 503);
-    let r = s
-        .http()
-        .put(s.at("/v1/models/mlp/versions/2"))
-        .bearer_auth(&s.admin_key)
-        .body(std::fs::read(&fx.path).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(status_code(r).await, (503, "unavailable".to_string()));
+    assert_eq!(upload_status(&s, &fx.path).await, (503, "unavailable".to_string()));
 
     proxy.restore();
     let start = std::time::Instant::now();
@@ -250,15 +249,7 @@ async fn store_outage_is_503_and_recovers() {
     s3.kill().unwrap();
     s3.wait().unwrap();
     assert_eq!(s.http().get(s.at("/readyz")).send().await.unwrap().status(), 503);
-    let r = s
-        .http()
-        .put(s.at("/v1/models/mlp/versions/2"))
-        .bearer_auth(&s.admin_key)
-        .body(std::fs::read(&fx.path).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(status_code(r).await, (503, "unavailable".to_string()));
+    assert_eq!(upload_status(&s, &fx.path).await, (503, "unavailable".to_string()));
     // Loaded models keep answering while the store is away.
     let p = s.client(&s.admin_key).predict("mlp", None, &predict_req(&fx.x)).await.unwrap();
     assert_eq!(p.version.as_deref(), Some("1"));

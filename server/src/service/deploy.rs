@@ -72,7 +72,7 @@ impl Services {
             check_alias(alias)?;
         }
         if let Some(expected) = &upload.expected_sha256
-            && (expected.len() != 64 || !expected.bytes().all(|b| b.is_ascii_hexdigit()))
+            && !crate::store::is_sha256_hex(expected)
         {
             return Err(Error::InvalidRequest(format!("{} must be 64 hex digits", zoo_api::headers::SHA256)));
         }

@@ -127,8 +127,7 @@ impl ObjectStore for FsStore {
         let mut dir = tokio::fs::read_dir(self.root.join("blobs/sha256")).await.map_err(unavailable)?;
         while let Some(e) = dir.next_entry().await.map_err(unavailable)? {
             if let Some(name) = e.file_name().to_str()
-                && name.len() == 64
-                && name.bytes().all(|b| b.is_ascii_hexdigit())
+                && super::is_sha256_hex(name)
             {
                 out.push(name.to_string());
             }

@@ -35,6 +35,11 @@ impl StorageKey {
     }
 }
 
+/// Whether `s` is a hex sha256, the only names blobs have.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
 
 /// A byte range `start..end` (end exclusive) of an object.

@@ -323,8 +323,7 @@ impl ObjectStore for S3Store {
             let page = page.map_err(|e| store_error("list objects", e))?;
             for o in page.contents() {
                 if let Some(name) = o.key().and_then(|k| k.strip_prefix(&prefix))
-                    && name.len() == 64
-                    && name.bytes().all(|b| b.is_ascii_hexdigit())
+                    && super::is_sha256_hex(name)
                 {
                     out.push(name.to_string());
                 }
