@@ -192,7 +192,9 @@ fn parse_runtime(s: &str) -> Result<RuntimeChoice, String> {
         "ort" => Ok(RuntimeChoice::Ort),
         "tract" => Ok(RuntimeChoice::Tract),
         "candle" => Ok(RuntimeChoice::Candle),
-        _ => Err(format!("unknown runtime '{s}' (auto, ort, tract, candle)")),
+        "torch" => Ok(RuntimeChoice::Torch),
+        "sklearn" => Ok(RuntimeChoice::Sklearn),
+        _ => Err(format!("unknown runtime '{s}' (auto, ort, tract, candle, torch, sklearn)")),
     }
 }
 
@@ -553,8 +555,10 @@ fn print_deployed(c: &Client, info: &VersionInfo) {
         println!("warning: stored, but NOT servable: {}", info.reason.as_deref().unwrap_or("no reason given"));
         return;
     }
-    if let (Some(rt), Some(w)) = (&info.runtime, info.warmup_ms) {
-        println!("serving with {rt} (warm-up {w:.1} ms)");
+    match (&info.runtime, info.warmup_ms) {
+        (Some(rt), Some(w)) => println!("serving with {rt} (warm-up {w:.1} ms)"),
+        (Some(rt), None) => println!("serving with {rt}"),
+        _ => {}
     }
     let url = format!("{}{}", c.base_url(), info.endpoints.predict_default);
     println!("endpoint: POST {url}");

@@ -16,10 +16,12 @@ pub mod mlflow;
 pub mod onnx;
 pub mod onnx_proto;
 pub mod safetensors;
+pub mod skops;
 mod text;
 pub mod torchscript;
+pub mod zip;
 
-pub use text::derive_task;
+pub use text::{derive_task, derive_task_at};
 
 /// Size limits applied while validating.
 #[derive(Debug, Clone)]
@@ -192,7 +194,7 @@ pub fn inspect_dir(dir: &Path, files: Vec<BundleFile>, limits: &Limits) -> Resul
         return inspect_mlflow(dir, files, limits);
     }
     if !files.iter().any(|f| f.path.ends_with(".onnx")) && files.iter().any(|f| f.path == "model.safetensors") {
-        return inspect_hf(dir, files, limits);
+        return inspect_hf(dir, dir, "tokenizer.json", files, limits);
     }
     let model = bundle_model_file(&files)?.to_string();
     let model_path = dir.join(&model);
@@ -211,32 +213,59 @@ pub fn inspect_dir(dir: &Path, files: Vec<BundleFile>, limits: &Limits) -> Resul
     })
 }
 
-/// An MLflow bundle: the `onnx` flavor is validated and served as ONNX; other
-/// flavors are stored and catalogued, with the reason zoo cannot serve them.
+/// An MLflow bundle, validated and described through the flavor zoo serves it
+/// with (`onnx`, `transformers` with safetensors weights, `sklearn` with skops);
+/// other flavors are stored and catalogued, with the reason zoo cannot serve them.
 fn inspect_mlflow(dir: &Path, files: Vec<BundleFile>, limits: &Limits) -> Result<Artifact, Error> {
     let info = mlflow::inspect(dir)?;
-    let mut signature = match &info.model_file {
-        Some(file) => {
-            let bytes = read_limited(&dir.join(file), limits.max_onnx_size, "model file")?;
-            onnx::inspect(bytes, Some(dir), limits)?
-        }
-        None => Signature::empty(Format::Mlflow, true),
-    };
     let model_path = dir.join(info.model_file.as_deref().unwrap_or("MLmodel"));
+    let (mut signature, task, labels) = match info.served_flavor.as_deref() {
+        Some("onnx") => {
+            let bytes = read_limited(&model_path, limits.max_onnx_size, "model file")?;
+            (onnx::inspect(bytes, Some(dir), limits)?, Task::Tensor, vec![])
+        }
+        Some("transformers") => {
+            let model_dir = model_path.parent().unwrap_or(dir);
+            let tokenizer = info.tokenizer.as_deref().unwrap_or("components/tokenizer/tokenizer.json");
+            let a = inspect_hf(dir, model_dir, tokenizer, vec![], limits)?;
+            (a.signature, a.task, a.labels)
+        }
+        Some("sklearn") => {
+            let model = skops::inspect(&model_path, limits)?;
+            let signature = skops::signature(&model, &info);
+            let labels = model
+                .classes
+                .iter()
+                .flatten()
+                .map(|c| c.as_str().map_or_else(|| c.to_string(), str::to_string))
+                .collect();
+            (Signature { skops: Some(model), ..signature }, Task::Tensor, labels)
+        }
+        _ => (Signature::empty(Format::Mlflow, true), Task::Tensor, vec![]),
+    };
     signature.format = Format::Mlflow;
     signature.bundle = true;
     signature.files = files;
     signature.mlflow = Some(info);
-    Ok(Artifact { signature, task: Task::Tensor, labels: vec![], model_path, bundle_dir: Some(dir.to_path_buf()) })
+    Ok(Artifact { signature, task, labels, model_path, bundle_dir: Some(dir.to_path_buf()) })
 }
 
 /// Model types zoo runs natively from safetensors (with candle).
 pub const NATIVE_MODEL_TYPES: &[&str] = &["bert"];
 
-/// A Hugging Face directory: `config.json` + `model.safetensors` (+ `tokenizer.json`).
-/// A BERT encoder takes token ids and returns its last hidden state, which the text
-/// tasks pool or classify like an ONNX export of the same model.
-fn inspect_hf(dir: &Path, files: Vec<BundleFile>, limits: &Limits) -> Result<Artifact, Error> {
+/// A Hugging Face directory: `config.json` + `model.safetensors` (+ a tokenizer) in
+/// `model_dir`, the tokenizer at `tokenizer` (relative to the bundle `root`). A
+/// BERT encoder takes token ids and returns its last hidden state, which the text
+/// tasks pool like an ONNX export of the same model; a BERT sequence classifier
+/// returns logits.
+fn inspect_hf(
+    root: &Path,
+    model_dir: &Path,
+    tokenizer: &str,
+    files: Vec<BundleFile>,
+    limits: &Limits,
+) -> Result<Artifact, Error> {
+    let dir = model_dir;
     let weights = dir.join("model.safetensors");
     let info = safetensors::inspect(&weights, limits)?;
     let config: serde_json::Value = match bundle::read_small(&dir.join("config.json"), limits.max_side_file)? {
@@ -269,15 +298,29 @@ fn inspect_hf(dir: &Path, files: Vec<BundleFile>, limits: &Limits) -> Result<Art
             shape: Some(vec![Dim::Symbolic("batch".into()), Dim::Symbolic("sequence".into())]),
             type_text: "tensor(int64)[batch,sequence]".into(),
             doc: String::new(),
+            optional: false,
         };
         let hidden_dim = hidden.map(Dim::Fixed).unwrap_or(Dim::Unknown(None));
-        let out = TensorSpec {
-            name: "last_hidden_state".into(),
-            kind: ValueKind::Tensor,
-            dtype: DType::Float32,
-            type_text: format!("tensor(float)[batch,sequence,{hidden_dim}]"),
-            shape: Some(vec![Dim::Symbolic("batch".into()), Dim::Symbolic("sequence".into()), hidden_dim]),
-            doc: String::new(),
+        let out = match sequence_classifier(&config, &info)? {
+            // BertForSequenceClassification: pooled [CLS] state -> logits.
+            Some(labels) => TensorSpec {
+                name: "logits".into(),
+                kind: ValueKind::Tensor,
+                dtype: DType::Float32,
+                type_text: format!("tensor(float)[batch,{labels}]"),
+                shape: Some(vec![Dim::Symbolic("batch".into()), Dim::Fixed(labels)]),
+                doc: String::new(),
+                optional: false,
+            },
+            None => TensorSpec {
+                name: "last_hidden_state".into(),
+                kind: ValueKind::Tensor,
+                dtype: DType::Float32,
+                type_text: format!("tensor(float)[batch,sequence,{hidden_dim}]"),
+                shape: Some(vec![Dim::Symbolic("batch".into()), Dim::Symbolic("sequence".into()), hidden_dim]),
+                doc: String::new(),
+                optional: false,
+            },
         };
         (vec![ids("input_ids"), ids("attention_mask"), ids("token_type_ids")], vec![out])
     } else {
@@ -285,15 +328,45 @@ fn inspect_hf(dir: &Path, files: Vec<BundleFile>, limits: &Limits) -> Result<Art
     };
     let mut signature =
         Signature { inputs, outputs, safetensors: Some(info), files, ..Signature::empty(Format::Safetensors, true) };
-    let derived = derive_task(&signature, Some(dir), limits)?;
+    let derived = derive_task_at(&signature, root, dir, tokenizer, limits)?;
     signature.text = derived.text;
     Ok(Artifact {
         signature,
         task: derived.task,
         labels: derived.labels,
         model_path: weights,
-        bundle_dir: Some(dir.to_path_buf()),
+        bundle_dir: Some(root.to_path_buf()),
     })
+}
+
+/// The number of labels of a `BertForSequenceClassification` (its `classifier`
+/// weights), or `None` for a plain encoder. Refuses a classifier without the
+/// pooler or classifier weights it needs.
+fn sequence_classifier(config: &serde_json::Value, info: &zoo_api::SafetensorsInfo) -> Result<Option<i64>, Error> {
+    let is_classifier = config
+        .get("architectures")
+        .and_then(serde_json::Value::as_array)
+        .is_some_and(|a| a.iter().any(|x| x.as_str() == Some("BertForSequenceClassification")));
+    if !is_classifier {
+        return Ok(None);
+    }
+    let missing = |what: &str| Error::Invalid {
+        format: Format::Safetensors,
+        rule: "weights",
+        message: format!("a BertForSequenceClassification needs the {what} weights, which model.safetensors lacks"),
+    };
+    let find = |name: &str| info.tensors.iter().find(|t| t.name == name || t.name == format!("bert.{name}"));
+    find("pooler.dense.weight").ok_or_else(|| missing("pooler.dense"))?;
+    let classifier =
+        info.tensors.iter().find(|t| t.name == "classifier.weight").ok_or_else(|| missing("classifier"))?;
+    match classifier.shape.as_slice() {
+        [labels, _] if *labels > 0 => Ok(Some(*labels as i64)),
+        other => Err(Error::Invalid {
+            format: Format::Safetensors,
+            rule: "weights",
+            message: format!("classifier.weight must be [labels, hidden], not {other:?}"),
+        }),
+    }
 }
 
 /// The name zoo gives a single-file artifact of this format in its local cache.
@@ -306,28 +379,59 @@ pub fn single_file_name(format: Format) -> &'static str {
     }
 }
 
+/// The kind of model file a version's runtime loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Onnx,
+    /// A Hugging Face directory (config.json + model.safetensors).
+    Safetensors,
+    Torchscript,
+    /// A scikit-learn model in the skops format.
+    Skops,
+}
+
+/// What loads this version: its format, or for an MLflow bundle the flavor zoo
+/// serves it with. `None` when nothing can.
+pub fn engine(signature: &Signature) -> Option<Engine> {
+    match signature.format {
+        Format::Onnx => Some(Engine::Onnx),
+        Format::Safetensors => Some(Engine::Safetensors),
+        Format::Torchscript => Some(Engine::Torchscript),
+        Format::Mlflow => {
+            let m = signature.mlflow.as_ref()?;
+            match m.served_flavor.as_deref() {
+                Some("onnx") => Some(Engine::Onnx),
+                Some("transformers") => Some(Engine::Safetensors),
+                Some("sklearn") => Some(Engine::Skops),
+                // Versions stored before served_flavor was recorded.
+                None if m.model_file.as_deref().is_some_and(|f| f.ends_with(".onnx")) => Some(Engine::Onnx),
+                _ => None,
+            }
+        }
+    }
+}
+
 /// Why a version cannot be served whatever runtimes the server has, if it cannot.
 pub fn never_servable(signature: &Signature) -> Option<String> {
-    match (signature.format, signature.bundle) {
-        (Format::Safetensors, false) => Some(
+    if let Some(why) = signature.mlflow.as_ref().and_then(|m| m.unservable_reason.clone()) {
+        return Some(why);
+    }
+    match engine(signature) {
+        None => Some("no flavor of this bundle can be served".into()),
+        Some(Engine::Safetensors) if !signature.bundle => Some(
             "a bare safetensors file holds weights only (no architecture, no tokenizer), so no runtime can run it; \
              it is stored and catalogued with its tensor table"
                 .into(),
         ),
-        (Format::Mlflow, _) => signature.mlflow.as_ref().and_then(|m| m.unservable_reason.clone()),
-        (Format::Torchscript, _) => Some(
-            "TorchScript runs on libtorch, which this zoo build does not include yet; the version is stored and \
-             catalogued with its forward signature (export the model to ONNX with torch.onnx.export to serve it now)"
-                .into(),
-        ),
-        (Format::Safetensors, true) if signature.inputs.is_empty() => Some(format!(
+        Some(Engine::Safetensors) if signature.inputs.is_empty() => Some(format!(
             "zoo runs safetensors directories of these model types natively: {}; this config.json names another \
              (export the model to ONNX to serve it)",
             NATIVE_MODEL_TYPES.join(", ")
         )),
-        (Format::Safetensors, true) if signature.text.is_none() => {
+        Some(Engine::Safetensors) if signature.text.is_none() => {
             Some("a safetensors encoder needs its tokenizer.json in the directory to be served".into())
         }
+        Some(Engine::Skops) => signature.skops.as_ref().and_then(|m| m.unservable_reason.clone()),
         _ => None,
     }
 }

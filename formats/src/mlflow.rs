@@ -64,26 +64,84 @@ fn bundle_path(dir: &Path, flavor: &str, key: &str, value: &str) -> Result<Strin
     Ok(rel.to_string_lossy().into_owned())
 }
 
-/// Why a flavor cannot be served by zoo, with what to do instead.
-fn refusal(flavors: &BTreeMap<String, Value>) -> String {
-    let names: Vec<&str> = flavors.keys().map(String::as_str).collect();
-    let list = names.join(", ");
+/// The flavor zoo serves a bundle with, and the file its runtime loads.
+pub struct Served {
+    /// `onnx`, `transformers` or `sklearn`.
+    pub flavor: &'static str,
+    /// The model file (or the weights of a transformers model), relative to the bundle.
+    pub model_file: String,
+    /// `tokenizer.json` of a transformers model, relative to the bundle.
+    pub tokenizer: Option<String>,
+}
+
+/// The flavor zoo serves this bundle with, or why none can be served (with what to
+/// do instead). Prefers ONNX, then transformers (safetensors), then skops.
+fn choose(dir: &Path, flavors: &BTreeMap<String, Value>) -> Result<Result<Served, String>, Error> {
+    if let Some(f) = flavors.get("onnx") {
+        let data = str_of(f, "data").ok_or_else(|| invalid("flavors", "flavor onnx has no data file"))?;
+        let model_file = bundle_path(dir, "onnx", "data", data)?;
+        return Ok(Ok(Served { flavor: "onnx", model_file, tokenizer: None }));
+    }
+    if let Some(f) = flavors.get("transformers") {
+        return transformers(dir, f);
+    }
     if let Some(sk) = flavors.get("sklearn") {
         let serialization = str_of(sk, "serialization_format").unwrap_or("pickle");
         if serialization != "skops" {
-            return format!(
+            return Ok(Err(format!(
                 "flavor sklearn is stored as {serialization}, which zoo never loads (a pickle runs code); \
-                 log the model with mlflow.onnx (via skl2onnx) to serve it"
-            );
+                 log the model with serialization_format=\"skops\", or with mlflow.onnx (via skl2onnx), to serve it"
+            )));
         }
-        return "flavor sklearn (skops) is stored and catalogued, but this server cannot run it yet; \
-                log the model with mlflow.onnx (via skl2onnx) to serve it now"
-            .into();
+        let predict_fn = flavors.get("python_function").and_then(|f| str_of(f, "predict_fn")).unwrap_or("predict");
+        if !matches!(predict_fn, "predict" | "predict_proba") {
+            return Ok(Err(format!(
+                "flavor sklearn with predict_fn {predict_fn}: zoo serves predict and predict_proba"
+            )));
+        }
+        let file =
+            str_of(sk, "pickled_model").ok_or_else(|| invalid("flavors", "flavor sklearn names no model file"))?;
+        let model_file = bundle_path(dir, "sklearn", "pickled_model", file)?;
+        return Ok(Ok(Served { flavor: "sklearn", model_file, tokenizer: None }));
     }
-    format!(
+    let list = flavors.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
+    Ok(Err(format!(
         "flavors [{list}] need Python to run (zoo never imports a loader_module or loads a pickle); \
-         log the model with mlflow.onnx to serve it"
-    )
+         log the model with mlflow.onnx, mlflow.transformers (safetensors) or mlflow.sklearn (skops) to serve it"
+    )))
+}
+
+/// MLflow's transformers flavor: `<model_binary>/` with `config.json` and
+/// `model.safetensors`, and the tokenizer under `components/tokenizer/`.
+fn transformers(dir: &Path, f: &Value) -> Result<Result<Served, String>, Error> {
+    let framework = str_of(f, "framework").unwrap_or("pt");
+    if framework != "pt" {
+        return Ok(Err(format!(
+            "flavor transformers with framework {framework}: zoo runs PyTorch-framework (pt) weights in safetensors"
+        )));
+    }
+    let binary = str_of(f, "model_binary").unwrap_or("model");
+    let model_dir = bundle_path(dir, "transformers", "model_binary", binary)?;
+    let weights = format!("{model_dir}/model.safetensors");
+    if !dir.join(&weights).is_file() {
+        let pickled = dir.join(&model_dir).join("pytorch_model.bin").exists();
+        return Ok(Err(if pickled {
+            format!(
+                "flavor transformers keeps its weights in {model_dir}/pytorch_model.bin, a pickle zoo never loads; \
+                 save them as safetensors (save_pretrained(safe_serialization=True), the default since transformers 4.35)"
+            )
+        } else {
+            format!(
+                "flavor transformers: {model_dir}/model.safetensors is missing (sharded or other weights are not served); \
+                 save the model as one model.safetensors"
+            )
+        }));
+    }
+    let tokenizer = "components/tokenizer/tokenizer.json";
+    let tokenizer = [tokenizer.to_string(), format!("{model_dir}/tokenizer.json")]
+        .into_iter()
+        .find(|t| std::fs::symlink_metadata(dir.join(t)).is_ok_and(|m| m.is_file()));
+    Ok(Ok(Served { flavor: "transformers", model_file: weights, tokenizer }))
 }
 
 /// Read and check the `MLmodel` of the bundle in `dir`.
@@ -114,13 +172,7 @@ pub fn inspect(dir: &Path) -> Result<MlflowInfo, Error> {
             }
         }
     }
-    let onnx_file = match flavors.get("onnx") {
-        Some(f) => {
-            let data = str_of(f, "data").ok_or_else(|| invalid("flavors", "flavor onnx has no data file"))?;
-            Some(bundle_path(dir, "onnx", "data", data)?)
-        }
-        None => None,
-    };
+    let served = choose(dir, &flavors)?;
     let signature = |key: &str| -> Result<Option<serde_json::Value>, Error> {
         match doc.get("signature").and_then(|s| s.get(key)).and_then(Value::as_str) {
             None => Ok(None),
@@ -133,11 +185,17 @@ pub fn inspect(dir: &Path) -> Result<MlflowInfo, Error> {
         Some(p) => Some(bundle_path(dir, "saved_input_example_info", "serving_input_path", p)?),
         None => None,
     };
-    let reason = onnx_file.is_none().then(|| refusal(&flavors));
+    let (served, reason) = match served {
+        Ok(s) => (Some(s), None),
+        Err(why) => (None, Some(why)),
+    };
     Ok(MlflowInfo {
         flavors: flavors.keys().cloned().collect(),
         mlflow_version: str_of(&doc, "mlflow_version").map(str::to_string),
-        model_file: onnx_file,
+        served_flavor: served.as_ref().map(|s| s.flavor.to_string()),
+        predict_fn: flavors.get("python_function").and_then(|f| str_of(f, "predict_fn")).map(str::to_string),
+        tokenizer: served.as_ref().and_then(|s| s.tokenizer.clone()),
+        model_file: served.map(|s| s.model_file),
         signature_inputs: signature("inputs")?,
         signature_outputs: signature("outputs")?,
         input_example,

@@ -101,10 +101,6 @@ pub fn inspect(bytes: Bytes, bundle_dir: Option<&Path>, limits: &Limits) -> Resu
     collect_ops(graph, &mut operators);
 
     Ok(Signature {
-        format: Format::Onnx,
-        safetensors: None,
-        mlflow: None,
-        torchscript: None,
         bundle: bundle_dir.is_some(),
         inputs,
         outputs,
@@ -119,8 +115,7 @@ pub fn inspect(bytes: Bytes, bundle_dir: Option<&Path>, limits: &Limits) -> Resu
             external_data: external.into_iter().collect(),
             metadata: model.metadata_props.iter().map(|p| (p.key.clone(), p.value.clone())).collect::<BTreeMap<_, _>>(),
         }),
-        text: None,
-        files: Vec::new(),
+        ..Signature::empty(Format::Onnx, bundle_dir.is_some())
     })
 }
 
@@ -322,7 +317,7 @@ fn onnx_type_name(elem: i32) -> &'static str {
 fn spec(v: &ValueInfoProto, role: &str) -> Result<TensorSpec, Error> {
     let ty = v.r#type.as_ref().ok_or_else(|| invalid("graph", format!("graph {role} '{}' has no type", v.name)))?;
     let (kind, dtype, shape, type_text) = describe(ty, &v.name, role)?;
-    Ok(TensorSpec { name: v.name.clone(), kind, dtype, shape, type_text, doc: v.doc_string.clone() })
+    Ok(TensorSpec { name: v.name.clone(), kind, dtype, shape, type_text, doc: v.doc_string.clone(), optional: false })
 }
 
 type Described = (ValueKind, DType, Option<Vec<Dim>>, String);

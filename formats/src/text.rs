@@ -47,27 +47,49 @@ fn rank(spec: &TensorSpec) -> Option<usize> {
 
 /// Decide the task of an artifact from its signature and side files.
 pub fn derive_task(sig: &Signature, bundle_dir: Option<&Path>, limits: &Limits) -> Result<Derived, Error> {
+    match bundle_dir {
+        Some(dir) => derive_task_at(sig, dir, dir, "tokenizer.json", limits),
+        None => Ok(Derived { task: Task::Tensor, labels: Vec::new(), text: None }),
+    }
+}
+
+/// `derive_task` for a bundle whose model files (config.json, pooling configs) are
+/// in `dir` and whose tokenizer is `tokenizer`, a path relative to the bundle's
+/// `root` (MLflow's transformers flavor keeps them apart).
+pub fn derive_task_at(
+    sig: &Signature,
+    root: &Path,
+    dir: &Path,
+    tokenizer: &str,
+    limits: &Limits,
+) -> Result<Derived, Error> {
     let tensor = Derived { task: Task::Tensor, labels: Vec::new(), text: None };
-    let Some(dir) = bundle_dir else { return Ok(tensor) };
     let config = json(dir, "config.json", limits)?;
     let labels = match &config {
         Some(c) => labels(c)?,
         None => Vec::new(),
     };
-    let has_tokenizer = std::fs::symlink_metadata(dir.join("tokenizer.json")).is_ok_and(|m| m.is_file());
+    let tokenizer_path = root.join(tokenizer);
+    let has_tokenizer = std::fs::symlink_metadata(&tokenizer_path).is_ok_and(|m| m.is_file());
     let takes_ids = sig.inputs.iter().any(|i| i.name == "input_ids");
     if !has_tokenizer || !takes_ids {
         return Ok(Derived { labels, ..tensor });
     }
 
-    let max_length = max_length(dir, config.as_ref(), limits)?;
+    let max_length = max_length(dir, &tokenizer_path, config.as_ref(), limits)?;
     let pooling = match json(dir, "1_Pooling/config.json", limits)? {
         Some(p) if p.get("pooling_mode_cls_token").and_then(Value::as_bool) == Some(true) => "cls",
         Some(p) if p.get("pooling_mode_max_tokens").and_then(Value::as_bool) == Some(true) => "max",
         _ => "mean",
     };
     let normalize = json(dir, "modules.json", limits)?.is_some_and(|m| m.to_string().contains("models.Normalize"));
-    let text = TextInfo { max_length, labels: labels.clone(), pooling: pooling.into(), normalize };
+    let text = TextInfo {
+        max_length,
+        labels: labels.clone(),
+        pooling: pooling.into(),
+        normalize,
+        tokenizer: tokenizer.to_string(),
+    };
 
     let classifier = !labels.is_empty()
         && sig.outputs.iter().any(|o| {
@@ -83,10 +105,10 @@ pub fn derive_task(sig: &Signature, bundle_dir: Option<&Path>, limits: &Limits) 
     Ok(Derived { task, labels, text: Some(text) })
 }
 
-fn max_length(dir: &Path, config: Option<&Value>, limits: &Limits) -> Result<usize, Error> {
+fn max_length(dir: &Path, tokenizer: &Path, config: Option<&Value>, limits: &Limits) -> Result<usize, Error> {
     let st =
         json(dir, "sentence_bert_config.json", limits)?.and_then(|c| c.get("max_seq_length").and_then(Value::as_u64));
-    let tok = read_small(&dir.join("tokenizer.json"), limits.max_side_file)?
+    let tok = read_small(tokenizer, limits.max_side_file)?
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
         .and_then(|t| t.pointer("/truncation/max_length").and_then(Value::as_u64));
     let model = config.and_then(|c| c.get("max_position_embeddings").and_then(Value::as_u64));

@@ -363,8 +363,13 @@ fn mlflow_onnx_bundles_are_served_as_onnx() {
         let a = zoo_formats::inspect_dir(&dir, files.clone(), &Limits::default()).unwrap();
         assert_eq!(a.signature.inputs[0].name, "X");
         let a = zoo_formats::inspect_dir(&shared.join("mlflow/iris-sklearn"), files, &Limits::default()).unwrap();
-        let why = zoo_formats::never_servable(&a.signature).expect("skops is not servable yet");
-        assert!(why.contains("skl2onnx"), "{why}");
+        assert_eq!(zoo_formats::never_servable(&a.signature), None, "a skops pipeline zoo runs natively");
+        assert_eq!(zoo_formats::engine(&a.signature), Some(zoo_formats::Engine::Skops));
+        let sk = a.signature.skops.clone().unwrap();
+        assert_eq!(sk.estimator, "Pipeline(StandardScaler, LogisticRegression)");
+        assert_eq!((sk.kind.as_str(), sk.n_features), ("classifier", Some(4)));
+        assert_eq!(a.labels, ["0", "1", "2"]);
+        assert_eq!(a.signature.inputs[0].dtype, zoo_api::DType::Float32, "MLflow signature type float");
         assert_eq!(a.signature.mlflow.unwrap().input_example.as_deref(), Some("serving_input_example.json"));
     }
 }
@@ -501,7 +506,8 @@ fn torchscript_archives_are_described_without_loading_them() {
     let inputs: Vec<(&str, &str)> =
         a.signature.inputs.iter().map(|i| (i.name.as_str(), i.type_text.as_str())).collect();
     assert_eq!(inputs, [("x", "Tensor"), ("sr", "int")], "the saved module's forward, not a submodule's");
-    assert!(zoo_formats::never_servable(&a.signature).unwrap().contains("libtorch"));
+    assert_eq!(zoo_formats::never_servable(&a.signature), None, "servable where the runtime is");
+    assert_eq!(zoo_formats::engine(&a.signature), Some(zoo_formats::Engine::Torchscript));
     if let Some(shared) = shared_models() {
         let a = inspect(&shared.join("tiny/mlp.pt")).unwrap();
         let inputs: Vec<(&str, &str)> =
@@ -513,6 +519,56 @@ fn torchscript_archives_are_described_without_loading_them() {
     let ok = zip_of(&[("m/data.pkl", b"\x80\x02"), ("m/code/__torch__.py", FORWARD), ("m/version", b"3\n")]);
     let a = inspect(&write(tmp.path(), "m.pt", &ok)).unwrap();
     assert_eq!(a.signature.torchscript.unwrap().version.as_deref(), Some("3"));
+    // The same archive in zip64 form (as written for models over 4 GiB).
+    let a = inspect(&write(tmp.path(), "m64.pt", &zip64(&ok))).unwrap();
+    assert_eq!(a.signature.inputs[0].name, "x");
+}
+
+/// A zip archive rewritten in zip64 form: each central entry's sizes and offset
+/// moved into a zip64 extra field, and zip64 end records before the end record.
+fn zip64(zip: &[u8]) -> Vec<u8> {
+    let u16_at = |i: usize| u16::from_le_bytes([zip[i], zip[i + 1]]) as usize;
+    let u32_at = |i: usize| u32::from_le_bytes(zip[i..i + 4].try_into().unwrap()) as u64;
+    let eocd = zip.len() - 22;
+    let (count, cd_offset) = (u16_at(eocd + 10), u32_at(eocd + 16) as usize);
+    let mut out = zip[..cd_offset].to_vec();
+    let mut central = Vec::new();
+    let mut i = cd_offset;
+    for _ in 0..count {
+        let (n, extra, comment) = (u16_at(i + 28), u16_at(i + 30), u16_at(i + 32));
+        let mut entry = zip[i..i + 46].to_vec();
+        let (compressed, size, offset) = (u32_at(i + 20), u32_at(i + 24), u32_at(i + 42));
+        entry[20..28].copy_from_slice(&[0xFF; 8]);
+        entry[42..46].copy_from_slice(&[0xFF; 4]);
+        entry[30..32].copy_from_slice(&28u16.to_le_bytes());
+        entry.extend_from_slice(&zip[i + 46..i + 46 + n]);
+        entry.extend_from_slice(&1u16.to_le_bytes());
+        entry.extend_from_slice(&24u16.to_le_bytes());
+        for v in [size, compressed, offset] {
+            entry.extend_from_slice(&v.to_le_bytes());
+        }
+        central.extend(entry);
+        i += 46 + n + extra + comment;
+    }
+    let (cd_start, cd_size) = (out.len() as u64, central.len() as u64);
+    out.extend(central);
+    let record = out.len() as u64;
+    out.extend_from_slice(&0x0606_4b50u32.to_le_bytes());
+    out.extend_from_slice(&44u64.to_le_bytes());
+    out.extend_from_slice(&[45, 0, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(&(count as u64).to_le_bytes());
+    out.extend_from_slice(&(count as u64).to_le_bytes());
+    out.extend_from_slice(&cd_size.to_le_bytes());
+    out.extend_from_slice(&cd_start.to_le_bytes());
+    out.extend_from_slice(&0x0706_4b50u32.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&record.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    out.extend_from_slice(&[0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+    out.extend_from_slice(&[0xFF; 8]);
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out
 }
 
 #[test]
@@ -547,4 +603,137 @@ fn hostile_torchscript_archives_are_refused_with_the_rule() {
     // Not TorchScript at all: an unknown format, not a broken model.
     let other = zip_of(&[member("readme.txt", b"hi")]);
     assert!(matches!(inspect(&write(tmp.path(), "o.zip", &other)), Err(Error::UnknownFormat(_))));
+}
+
+/// A `.npy` file: header dict, then `data`.
+fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
+    let mut h = format!("{{'descr': {descr}, 'fortran_order': False, 'shape': {shape}, }}");
+    while (h.len() + 11) % 64 != 0 {
+        h.push(' ');
+    }
+    h.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((h.len() as u16).to_le_bytes());
+    out.extend(h.as_bytes());
+    out.extend(data);
+    out
+}
+
+const NODE_DESCR: &str = "[('left_child', '<i8'), ('right_child', '<i8'), ('feature', '<i8'), ('threshold', '<f8'), \
+     ('impurity', '<f8'), ('n_node_samples', '<i8'), ('weighted_n_node_samples', '<f8'), \
+     ('missing_go_to_left', '|u1'), ('', '|V7')]";
+
+/// Tree node records: (left, right, feature, threshold).
+fn nodes(rows: &[(i64, i64, i64, f64)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (l, r, f, t) in rows {
+        out.extend(l.to_le_bytes());
+        out.extend(r.to_le_bytes());
+        out.extend(f.to_le_bytes());
+        out.extend(t.to_le_bytes());
+        out.extend([0u8; 24]);
+        out.extend([1u8]);
+        out.extend([0u8; 7]);
+    }
+    out
+}
+
+/// A skops archive of a DecisionTreeRegressor on 2 features (x0 <= 0.5 ? 1.0 : 2.0),
+/// with `edit` applied to its schema first.
+fn skops_tree(edit: impl Fn(&mut serde_json::Value), node_rows: &[(i64, i64, i64, f64)], nodes_descr: &str) -> Vec<u8> {
+    use serde_json::json;
+    let j = |c: &str| json!({"__class__": "str", "__module__": "builtins", "__loader__": "JsonNode", "content": c, "is_json": true});
+    let arr = |file: &str| json!({"__class__": "ndarray", "__module__": "numpy", "__loader__": "NdArrayNode", "type": "numpy", "file": file});
+    let tree = json!({
+        "__class__": "Tree", "__module__": "sklearn.tree._tree", "__loader__": "TreeNode",
+        "__reduce__": {"args": {"__loader__": "TupleNode", "content": [j("2"), arr("ncls.npy"), j("1")]}},
+        "content": {"__class__": "dict", "__module__": "builtins", "__loader__": "DictNode", "content": {
+            "max_depth": j("1"), "node_count": j(&node_rows.len().to_string()), "nodes": arr("nodes.npy"), "values": arr("values.npy")}}
+    });
+    let mut schema = json!({
+        "__class__": "DecisionTreeRegressor", "__module__": "sklearn.tree._classes", "__loader__": "ObjectNode",
+        "content": {"__class__": "dict", "__module__": "builtins", "__loader__": "DictNode", "content": {
+            "n_features_in_": j("2"), "n_outputs_": j("1"), "tree_": tree, "_sklearn_version": j("\"1.9.1\"")}},
+        "protocol": 2, "_skops_version": "0.16.0"
+    });
+    edit(&mut schema);
+    let values: Vec<u8> = [1.5f64, 1.0, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let schema = serde_json::to_vec(&schema).unwrap();
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("nodes.npy", npy(nodes_descr, &format!("({},)", node_rows.len()), &nodes(node_rows))),
+        ("values.npy", npy("'<f8'", "(3, 1, 1)", &values)),
+        ("ncls.npy", npy("'<i8'", "(1,)", &1i64.to_le_bytes())),
+        ("schema.json", schema),
+    ];
+    let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (*n, d.as_slice())).collect();
+    zip_of(&refs)
+}
+
+const GOOD_TREE: &[(i64, i64, i64, f64)] = &[(1, 2, 0, 0.5), (-1, -1, -2, -2.0), (-1, -1, -2, -2.0)];
+
+fn sklearn_mlmodel() -> &'static str {
+    "flavors:\n  python_function:\n    loader_module: mlflow.sklearn\n    model_path: model.skops\n    predict_fn: predict\n  \
+     sklearn:\n    pickled_model: model.skops\n    serialization_format: skops\n    sklearn_version: 1.9.1\n\
+     signature:\n  inputs: '[{\"type\": \"double\", \"name\": \"a\"}, {\"type\": \"double\", \"name\": \"b\"}]'\n  \
+     outputs: '[{\"type\": \"tensor\", \"tensor-spec\": {\"dtype\": \"float64\", \"shape\": [-1]}}]'\n"
+}
+
+#[test]
+fn skops_models_are_read_and_hostile_ones_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = |skops: &[u8]| {
+        let p =
+            write(tmp.path(), "sk.tar", &tar_of(&[("MLmodel", sklearn_mlmodel().as_bytes()), ("model.skops", skops)]));
+        inspect(&p)
+    };
+    let a = bundle(&skops_tree(|_| {}, GOOD_TREE, NODE_DESCR)).unwrap();
+    assert_eq!(zoo_formats::never_servable(&a.signature), None);
+    let sk = a.signature.skops.clone().unwrap();
+    assert_eq!(
+        (sk.estimator.as_str(), sk.kind.as_str(), sk.n_features),
+        ("DecisionTreeRegressor", "regressor", Some(2))
+    );
+    assert_eq!(a.signature.inputs[0].shape, Some(vec![zoo_api::Dim::Symbolic("batch".into()), zoo_api::Dim::Fixed(2)]));
+    assert_eq!(a.signature.outputs[0].dtype, zoo_api::DType::Float64);
+
+    let rule_of = |skops: Vec<u8>| match bundle(&skops) {
+        Err(Error::Invalid { format: zoo_api::Format::Mlflow, rule, .. }) => rule,
+        other => panic!("expected an invalid skops model, got {:?}", other.map(|a| a.signature.skops)),
+    };
+    // A child pointing back at its parent (a loop) or past the end, a feature the
+    // model does not have: refused before anything could evaluate them.
+    assert_eq!(
+        rule_of(skops_tree(|_| {}, &[(1, 0, 0, 0.5), (-1, -1, -2, -2.0), (-1, -1, -2, -2.0)], NODE_DESCR)),
+        "tree"
+    );
+    assert_eq!(
+        rule_of(skops_tree(|_| {}, &[(1, 7, 0, 0.5), (-1, -1, -2, -2.0), (-1, -1, -2, -2.0)], NODE_DESCR)),
+        "tree"
+    );
+    assert_eq!(
+        rule_of(skops_tree(|_| {}, &[(1, 2, 5, 0.5), (-1, -1, -2, -2.0), (-1, -1, -2, -2.0)], NODE_DESCR)),
+        "tree"
+    );
+    // Arrays: a path out of the archive, a missing file, a pickled object array.
+    let file = |f: &'static str| {
+        move |s: &mut serde_json::Value| {
+            s["content"]["content"]["tree_"]["content"]["content"]["nodes"]["file"] = f.into()
+        }
+    };
+    assert_eq!(rule_of(skops_tree(file("../../etc/passwd"), GOOD_TREE, NODE_DESCR)), "path");
+    assert_eq!(rule_of(skops_tree(file("missing.npy"), GOOD_TREE, NODE_DESCR)), "schema");
+    assert_eq!(rule_of(skops_tree(|_| {}, GOOD_TREE, "'|O'")), "dtype");
+    // A protocol zoo does not know.
+    assert_eq!(rule_of(skops_tree(|s| s["protocol"] = 99.into(), GOOD_TREE, NODE_DESCR)), "protocol");
+    // Not JSON, or not skops at all.
+    assert_eq!(rule_of(zip_of(&[("schema.json", b"{not json")])), "schema");
+    assert_eq!(rule_of(zip_of(&[("other.txt", b"x")])), "schema");
+    // An estimator zoo does not run is stored with the reason, its arrays unread.
+    let a = bundle(&skops_tree(|s| s["__class__"] = "KNeighborsClassifier".into(), GOOD_TREE, "'|O'")).unwrap();
+    let why = zoo_formats::never_servable(&a.signature).unwrap();
+    assert!(why.contains("KNeighborsClassifier") && why.contains("skl2onnx"), "{why}");
+    // Trees from before scikit-learn 1.4 stored counts: refused with the reason.
+    let old = |s: &mut serde_json::Value| s["content"]["content"]["_sklearn_version"]["content"] = "\"1.3.2\"".into();
+    let a = bundle(&skops_tree(old, GOOD_TREE, NODE_DESCR)).unwrap();
+    assert!(zoo_formats::never_servable(&a.signature).unwrap().contains("1.3.2"));
 }

@@ -310,6 +310,8 @@ pub enum RuntimeChoice {
     Ort,
     Tract,
     Candle,
+    Torch,
+    Sklearn,
 }
 
 impl RuntimeChoice {
@@ -319,6 +321,8 @@ impl RuntimeChoice {
             RuntimeChoice::Ort => "ort",
             RuntimeChoice::Tract => "tract",
             RuntimeChoice::Candle => "candle",
+            RuntimeChoice::Torch => "torch",
+            RuntimeChoice::Sklearn => "sklearn",
         }
     }
 }

@@ -114,6 +114,30 @@ impl DType {
             DType::Other => "other",
         }
     }
+
+    /// The type named by `as_str`.
+    pub fn parse(s: &str) -> Option<DType> {
+        const ALL: [DType; 17] = [
+            DType::Float32,
+            DType::Float64,
+            DType::Float16,
+            DType::Bfloat16,
+            DType::Int8,
+            DType::Int16,
+            DType::Int32,
+            DType::Int64,
+            DType::Uint8,
+            DType::Uint16,
+            DType::Uint32,
+            DType::Uint64,
+            DType::Bool,
+            DType::String,
+            DType::Complex64,
+            DType::Complex128,
+            DType::Other,
+        ];
+        ALL.into_iter().find(|d| d.as_str() == s)
+    }
 }
 
 /// One dimension of a shape: a fixed size, a symbolic name (`batch`, `N`), or unknown.
@@ -169,6 +193,10 @@ pub struct TensorSpec {
     pub type_text: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub doc: String,
+    /// The input may be left out (a TorchScript `Optional[...]` argument or one
+    /// with a default value).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
 }
 
 impl TensorSpec {
@@ -229,8 +257,19 @@ pub struct MlflowInfo {
     /// Flavors the bundle was logged with (`onnx`, `python_function`, `sklearn`, ...).
     pub flavors: Vec<String>,
     pub mlflow_version: Option<String>,
-    /// The file zoo serves (the `onnx` flavor's data), relative to the bundle.
+    /// The flavor zoo serves the bundle with: `onnx`, `transformers` or `sklearn` (skops).
+    #[serde(default)]
+    pub served_flavor: Option<String>,
+    /// The file zoo serves (the `onnx` flavor's data, the transformers weights or
+    /// the skops archive), relative to the bundle.
     pub model_file: Option<String>,
+    /// The method MLflow's pyfunc calls (`python_function.predict_fn`): `predict`
+    /// unless the model was logged with another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predict_fn: Option<String>,
+    /// `tokenizer.json` of a transformers flavor, relative to the bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
     /// MLmodel `signature.inputs` (column or tensor specs), as MLflow wrote them.
     #[schema(value_type = Option<Object>)]
     pub signature_inputs: Option<serde_json::Value>,
@@ -256,6 +295,28 @@ pub struct TorchscriptInfo {
     pub members: usize,
 }
 
+/// A scikit-learn model in the skops format (read as data: no pickle).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SkopsInfo {
+    /// The estimator, e.g. `Pipeline(StandardScaler, LogisticRegression)`.
+    pub estimator: String,
+    /// `classifier` or `regressor`.
+    pub kind: String,
+    /// Number of input features.
+    pub n_features: Option<u64>,
+    /// Feature names the estimator was fitted with, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub feature_names: Vec<String>,
+    /// Class labels of a classifier, in the order of its probabilities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub classes: Option<Vec<serde_json::Value>>,
+    /// scikit-learn version the model was saved with.
+    pub sklearn_version: Option<String>,
+    /// Why zoo cannot run this estimator, when it cannot.
+    pub unservable_reason: Option<String>,
+}
+
 /// A file of a bundle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct BundleFile {
@@ -274,6 +335,13 @@ pub struct TextInfo {
     pub pooling: String,
     /// Whether embeddings are L2-normalised by default.
     pub normalize: bool,
+    /// Path of `tokenizer.json` in the bundle.
+    #[serde(default = "default_tokenizer")]
+    pub tokenizer: String,
+}
+
+fn default_tokenizer() -> String {
+    "tokenizer.json".into()
 }
 
 impl Signature {
@@ -288,6 +356,7 @@ impl Signature {
             safetensors: None,
             mlflow: None,
             torchscript: None,
+            skops: None,
             text: None,
             files: vec![],
         }
@@ -310,6 +379,8 @@ pub struct Signature {
     pub mlflow: Option<MlflowInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub torchscript: Option<TorchscriptInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skops: Option<SkopsInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<TextInfo>,
     /// Files of a bundle, with their sizes.

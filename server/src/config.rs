@@ -39,6 +39,16 @@ pub struct Config {
     #[arg(long, env = "ZOO_ORT_DYLIB")]
     pub ort_dylib: Option<PathBuf>,
 
+    /// Path of zoo-torch-worker, which serves TorchScript with libtorch (default:
+    /// next to this executable; without it TorchScript versions are not servable).
+    #[arg(long, env = "ZOO_TORCH_WORKER")]
+    pub torch_worker: Option<PathBuf>,
+
+    /// libtorch 2.13.0 directory (with lib/) for the TorchScript worker (default:
+    /// <data-dir>/libtorch, then the fetch cache ~/.cache/zoo/libtorch).
+    #[arg(long, env = "ZOO_LIBTORCH")]
+    pub libtorch: Option<PathBuf>,
+
     /// Threads each ONNX Runtime session uses inside one operator (0 = all cores).
     #[arg(long, env = "ZOO_INTRA_OP_THREADS", default_value_t = 0)]
     pub intra_op_threads: usize,
@@ -92,6 +102,8 @@ impl Config {
             create_bucket: false,
             admin_key: None,
             ort_dylib: None,
+            torch_worker: None,
+            libtorch: None,
             intra_op_threads: 0,
             max_upload_bytes: 4 * 1024 * 1024 * 1024,
             max_predict_bytes: 32 * 1024 * 1024,

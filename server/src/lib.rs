@@ -40,7 +40,7 @@ impl AppState {
         let registry = registry::open(&config.database_url()).await?;
         let store = store::open(&config.store_url(), config.create_bucket).await?;
         auth::bootstrap(registry.as_ref(), &config.data_dir, config.admin_key.is_some()).await?;
-        let runtimes = runtime::Runtimes::init(config.ort_dylib.as_deref(), &config.data_dir, config.intra_op_threads);
+        let runtimes = runtime::Runtimes::init(&config);
         let keys = Arc::new(auth::KeyChecker::new(registry.clone(), config.admin_key.as_deref()));
         let services = Arc::new(Services::new(config, registry, store, runtimes));
         services.sweep(true).await?;

@@ -185,3 +185,228 @@ pub fn large_bundle(dir: &Path, size: u64) -> PathBuf {
     f.flush().unwrap();
     b
 }
+
+/// `zoo-torch-worker` next to the `zoo` binary (built with `--features zoo-torch/torch`).
+pub fn torch_worker() -> PathBuf {
+    let bin = crate::zoo_bin().with_file_name(zoo_torch::WORKER_BIN);
+    assert!(
+        bin.is_file(),
+        "{} is not built: build with `cargo build --workspace --all-targets --features zoo-torch/torch` \
+         (LIBTORCH from scripts/fetch-libtorch; scripts/test does both)",
+        bin.display()
+    );
+    bin
+}
+
+/// TorchScript MLPs with inputs and the outputs they must produce: one traced by
+/// libtorch here (`zoo-torch-worker example-mlp`), its reference computed in plain
+/// Rust, and `../shared/models/tiny/mlp.pt` (made by PyTorch, with PyTorch's
+/// outputs) when it is present.
+pub fn torch_mlps(dir: &Path) -> Vec<TensorFixture> {
+    let path = dir.join("example-mlp.pt");
+    let out = std::process::Command::new(torch_worker()).arg("example-mlp").arg(&path).output().unwrap();
+    assert!(out.status.success(), "example-mlp: {}", String::from_utf8_lossy(&out.stderr));
+    let x = [[1.0f32, 2.0, 3.0, 4.0], [-1.0, 0.5, 0.0, 2.0], [0.25, -3.0, 1.5, 0.0]];
+    let y: Vec<[f32; 3]> = x.iter().map(zoo_torch::example_mlp_forward).collect();
+    let mut v = vec![TensorFixture {
+        path,
+        input_name: String::new(),
+        x: json!(x),
+        y: json!(y),
+        source: "MLP traced by libtorch here",
+    }];
+    if let Some(s) = shared()
+        && s.join("tiny/mlp.pt").is_file()
+    {
+        let expected: Value =
+            serde_json::from_str(&std::fs::read_to_string(s.join("tiny/mlp_expected.json")).unwrap()).unwrap();
+        v.push(TensorFixture {
+            path: s.join("tiny/mlp.pt"),
+            input_name: "x".into(),
+            x: expected["x"].clone(),
+            y: expected["y"].clone(),
+            source: "../shared/models/tiny/mlp.pt",
+        });
+    } else {
+        println!("../shared/models/tiny/mlp.pt absent: TorchScript checked on the traced MLP and Silero VAD");
+    }
+    v
+}
+
+/// One tensor of a safetensors file.
+#[derive(Debug, Clone)]
+pub struct StTensor {
+    pub name: String,
+    /// `F32`, `I64`, ...
+    pub dtype: String,
+    pub shape: Vec<u64>,
+    pub data: Vec<u8>,
+}
+
+/// Read a safetensors file: its tensors, in the order of their data.
+pub fn read_safetensors(path: &Path) -> Vec<StTensor> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, Value> = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let data = &bytes[8 + n..];
+    let mut v: Vec<(u64, StTensor)> = header
+        .into_iter()
+        .filter(|(k, _)| k != "__metadata__")
+        .map(|(name, t)| {
+            let off: Vec<u64> = serde_json::from_value(t["data_offsets"].clone()).unwrap();
+            let shape: Vec<u64> = serde_json::from_value(t["shape"].clone()).unwrap();
+            let dtype = t["dtype"].as_str().unwrap().to_string();
+            (off[0], StTensor { name, dtype, shape, data: data[off[0] as usize..off[1] as usize].to_vec() })
+        })
+        .collect();
+    v.sort_by_key(|t| t.0);
+    v.into_iter().map(|(_, t)| t).collect()
+}
+
+/// Write tensors as a safetensors file.
+pub fn write_safetensors(path: &Path, tensors: &[StTensor]) {
+    let mut header = serde_json::Map::new();
+    let mut offset = 0usize;
+    for t in tensors {
+        let end = offset + t.data.len();
+        header.insert(t.name.clone(), json!({"dtype": t.dtype, "shape": t.shape, "data_offsets": [offset, end]}));
+        offset = end;
+    }
+    let mut h = serde_json::to_vec(&Value::Object(header)).unwrap();
+    while !h.len().is_multiple_of(8) {
+        h.push(b' ');
+    }
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend(h);
+    for t in tensors {
+        out.extend(&t.data);
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// The head of a sequence classifier: pooler and classifier weights (row-major
+/// `[out, in]`, as PyTorch stores a Linear).
+pub struct ClassifierHead {
+    pub pooler_w: Vec<f32>,
+    pub pooler_b: Vec<f32>,
+    pub classifier_w: Vec<f32>,
+    pub classifier_b: Vec<f32>,
+    pub labels: Vec<&'static str>,
+}
+
+impl ClassifierHead {
+    /// Softmax scores from the [CLS] hidden state, as transformers computes them.
+    pub fn scores(&self, cls: &[f64]) -> Vec<f64> {
+        let hid = cls.len();
+        let pooled: Vec<f64> = (0..hid)
+            .map(|o| {
+                let z: f64 = (0..hid).map(|i| self.pooler_w[o * hid + i] as f64 * cls[i]).sum::<f64>();
+                (z + self.pooler_b[o] as f64).tanh()
+            })
+            .collect();
+        let logits: Vec<f64> = (0..self.labels.len())
+            .map(|o| {
+                (0..hid).map(|i| self.classifier_w[o * hid + i] as f64 * pooled[i]).sum::<f64>()
+                    + self.classifier_b[o] as f64
+            })
+            .collect();
+        let max = logits.iter().cloned().fold(f64::MIN, f64::max);
+        let exp: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
+        let sum: f64 = exp.iter().sum();
+        exp.iter().map(|e| e / sum).collect()
+    }
+}
+
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+/// all-MiniLM-L6-v2 as a `BertForSequenceClassification` in Hugging Face layout
+/// (`bert.`-prefixed encoder and pooler, `classifier` weights made here), with
+/// its head for computing reference scores.
+pub fn minilm_classifier_dir(dir: &Path) -> (PathBuf, ClassifierHead) {
+    let m = models_cache().join("minilm");
+    let b = dir.join("minilm-cls");
+    std::fs::create_dir_all(&b).unwrap();
+    let mut tensors: Vec<StTensor> = read_safetensors(&m.join("model.safetensors"))
+        .into_iter()
+        .map(|t| StTensor { name: format!("bert.{}", t.name), ..t })
+        .collect();
+    let hid = 384;
+    let classifier_w: Vec<f32> = (0..2 * hid).map(|i| ((i * 37 % 101) as f32 - 50.0) / 200.0).collect();
+    let classifier_b = vec![0.05f32, -0.05];
+    let bytes = |v: &[f32]| v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
+    let f32_tensor = |name: &str, shape: Vec<u64>, v: &[f32]| StTensor {
+        name: name.into(),
+        dtype: "F32".into(),
+        shape,
+        data: bytes(v),
+    };
+    tensors.push(f32_tensor("classifier.weight", vec![2, hid as u64], &classifier_w));
+    tensors.push(f32_tensor("classifier.bias", vec![2], &classifier_b));
+    let get = |name: &str| f32s(&tensors.iter().find(|t| t.name == name).unwrap().data);
+    let head = ClassifierHead {
+        pooler_w: get("bert.pooler.dense.weight"),
+        pooler_b: get("bert.pooler.dense.bias"),
+        classifier_w,
+        classifier_b,
+        labels: vec!["NEGATIVE", "POSITIVE"],
+    };
+    write_safetensors(&b.join("model.safetensors"), &tensors);
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(m.join("config.json")).unwrap()).unwrap();
+    config["architectures"] = json!(["BertForSequenceClassification"]);
+    config["id2label"] = json!({"0": "NEGATIVE", "1": "POSITIVE"});
+    config["label2id"] = json!({"NEGATIVE": 0, "POSITIVE": 1});
+    std::fs::write(b.join("config.json"), serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    std::fs::copy(m.join("tokenizer.json"), b.join("tokenizer.json")).unwrap();
+    (b, head)
+}
+
+/// The MiniLM int8 ONNX export answering with its [CLS] hidden state (CLS pooling,
+/// not normalised): the reference encoder for `minilm_classifier_dir`.
+pub fn minilm_cls_bundle(dir: &Path) -> PathBuf {
+    let b = minilm_bundle(&dir.join("cls"));
+    std::fs::write(
+        b.join("1_Pooling/config.json"),
+        r#"{"word_embedding_dimension": 384, "pooling_mode_cls_token": true, "pooling_mode_mean_tokens": false}"#,
+    )
+    .unwrap();
+    std::fs::remove_file(b.join("modules.json")).unwrap();
+    b
+}
+
+/// The scikit-learn (skops) MLflow bundles built by `scripts/make-sklearn-bundles`,
+/// each with `expected.json` (scikit-learn's and MLflow's outputs).
+pub fn sklearn_bundles() -> PathBuf {
+    let dir = std::env::var_os("ZOO_SKLEARN_BUNDLES").map(PathBuf::from);
+    match dir {
+        Some(d) if d.join("index.json").is_file() => d,
+        _ => panic!(
+            "ZOO_SKLEARN_BUNDLES must name the output of scripts/make-sklearn-bundles (scripts/test sets it); \
+             it installs scikit-learn, skops and MLflow from PyPI into a virtual environment in the cache"
+        ),
+    }
+}
+
+/// An MLflow bundle of the transformers flavor (as `mlflow.transformers.save_model`
+/// lays it out: weights and config in `model/`, the tokenizer in
+/// `components/tokenizer/`) around a BERT directory.
+pub fn mlflow_transformers_bundle(dir: &Path, hf: &Path, task: &str) -> PathBuf {
+    let b = dir.join(format!("mlflow-transformers-{task}"));
+    std::fs::create_dir_all(b.join("model")).unwrap();
+    std::fs::create_dir_all(b.join("components/tokenizer")).unwrap();
+    std::fs::copy(hf.join("model.safetensors"), b.join("model/model.safetensors")).unwrap();
+    std::fs::copy(hf.join("config.json"), b.join("model/config.json")).unwrap();
+    std::fs::copy(hf.join("tokenizer.json"), b.join("components/tokenizer/tokenizer.json")).unwrap();
+    let mlmodel = format!(
+        "flavors:\n  python_function:\n    env:\n      conda: conda.yaml\n      virtualenv: python_env.yaml\n    \
+         loader_module: mlflow.transformers\n    python_version: 3.11.7\n  transformers:\n    code: null\n    \
+         components:\n    - tokenizer\n    framework: pt\n    instance_type: TextClassificationPipeline\n    \
+         model_binary: model\n    pipeline_model_type: BertForSequenceClassification\n    source_model_name: zoo-test\n    \
+         task: {task}\n    tokenizer_type: BertTokenizerFast\n    torch_dtype: torch.float32\n    \
+         transformers_version: 4.57.1\nmlflow_version: 3.17.2\nsignature:\n  inputs: '[{{\"type\": \"string\", \
+         \"required\": true}}]'\n  outputs: null\n  params: null\n"
+    );
+    std::fs::write(b.join("MLmodel"), mlmodel).unwrap();
+    b
+}

@@ -518,7 +518,7 @@ async fn without_onnx_runtime_tract_serves() {
     let opts = Options { env: vec![("ZOO_ORT_DYLIB".into(), missing.display().to_string())], ..Default::default() };
     let s = Server::start_with(opts);
     let ready: Value = s.http().get(s.at("/readyz")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(ready["runtimes"], json!(["tract", "candle"]), "no ort, the others are there: {ready}");
+    assert_eq!(ready["runtimes"], json!(["tract", "candle", "torch", "sklearn"]), "no ort, the others are there: {ready}");
     let log = s.log();
     assert_eq!(log.matches("ONNX Runtime library not found").count(), 1, "said once at start: {log}");
 
@@ -852,21 +852,376 @@ async fn safetensors_bert_directory_served_with_candle_matches_onnx() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn torchscript_is_stored_with_its_signature() {
+async fn safetensors_bert_sequence_classifier_served_as_text_classification() {
+    let dir = tmp();
     let s = Server::start_with(with_ort());
+    let (cls_dir, head) = fixtures::minilm_classifier_dir(dir.path());
+    let reference = fixtures::minilm_cls_bundle(dir.path());
+    let info: Value =
+        serde_json::from_str(&ok(&s.cli(&["deploy", cls_dir.to_str().unwrap(), "--name", "minilm-cls", "-o", "json"])))
+            .unwrap();
+    assert_eq!(
+        (info["format"].as_str(), info["task"].as_str(), info["runtime"].as_str(), info["servable"].as_bool()),
+        (Some("safetensors"), Some("text-classification"), Some("candle"), Some(true)),
+        "{info}"
+    );
+    assert_eq!(info["labels"], json!(["NEGATIVE", "POSITIVE"]));
+    assert_eq!(info["signature"]["outputs"][0]["name"], "logits");
+    assert_eq!(info["signature"]["outputs"][0]["shape"], json!(["batch", 2]));
+    ok(&s.cli(&["deploy", reference.to_str().unwrap(), "--name", "minilm-cls-onnx"]));
+
+    // Reference: the [CLS] state of the same encoder through ONNX Runtime (int8
+    // export), then BERT's pooler and the classifier computed here.
+    let texts = json!(["This movie was absolutely wonderful!", "A dull, lifeless and boring film.", "good job"]);
+    let c = s.client(&s.admin_key);
+    let req = zoo_api::PredictRequest { inputs: texts.clone(), top_k: Some(2), ..Default::default() };
+    let got: Vec<Vec<zoo_api::LabelScore>> =
+        serde_json::from_value(c.predict("minilm-cls", None, &req).await.unwrap().body).unwrap();
+    let req = zoo_api::PredictRequest { inputs: texts, ..Default::default() };
+    let cls: Vec<Vec<f64>> =
+        serde_json::from_value(c.predict("minilm-cls-onnx", None, &req).await.unwrap().body).unwrap();
+    for (scores, cls) in got.iter().zip(&cls) {
+        let want = head.scores(cls);
+        for (i, label) in head.labels.iter().enumerate() {
+            let score = scores.iter().find(|l| l.label == *label).unwrap().score as f64;
+            println!("{label}: candle {score:.4}, ONNX encoder + head {:.4}", want[i]);
+            assert!((score - want[i]).abs() < 0.02, "{label}: {score} vs {}", want[i]);
+        }
+    }
+
+    // A classifier whose head weights are missing is refused, naming them.
+    let broken = dir.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    let tensors: Vec<_> = fixtures::read_safetensors(&cls_dir.join("model.safetensors"))
+        .into_iter()
+        .filter(|t| !t.name.starts_with("classifier."))
+        .collect();
+    fixtures::write_safetensors(&broken.join("model.safetensors"), &tensors);
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(cls_dir.join(f), broken.join(f)).unwrap();
+    }
+    let out = s.cli(&["deploy", broken.to_str().unwrap(), "--name", "broken"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid_artifact") && err.contains("classifier"), "{err}");
+}
+
+/// Whether `got` matches `want`: labels and strings exactly, numbers within a
+/// relative tolerance.
+fn same_predictions(got: &Value, want: &Value, tol: f64) -> bool {
+    match (got, want) {
+        (Value::Array(a), Value::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_predictions(x, y, tol))
+        }
+        (Value::Object(a), Value::Object(b)) => {
+            a.len() == b.len() && a.iter().all(|(k, v)| b.get(k).is_some_and(|w| same_predictions(v, w, tol)))
+        }
+        (Value::Number(x), Value::Number(y)) if y.is_i64() => x.as_i64() == y.as_i64(),
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            (x - y).abs() <= tol * y.abs().max(1.0)
+        }
+        (a, b) => a == b,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sklearn_skops_bundles_match_scikit_learn() {
+    let s = Server::start_with(with_ort());
+    let dir = fixtures::sklearn_bundles();
+    let index: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
+    let predict = |model: &str, body: &Value| {
+        let (url, key, body) = (s.at(&format!("/v1/models/{model}/predict")), s.admin_key.clone(), body.clone());
+        async move { json_of(reqwest::Client::new().post(url).bearer_auth(key).json(&body).send().await.unwrap()).await }
+    };
+    let (mut rows, mut requests, mut cases) = (0usize, 0usize, 0usize);
+    for case in &index {
+        let name = case["case"].as_str().unwrap();
+        let expected: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(name).join("expected.json")).unwrap()).unwrap();
+        let model = format!("sk-{}", name.replace('_', "-"));
+        let info: Value = serde_json::from_str(&ok(&s.cli(&[
+            "deploy",
+            dir.join(name).to_str().unwrap(),
+            "--name",
+            &model,
+            "-o",
+            "json",
+        ])))
+        .unwrap();
+        assert_eq!(info["format"], "mlflow", "{name}: {info}");
+        if !expected["servable"].as_bool().unwrap() {
+            let reason = info["reason"].as_str().unwrap_or_default();
+            assert_eq!(info["servable"], false, "{name}: {info}");
+            let why = if name.contains("pickle") { "never loads" } else { "KNeighborsClassifier" };
+            assert!(reason.contains(why) && reason.contains("skl2onnx"), "{name}: {reason}");
+            let (status, body) = predict(&model, &json!({"dataframe_split": {"columns": [], "data": [[]]}})).await;
+            assert_eq!((status, code(&body)), (409, "not_servable"), "{body}");
+            continue;
+        }
+        assert_eq!(
+            (info["servable"].as_bool(), info["runtime"].as_str()),
+            (Some(true), Some("sklearn")),
+            "{name}: {info}"
+        );
+        if let Some(classes) = expected["classes"].as_array() {
+            let labels: Vec<String> =
+                classes.iter().map(|c| c.as_str().map_or_else(|| c.to_string(), str::to_string)).collect();
+            assert_eq!(info["labels"], json!(labels), "{name}");
+        }
+        // float32 models: scikit-learn itself is not bit-stable across batch sizes.
+        let tol = if expected["input_dtype"] == "float32" { 2e-6 } else { 1e-9 };
+        let mut checks: Vec<(String, &Value)> =
+            expected["row_sets"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), &v["serving"])).collect();
+        if let Some(variants) = expected["serving_variants"].as_object() {
+            checks.extend(variants.iter().map(|(k, v)| (k.clone(), v)));
+        }
+        for (what, serving) in checks {
+            let (status, body) = predict(&model, &serving["request"]).await;
+            requests += 1;
+            if serving["status"] == 200 {
+                assert_eq!(status, 200, "{name}/{what}: {body}");
+                let want = &serving["response"]["predictions"];
+                assert!(
+                    same_predictions(&body["predictions"], want, tol),
+                    "{name}/{what}: zoo {body} vs MLflow {want}"
+                );
+                rows += want.as_array().map_or(0, Vec::len);
+            } else {
+                assert_eq!(
+                    (status, code(&body)),
+                    (400, "invalid_input"),
+                    "{name}/{what}: MLflow refused it too: {body}"
+                );
+            }
+        }
+        cases += 1;
+    }
+    println!(
+        "{cases} scikit-learn models: {requests} requests, {rows} predictions equal to MLflow's and scikit-learn's"
+    );
+    assert!(cases >= 25 && rows > 500, "too little was compared: {cases} cases, {rows} rows");
+
+    // The shared iris bundle (float32 StandardScaler + LogisticRegression), against
+    // what MLflow serves for its own serving input example.
+    let reference = dir.join("shared-iris-sklearn.json");
+    let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/mlflow/iris-sklearn");
+    if shared.is_dir() {
+        let want: Value = serde_json::from_str(&std::fs::read_to_string(&reference).unwrap()).unwrap();
+        ok(&s.cli(&["deploy", shared.to_str().unwrap(), "--name", "iris-sklearn"]));
+        let (status, body) = predict("iris-sklearn", &want["request"]).await;
+        assert_eq!(status, 200, "{body}");
+        println!("iris-sklearn: zoo {} vs MLflow {}", body["predictions"], want["response"]["predictions"]);
+        assert!(same_predictions(&body["predictions"], &want["response"]["predictions"], 0.0));
+    } else {
+        println!("../shared/models/mlflow/iris-sklearn absent: checked the generated bundles only");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mlflow_transformers_flavor_served_through_safetensors() {
+    let dir = tmp();
+    let s = Server::start_with(with_ort());
+    let (cls_dir, _) = fixtures::minilm_classifier_dir(dir.path());
+    let bundle = fixtures::mlflow_transformers_bundle(dir.path(), &cls_dir, "text-classification");
+    let info: Value =
+        serde_json::from_str(&ok(&s.cli(&["deploy", bundle.to_str().unwrap(), "--name", "mlflow-cls", "-o", "json"])))
+            .unwrap();
+    assert_eq!(
+        (info["format"].as_str(), info["task"].as_str(), info["runtime"].as_str(), info["servable"].as_bool()),
+        (Some("mlflow"), Some("text-classification"), Some("candle"), Some(true)),
+        "{info}"
+    );
+    assert_eq!(info["signature"]["mlflow"]["served_flavor"], "transformers");
+    ok(&s.cli(&["deploy", cls_dir.to_str().unwrap(), "--name", "plain-cls"]));
+    let texts = ["This movie was absolutely wonderful!", "A dull, lifeless and boring film."];
+    let c = s.client(&s.admin_key);
+    let req = zoo_api::PredictRequest { inputs: json!(texts), ..Default::default() };
+    let plain: Vec<Vec<zoo_api::LabelScore>> =
+        serde_json::from_value(c.predict("plain-cls", None, &req).await.unwrap().body).unwrap();
+    // MLflow's request shapes, answered as mlflow models serve does: one
+    // {label, score} record per row.
+    for body in [
+        json!({"inputs": texts}),
+        json!({"instances": texts}),
+        json!({"dataframe_split": {"columns": ["text"], "data": [[texts[0]], [texts[1]]]}}),
+        json!({"dataframe_records": [{"text": texts[0]}, {"text": texts[1]}]}),
+    ] {
+        let r = s
+            .http()
+            .post(s.at("/v1/models/mlflow-cls/predict"))
+            .bearer_auth(&s.admin_key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let (status, got) = json_of(r).await;
+        assert_eq!(status, 200, "{body}: {got}");
+        let predictions = got["predictions"].as_array().unwrap();
+        assert_eq!(predictions.len(), 2, "{got}");
+        for (p, want) in predictions.iter().zip(&plain) {
+            assert_eq!(p["label"], want[0].label.as_str(), "{got}");
+            assert!((p["score"].as_f64().unwrap() - want[0].score as f64).abs() < 1e-6);
+        }
+    }
+
+    // Weights kept as a pickle are stored with the reason, never loaded.
+    let pickled = dir.path().join("pickled");
+    std::fs::create_dir_all(pickled.join("model")).unwrap();
+    std::fs::copy(bundle.join("MLmodel"), pickled.join("MLmodel")).unwrap();
+    std::fs::copy(bundle.join("model/config.json"), pickled.join("model/config.json")).unwrap();
+    std::fs::write(pickled.join("model/pytorch_model.bin"), b"\x80\x02not loaded").unwrap();
+    let info: Value =
+        serde_json::from_str(&ok(&s.cli(&["deploy", pickled.to_str().unwrap(), "--name", "pickled", "-o", "json"])))
+            .unwrap();
+    assert_eq!(info["servable"], false);
+    assert!(info["reason"].as_str().unwrap().contains("pytorch_model.bin"), "{info}");
+}
+
+/// Live child processes of `pid` whose command name starts with `name` (Linux /proc).
+fn children_named(pid: u32, name: &str) -> Vec<u32> {
+    let mut v = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // pid (comm) state ppid ...
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let comm = &stat[open + 1..close];
+        let mut fields = stat[close + 2..].split(' ');
+        let state = fields.next();
+        let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) && name.starts_with(comm) && state != Some("Z") {
+            v.push(stat[..open].trim().parse().unwrap());
+        }
+    }
+    v
+}
+
+/// 512 samples at 16 kHz: a voiced-like mix of tones.
+fn audio_chunk() -> Vec<f32> {
+    (0..512)
+        .map(|i| {
+            let t = i as f32 / 16000.0;
+            0.5 * (2.0 * std::f32::consts::PI * 220.0 * t).sin() + 0.2 * (2.0 * std::f32::consts::PI * 1100.0 * t).sin()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn torchscript_served_by_libtorch_matches_its_references() {
+    let dir = tmp();
+    let s = Server::start_with(with_ort());
+    let predict = |model: &str, body: Value| {
+        let (url, key) = (s.at(&format!("/v1/models/{model}/predict")), s.admin_key.clone());
+        async move { json_of(reqwest::Client::new().post(url).bearer_auth(key).json(&body).send().await.unwrap()).await }
+    };
+
+    // MLPs: one traced by libtorch here (reference computed in Rust), and the
+    // shared one made by PyTorch (reference computed by PyTorch).
+    for (i, f) in fixtures::torch_mlps(dir.path()).iter().enumerate() {
+        let name = format!("mlp-pt-{i}");
+        let out = ok(&s.cli(&["deploy", f.path.to_str().unwrap(), "--name", &name]));
+        assert!(out.contains("(torchscript file"), "the CLI says what it detected: {out}");
+        let info: Value =
+            serde_json::from_str(&ok(&s.cli(&["models", "show", &name, "--version", "1", "-o", "json"]))).unwrap();
+        assert_eq!((info["runtime"].as_str(), info["servable"].as_bool()), (Some("torch"), Some(true)), "{info}");
+        let input = info["signature"]["inputs"][0]["name"].as_str().unwrap().to_string();
+        if !f.input_name.is_empty() {
+            assert_eq!(input, f.input_name);
+        }
+        let (status, body) = predict(&name, json!({"inputs": {input: f.x}})).await;
+        assert_eq!(status, 200, "{body}");
+        let diff = max_abs_diff(&body["outputs"]["output_0"], &f.y);
+        println!("{}: max abs diff {diff:e}", f.source);
+        assert!(diff < 1e-5, "{}: {body} vs {}", f.source, f.y);
+    }
+
+    // Silero VAD: the TorchScript model against its ONNX export from the same
+    // package, run by ONNX Runtime. The ONNX graph takes the 64 samples of context
+    // that the TorchScript module keeps itself (zeros at the start) and the state.
+    let cache = zoo_tests::models_cache();
+    ok(&s.cli(&["deploy", cache.join("silero/silero_vad.jit").to_str().unwrap(), "--name", "silero-pt"]));
+    ok(&s.cli(&["deploy", cache.join("silero/silero_vad.onnx").to_str().unwrap(), "--name", "silero-onnx"]));
+    for chunk in [audio_chunk(), vec![0.0; 512], audio_chunk().iter().map(|v| v * 0.01).collect()] {
+        let (status, pt) = predict("silero-pt", json!({"inputs": {"x": [chunk], "sr": 16000}})).await;
+        assert_eq!(status, 200, "{pt}");
+        let mut with_context = vec![0.0f32; 64];
+        with_context.extend(&chunk);
+        let state = vec![vec![vec![0.0f32; 128]; 1]; 2];
+        let onnx_req = json!({"inputs": {"input": [with_context], "state": state, "sr": 16000}});
+        let (status, onnx) = predict("silero-onnx", onnx_req).await;
+        assert_eq!(status, 200, "{onnx}");
+        let (p, q) =
+            (pt["outputs"]["output_0"][0][0].as_f64().unwrap(), onnx["outputs"]["output"][0][0].as_f64().unwrap());
+        println!("silero speech probability: TorchScript {p:.6}, ONNX Runtime {q:.6}");
+        assert!((p - q).abs() < 1e-4, "TorchScript {p} vs ONNX {q}");
+        // Requests are independent: the module's state is reset before each one.
+        let (_, again) = predict("silero-pt", json!({"inputs": {"x": [chunk], "sr": 16000}})).await;
+        assert_eq!(again["outputs"], pt["outputs"]);
+    }
+
+    // The model's own input check (a ValueError in its TorchScript code) is the
+    // client's error, with the model's message; zoo's checks come first.
+    let (status, body) = predict("silero-pt", json!({"inputs": {"x": [[0.0, 0.1]], "sr": 16000}})).await;
+    assert_eq!((status, code(&body)), (400, "invalid_input"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("refused the input: ValueError: Input audio chunk is too short"),
+        "{body}"
+    );
+    let (status, body) = predict("silero-pt", json!({"inputs": {"x": [vec![0.0; 600]], "sr": 16000}})).await;
+    assert_eq!((status, code(&body)), (400, "invalid_input"), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("number of samples is 600"), "{body}");
+    let (status, body) = predict("silero-pt", json!({"inputs": {"x": [[0.0]]}})).await;
+    assert_eq!((status, code(&body)), (400, "invalid_input"), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("missing input 'sr'"), "{body}");
+    let (status, body) = predict("silero-pt", json!({"inputs": {"x": [[0.0]], "sr": 1.5}})).await;
+    assert_eq!((status, code(&body)), (400, "invalid_input"), "{body}");
+
+    // One worker process per loaded version; one killed while idle is replaced on
+    // the next request, which succeeds.
+    let workers = children_named(s.pid(), zoo_torch::WORKER_BIN);
+    assert_eq!(workers.len(), 3, "one worker per TorchScript version: {workers:?}");
+    for w in &workers {
+        std::process::Command::new("kill").arg("-KILL").arg(w.to_string()).status().unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let (status, body) = predict("silero-pt", json!({"inputs": {"x": [audio_chunk()], "sr": 16000}})).await;
+    assert_eq!(status, 200, "a killed worker is restarted: {body}");
+    assert!(!children_named(s.pid(), zoo_torch::WORKER_BIN).iter().any(|p| workers.contains(p)));
+
+    // Deleting the version stops its worker.
+    let before = children_named(s.pid(), zoo_torch::WORKER_BIN).len();
+    ok(&s.cli(&["rm", "silero-pt", "--all"]));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(children_named(s.pid(), zoo_torch::WORKER_BIN).len(), before - 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn torchscript_without_the_worker_is_stored_not_served() {
+    let mut opts = with_ort();
+    opts.env.push(("ZOO_TORCH_WORKER".into(), "/nonexistent/zoo-torch-worker".into()));
+    let s = Server::start_with(opts);
     let jit = zoo_tests::models_cache().join("silero/silero_vad.jit");
     let out = ok(&s.cli(&["deploy", jit.to_str().unwrap(), "--name", "silero"]));
     assert!(out.contains("(torchscript file"), "the CLI says what it detected: {out}");
-    assert!(out.contains("NOT servable") && out.contains("libtorch"), "{out}");
+    assert!(out.contains("NOT servable") && out.contains("--features zoo-torch/torch"), "{out}");
     let info: Value =
         serde_json::from_str(&ok(&s.cli(&["models", "show", "silero", "--version", "1", "-o", "json"]))).unwrap();
     assert_eq!(info["format"], "torchscript");
-    assert!(!info["signature"]["inputs"].as_array().unwrap().is_empty(), "{info}");
+    let inputs: Vec<(&str, &str)> = info["signature"]["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["name"].as_str().unwrap(), i["type_text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(inputs, [("x", "Tensor"), ("sr", "int")], "{info}");
     let r = s
         .http()
         .post(s.at("/v1/models/silero/predict"))
         .bearer_auth(&s.admin_key)
-        .json(&json!({"inputs": {"x": [[0.0]]}}))
+        .json(&json!({"inputs": {"x": [[0.0]], "sr": 16000}}))
         .send()
         .await
         .unwrap();

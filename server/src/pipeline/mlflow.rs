@@ -113,30 +113,18 @@ pub fn request_inputs(req: &PredictRequest, specs: &[TensorSpec], info: &MlflowI
                 ));
             }
         };
-        let rows = records
-            .iter()
-            .map(|r| {
-                columns
-                    .iter()
-                    .map(|c| r.get(c).cloned().ok_or_else(|| bad(format!("a record has no column '{c}'"))))
-                    .collect::<Result<Vec<_>>>()
-            })
-            .collect::<Result<Vec<_>>>()?;
-        return table(&columns, rows, specs, info);
+        return table(&columns, record_rows(records, &columns)?, specs, info);
     }
+    let columns = signature_columns(info).filter(|_| specs.len() == 1);
     if let Some(instances) = &req.instances {
         let items = instances.as_array().ok_or_else(|| bad("instances must be a list"))?;
         if items.first().is_some_and(Value::is_object) {
-            let columns: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
-            let rows = items
-                .iter()
-                .map(|i| {
-                    columns
-                        .iter()
-                        .map(|c| i.get(c).cloned().ok_or_else(|| bad(format!("an instance has no input '{c}'"))))
-                        .collect::<Result<Vec<_>>>()
-                })
-                .collect::<Result<Vec<_>>>()?;
+            // Records of a column signature, or one object of named inputs per row.
+            if let Some(columns) = columns {
+                return table(&columns, record_rows(items, &columns)?, specs, info);
+            }
+            let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+            let rows = record_rows(items, &names)?;
             let mut out = Map::new();
             for (idx, spec) in specs.iter().enumerate() {
                 out.insert(spec.name.clone(), Value::Array(rows.iter().map(|r| r[idx].clone()).collect()));
@@ -145,7 +133,80 @@ pub fn request_inputs(req: &PredictRequest, specs: &[TensorSpec], info: &MlflowI
         }
         return Ok(instances.clone());
     }
+    // Columnar inputs of a column signature: {"column": [values], ...}.
+    if let (Value::Object(map), Some(columns)) = (&req.inputs, columns)
+        && !map.contains_key(&specs[0].name)
+    {
+        let column = |c: &String| {
+            map.get(c)
+                .and_then(Value::as_array)
+                .ok_or_else(|| bad(format!("inputs has no column '{c}' (a list of values)")))
+        };
+        let n = column(&columns[0])?.len();
+        let cols = columns.iter().map(column).collect::<Result<Vec<_>>>()?;
+        if cols.iter().any(|c| c.len() != n) {
+            return Err(bad("the columns of inputs have different lengths"));
+        }
+        let rows = (0..n).map(|i| cols.iter().map(|c| c[i].clone()).collect()).collect();
+        return table(&columns, rows, specs, info);
+    }
     Ok(req.inputs.clone())
+}
+
+/// The values of `columns` in each `{column: value}` record (other keys ignored).
+fn record_rows(records: &[Value], columns: &[String]) -> Result<Vec<Vec<Value>>> {
+    records
+        .iter()
+        .map(|r| {
+            columns
+                .iter()
+                .map(|c| r.get(c).cloned().ok_or_else(|| bad(format!("a record has no column '{c}'"))))
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect()
+}
+
+/// The texts of an MLflow request to a transformers version: `inputs` (a string or
+/// a list of strings), `instances` (a list of strings), or a DataFrame with one
+/// text column (`dataframe_split` or `dataframe_records`). Always a batch, as
+/// MLflow answers one prediction per row.
+pub fn request_texts(req: &PredictRequest) -> Result<Vec<String>> {
+    let strings = |v: &Value, what: &str| -> Result<Vec<String>> {
+        match v {
+            Value::String(s) => Ok(vec![s.clone()]),
+            Value::Array(items) => items
+                .iter()
+                .map(|i| match i {
+                    Value::String(s) => Ok(s.clone()),
+                    // A row of a DataFrame with one column.
+                    Value::Array(row) if row.len() == 1 && row[0].is_string() => {
+                        Ok(row[0].as_str().unwrap_or_default().to_string())
+                    }
+                    Value::Object(rec) if rec.len() == 1 && rec.values().all(Value::is_string) => {
+                        Ok(rec.values().next().and_then(Value::as_str).unwrap_or_default().to_string())
+                    }
+                    _ => Err(bad(format!("{what} must hold texts (one text column)"))),
+                })
+                .collect(),
+            _ => Err(bad(format!("{what} must be a text or a list of texts"))),
+        }
+    };
+    let texts = match (&req.dataframe_split, &req.dataframe_records, &req.instances) {
+        (Some(split), None, None) => {
+            if split.get("columns").and_then(Value::as_array).is_some_and(|c| c.len() != 1) {
+                return Err(bad("dataframe_split must have one text column"));
+            }
+            strings(split.get("data").unwrap_or(&Value::Null), "dataframe_split data")?
+        }
+        (None, Some(records), None) => strings(records, "dataframe_records")?,
+        (None, None, Some(instances)) if req.inputs.is_null() => strings(instances, "instances")?,
+        (None, None, None) if !req.inputs.is_null() => strings(&req.inputs, "inputs")?,
+        _ => return Err(bad("send one of inputs, dataframe_split, dataframe_records or instances")),
+    };
+    if texts.is_empty() {
+        return Err(bad("the request holds no text"));
+    }
+    Ok(texts)
 }
 
 /// `{"predictions": ...}`: the one output's values, or one record per row of
@@ -196,6 +257,7 @@ mod tests {
             shape: Some(vec![Dim::Symbolic("N".into()); rank]),
             type_text: String::new(),
             doc: String::new(),
+            optional: false,
         }
     }
 
@@ -203,7 +265,10 @@ mod tests {
         MlflowInfo {
             flavors: vec!["onnx".into()],
             mlflow_version: None,
+            served_flavor: Some("onnx".into()),
             model_file: Some("model.onnx".into()),
+            tokenizer: None,
+            predict_fn: None,
             signature_inputs: columns,
             signature_outputs: None,
             input_example: None,

@@ -15,18 +15,20 @@ pub struct TensorLimits {
     pub max_elements: usize,
     /// Deepest nesting of arrays.
     pub max_rank: usize,
+    /// `null` in a float input is a missing value (NaN), as MLflow reads DataFrames.
+    pub null_is_nan: bool,
 }
 
 impl Default for TensorLimits {
     fn default() -> Self {
-        TensorLimits { max_elements: 16 * 1024 * 1024, max_rank: 8 }
+        TensorLimits { max_elements: 16 * 1024 * 1024, max_rank: 8, null_is_nan: false }
     }
 }
 
 /// Parse `{"inputs": {...}}` (or a bare array for single-input models) into tensors
 /// in signature order.
 pub fn parse_inputs(inputs: &Value, specs: &[TensorSpec], limits: TensorLimits) -> Result<Tensors> {
-    let named: Vec<(&str, &Value)> = match inputs {
+    let named: Vec<(&TensorSpec, &Value)> = match inputs {
         Value::Object(map) => {
             for key in map.keys() {
                 if !specs.iter().any(|s| &s.name == key) {
@@ -38,18 +40,19 @@ pub fn parse_inputs(inputs: &Value, specs: &[TensorSpec], limits: TensorLimits) 
             }
             specs
                 .iter()
-                .map(|s| match map.get(&s.name) {
-                    Some(v) => Ok((s.name.as_str(), v)),
-                    None => Err(Error::InvalidInput(format!(
+                .filter_map(|s| match map.get(&s.name) {
+                    Some(v) => Some(Ok((s, v))),
+                    None if s.optional => None,
+                    None => Some(Err(Error::InvalidInput(format!(
                         "missing input '{}' ({}); the model takes: {}",
                         s.name,
                         s.type_text,
                         names(specs)
-                    ))),
+                    )))),
                 })
                 .collect::<Result<_>>()?
         }
-        Value::Array(_) if specs.len() == 1 => vec![(specs[0].name.as_str(), inputs)],
+        Value::Array(_) if specs.len() == 1 => vec![(&specs[0], inputs)],
         _ => {
             return Err(Error::InvalidInput(format!(
                 "\"inputs\" must be an object mapping input names to nested arrays; the model takes: {}",
@@ -58,18 +61,47 @@ pub fn parse_inputs(inputs: &Value, specs: &[TensorSpec], limits: TensorLimits) 
         }
     };
     let mut budget = limits.max_elements;
-    named
-        .into_iter()
-        .zip(specs)
-        .map(|((name, v), spec)| Ok((name.to_string(), parse_one(v, spec, limits.max_rank, &mut budget)?)))
-        .collect()
+    named.into_iter().map(|(spec, v)| Ok((spec.name.clone(), parse_one(v, spec, limits, &mut budget)?))).collect()
 }
 
 fn names(specs: &[TensorSpec]) -> String {
     specs.iter().map(|s| format!("{} {}", s.name, s.type_text)).collect::<Vec<_>>().join(", ")
 }
 
-fn parse_one(v: &Value, spec: &TensorSpec, max_rank: usize, budget: &mut usize) -> Result<Tensor> {
+/// The element type of one input: the signature's, or the one a typed value
+/// `{"dtype": "int64", "data": [...]}` names where the signature names none (a
+/// TorchScript `Tensor`, which is float32 unless the request says otherwise).
+fn typed<'a>(v: &'a Value, spec: &TensorSpec) -> Result<(&'a Value, DType)> {
+    let name = &spec.name;
+    let Value::Object(o) = v else {
+        return Ok((v, if spec.dtype == DType::Other { DType::Float32 } else { spec.dtype }));
+    };
+    let data = o.get("data").ok_or_else(|| {
+        Error::InvalidInput(format!("input '{name}': a typed value is {{\"dtype\": \"...\", \"data\": [...]}}"))
+    })?;
+    if let Some(k) = o.keys().find(|k| *k != "data" && *k != "dtype") {
+        return Err(Error::InvalidInput(format!("input '{name}': unknown field '{k}' in a typed value")));
+    }
+    let Some(given) = o.get("dtype") else { return typed(data, spec) };
+    let dtype = given.as_str().and_then(DType::parse).filter(|d| *d != DType::Other).ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "input '{name}': unknown dtype {given}; use float32, float64, int64, int32, bool, ..."
+        ))
+    })?;
+    if spec.dtype != DType::Other && spec.dtype != dtype {
+        return Err(Error::InvalidInput(format!(
+            "input '{name}' is {} ({}), not {}",
+            spec.dtype.as_str(),
+            spec.type_text,
+            dtype.as_str()
+        )));
+    }
+    Ok((data, dtype))
+}
+
+fn parse_one(v: &Value, spec: &TensorSpec, limits: TensorLimits, budget: &mut usize) -> Result<Tensor> {
+    let max_rank = limits.max_rank;
+    let nan = |x: &Value| if limits.null_is_nan && x.is_null() { Some(f64::NAN) } else { None };
     let name = &spec.name;
     if spec.kind != ValueKind::Tensor {
         return Err(Error::InvalidInput(format!(
@@ -77,6 +109,7 @@ fn parse_one(v: &Value, spec: &TensorSpec, max_rank: usize, budget: &mut usize) 
             spec.type_text
         )));
     }
+    let (v, dtype) = typed(v, spec)?;
     // Shape from the first element at each depth; every array is then checked.
     let mut shape = Vec::new();
     let mut cur = v;
@@ -121,18 +154,20 @@ fn parse_one(v: &Value, spec: &TensorSpec, max_rank: usize, budget: &mut usize) 
     let shape = IxDyn(&shape);
     macro_rules! build {
         ($t:ty, $variant:ident, $conv:expr) => {{
-            let vals = flat
-                .iter()
-                .map(|x| $conv(*x).ok_or_else(|| bad_value(name, spec.dtype, x)))
-                .collect::<Result<Vec<$t>>>()?;
+            let vals =
+                flat.iter().map(|x| $conv(*x).ok_or_else(|| bad_value(name, dtype, x))).collect::<Result<Vec<$t>>>()?;
             Tensor::$variant(
                 ArrayD::from_shape_vec(shape, vals).map_err(|e| Error::InvalidInput(format!("input '{name}': {e}")))?,
             )
         }};
     }
-    Ok(match spec.dtype {
-        DType::Float32 => build!(f32, F32, |x: &Value| x.as_f64().map(|f| f as f32).filter(|f| f.is_finite())),
-        DType::Float64 => build!(f64, F64, |x: &Value| x.as_f64()),
+    Ok(match dtype {
+        DType::Float32 => build!(f32, F32, |x: &Value| x
+            .as_f64()
+            .map(|f| f as f32)
+            .filter(|f| f.is_finite())
+            .or_else(|| nan(x).map(|f| f as f32))),
+        DType::Float64 => build!(f64, F64, |x: &Value| x.as_f64().or_else(|| nan(x))),
         DType::Int64 => build!(i64, I64, |x: &Value| x.as_i64()),
         DType::Int32 => build!(i32, I32, |x: &Value| x.as_i64().and_then(|i| i32::try_from(i).ok())),
         DType::Int16 => build!(i16, I16, |x: &Value| x.as_i64().and_then(|i| i16::try_from(i).ok())),
@@ -144,6 +179,7 @@ fn parse_one(v: &Value, spec: &TensorSpec, max_rank: usize, budget: &mut usize) 
         DType::Bool => build!(bool, Bool, |x: &Value| x
             .as_bool()
             .or_else(|| x.as_i64().filter(|i| *i == 0 || *i == 1).map(|i| i == 1))),
+        DType::String => build!(String, Str, |x: &Value| x.as_str().map(str::to_string)),
         other => {
             return Err(Error::InvalidInput(format!(
                 "input '{name}' has element type {}, which zoo cannot build from JSON",
@@ -186,11 +222,11 @@ pub fn outputs_json(outputs: &Tensors) -> Map<String, Value> {
 
 /// A tensor as nested JSON arrays (non-finite floats become null).
 pub fn tensor_json(t: &Tensor) -> Value {
-    fn nest<T: Copy>(a: &ArrayD<T>, f: impl Fn(T) -> Value + Copy) -> Value {
-        fn rec<T: Copy>(data: &[T], shape: &[usize], f: impl Fn(T) -> Value + Copy) -> Value {
+    fn nest<T: Clone>(a: &ArrayD<T>, f: impl Fn(&T) -> Value + Copy) -> Value {
+        fn rec<T>(data: &[T], shape: &[usize], f: impl Fn(&T) -> Value + Copy) -> Value {
             match shape {
-                [] => data.first().map(|x| f(*x)).unwrap_or(Value::Null),
-                [_] => Value::Array(data.iter().map(|x| f(*x)).collect()),
+                [] => data.first().map(f).unwrap_or(Value::Null),
+                [_] => Value::Array(data.iter().map(f).collect()),
                 [n, rest @ ..] => {
                     let stride: usize = rest.iter().product();
                     Value::Array((0..*n).map(|i| rec(&data[i * stride..(i + 1) * stride], rest, f)).collect())
@@ -202,17 +238,18 @@ pub fn tensor_json(t: &Tensor) -> Value {
     }
     let float = |x: f64| serde_json::Number::from_f64(x).map(Value::Number).unwrap_or(Value::Null);
     match t {
-        Tensor::F32(a) => nest(a, |x| float(x as f64)),
-        Tensor::F64(a) => nest(a, float),
-        Tensor::I64(a) => nest(a, Value::from),
-        Tensor::I32(a) => nest(a, Value::from),
-        Tensor::I16(a) => nest(a, Value::from),
-        Tensor::I8(a) => nest(a, Value::from),
-        Tensor::U8(a) => nest(a, Value::from),
-        Tensor::U16(a) => nest(a, Value::from),
-        Tensor::U32(a) => nest(a, Value::from),
-        Tensor::U64(a) => nest(a, Value::from),
-        Tensor::Bool(a) => nest(a, Value::from),
+        Tensor::F32(a) => nest(a, |x| float(*x as f64)),
+        Tensor::F64(a) => nest(a, |x| float(*x)),
+        Tensor::I64(a) => nest(a, |x| Value::from(*x)),
+        Tensor::I32(a) => nest(a, |x| Value::from(*x)),
+        Tensor::I16(a) => nest(a, |x| Value::from(*x)),
+        Tensor::I8(a) => nest(a, |x| Value::from(*x)),
+        Tensor::U8(a) => nest(a, |x| Value::from(*x)),
+        Tensor::U16(a) => nest(a, |x| Value::from(*x)),
+        Tensor::U32(a) => nest(a, |x| Value::from(*x)),
+        Tensor::U64(a) => nest(a, |x| Value::from(*x)),
+        Tensor::Bool(a) => nest(a, |x| Value::from(*x)),
+        Tensor::Str(a) => nest(a, |x| Value::String(x.clone())),
     }
 }
 
@@ -243,6 +280,7 @@ pub fn example_inputs(specs: &[TensorSpec]) -> Option<Tensors> {
                 DType::Uint32 => Tensor::U32(ArrayD::zeros(shape)),
                 DType::Uint64 => Tensor::U64(ArrayD::zeros(shape)),
                 DType::Bool => Tensor::Bool(ArrayD::from_elem(shape, false)),
+                DType::String => Tensor::Str(ArrayD::from_elem(shape, String::new())),
                 _ => return None,
             };
             Some((s.name.clone(), t))
@@ -263,6 +301,7 @@ mod tests {
             shape: Some(shape),
             type_text: format!("tensor({})", dtype.as_str()),
             doc: String::new(),
+            optional: false,
         }
     }
 
@@ -292,9 +331,30 @@ mod tests {
     }
 
     #[test]
+    fn untyped_tensors_default_to_float32_and_typed_values_name_theirs() {
+        let mut any = spec("x", DType::Other, vec![]);
+        any.shape = None;
+        let mut sr = spec("sr", DType::Int64, vec![]);
+        sr.optional = true;
+        let specs = vec![any, sr];
+        let lim = TensorLimits::default();
+        let t = parse_inputs(&json!({"x": [[1, 2]]}), &specs, lim).unwrap();
+        assert_eq!(t.len(), 1, "the optional input was left out");
+        assert_eq!(t[0].1.dtype(), DType::Float32);
+        let t = parse_inputs(&json!({"x": {"dtype": "int64", "data": [[1, 2]]}, "sr": 16000}), &specs, lim).unwrap();
+        assert_eq!(t[0].1.dtype(), DType::Int64);
+        assert_eq!(t[1].1.shape(), &[] as &[usize]);
+        let msg = |v: Value| parse_inputs(&v, &specs, lim).unwrap_err().to_string();
+        assert!(msg(json!({"x": {"dtype": "int9", "data": [1]}})).contains("unknown dtype"));
+        assert!(msg(json!({"x": {"data": [1], "shape": [1]}})).contains("unknown field 'shape'"));
+        assert!(msg(json!({"x": [1], "sr": {"dtype": "float32", "data": 1.5}})).contains("is int64"));
+        assert!(msg(json!({"x": [1], "sr": [16000]})).contains("must have 0 dimensions"));
+    }
+
+    #[test]
     fn element_budget_is_enforced() {
         let specs = vec![spec("X", DType::Float32, vec![Dim::Unknown(None)])];
-        let lim = TensorLimits { max_elements: 3, max_rank: 8 };
+        let lim = TensorLimits { max_elements: 3, ..Default::default() };
         assert!(parse_inputs(&json!({"X": [1, 2, 3, 4]}), &specs, lim).is_err());
         assert!(parse_inputs(&json!({"X": [1, 2, 3]}), &specs, lim).is_ok());
     }

@@ -30,7 +30,7 @@ pub struct Encoded {
 
 impl TextPipeline {
     pub fn load(dir: &Path, signature: &Signature, info: TextInfo, classifier: bool) -> Result<TextPipeline> {
-        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
+        let mut tokenizer = Tokenizer::from_file(dir.join(&info.tokenizer))
             .map_err(|e| Error::NotServable(format!("tokenizer.json cannot be loaded: {e}")))?;
         let pad_id = tokenizer.get_padding().map(|p| p.pad_id as i64).unwrap_or(0);
         // Padding is done per batch here; truncation to the model's length.

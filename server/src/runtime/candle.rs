@@ -1,12 +1,13 @@
 //! candle: BERT-family encoders straight from `model.safetensors` + `config.json`,
 //! in pure Rust. Takes `input_ids`, `attention_mask`, `token_type_ids` and returns
 //! `last_hidden_state`, like an ONNX export of the same model, so the text tasks
-//! work the same on both.
+//! work the same on both; a `BertForSequenceClassification` returns `logits` from
+//! its pooler and classifier, as transformers computes them.
 
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor as CTensor};
-use candle_nn::VarBuilder;
+use candle_nn::{Linear, Module, VarBuilder};
 use candle_transformers::models::bert::{BertModel, Config};
 use ndarray::{ArrayD, IxDyn};
 use zoo_api::Signature;
@@ -24,7 +25,7 @@ impl Runtime for CandleRuntime {
         "candle"
     }
 
-    fn load(&self, model: &Path, _signature: &Signature) -> Result<Box<dyn LoadedModel>, RuntimeError> {
+    fn load(&self, model: &Path, signature: &Signature) -> Result<Box<dyn LoadedModel>, RuntimeError> {
         let dir = model.parent().ok_or_else(|| load_err("the weights file has no directory"))?;
         let config_text =
             std::fs::read_to_string(dir.join("config.json")).map_err(|e| load_err(format!("config.json: {e}")))?;
@@ -32,14 +33,35 @@ impl Runtime for CandleRuntime {
             .map_err(|e| load_err(format!("config.json is not a BERT config: {e}")))?;
         let device = Device::Cpu;
         let tensors = candle_core::safetensors::load(model, &device).map_err(load_err)?;
+        let head = if signature.outputs.first().is_some_and(|o| o.name == "logits") {
+            let linear = |names: [&str; 2]| -> Result<Linear, RuntimeError> {
+                let get = |suffix: &str| {
+                    names
+                        .iter()
+                        .find_map(|n| tensors.get(&format!("{n}.{suffix}")))
+                        .cloned()
+                        .ok_or_else(|| load_err(format!("{}.{suffix} is missing", names[0])))
+                };
+                let w = get("weight")?.to_dtype(DType::F32).map_err(load_err)?;
+                let b = get("bias")?.to_dtype(DType::F32).map_err(load_err)?;
+                Ok(Linear::new(w, Some(b)))
+            };
+            let pooler = linear(["bert.pooler.dense", "pooler.dense"])?;
+            let classifier = linear(["classifier", "classifier"])?;
+            Some((pooler, classifier))
+        } else {
+            None
+        };
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
         let bert = BertModel::load(vb, &config).map_err(load_err)?;
-        Ok(Box::new(CandleBert { bert, device }))
+        Ok(Box::new(CandleBert { bert, head, device }))
     }
 }
 
 struct CandleBert {
     bert: BertModel,
+    /// Pooler and classifier of a sequence classifier.
+    head: Option<(Linear, Linear)>,
     device: Device,
 }
 
@@ -69,9 +91,18 @@ impl LoadedModel for CandleBert {
         };
         let mask = self.ids(&inputs, "attention_mask")?;
         let hidden = self.bert.forward(&ids, &types, mask.as_ref()).map_err(run)?;
-        let shape = hidden.dims().to_vec();
-        let values = hidden.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(run)?;
+        let (name, out) = match &self.head {
+            // transformers' BertPooler (tanh of a dense layer on [CLS]), then the classifier.
+            Some((pooler, classifier)) => {
+                let cls = hidden.narrow(1, 0, 1).and_then(|t| t.squeeze(1)).map_err(run)?;
+                let pooled = pooler.forward(&cls).and_then(|t| t.tanh()).map_err(run)?;
+                ("logits", classifier.forward(&pooled).map_err(run)?)
+            }
+            None => ("last_hidden_state", hidden),
+        };
+        let shape = out.dims().to_vec();
+        let values = out.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(run)?;
         let array = ArrayD::from_shape_vec(IxDyn(&shape), values).map_err(|e| RuntimeError::Run(e.to_string()))?;
-        Ok(vec![("last_hidden_state".to_string(), Tensor::F32(array))])
+        Ok(vec![(name.to_string(), Tensor::F32(array))])
     }
 }

@@ -7,11 +7,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ndarray::ArrayD;
-use zoo_api::{DType, Format, RuntimeChoice, Signature};
+use zoo_api::{DType, RuntimeChoice, Signature};
+use zoo_formats::Engine;
+
+use crate::config::Config;
 
 pub mod candle;
 pub mod host;
 pub mod ort;
+pub mod sklearn;
+pub mod torch;
 pub mod tract;
 
 /// A tensor of one of the element types zoo exchanges.
@@ -28,6 +33,8 @@ pub enum Tensor {
     U32(ArrayD<u32>),
     U64(ArrayD<u64>),
     Bool(ArrayD<bool>),
+    /// UTF-8 strings (ONNX `string`, KServe `BYTES`, class labels).
+    Str(ArrayD<String>),
 }
 
 impl Tensor {
@@ -44,6 +51,7 @@ impl Tensor {
             Tensor::U32(a) => a.shape(),
             Tensor::U64(a) => a.shape(),
             Tensor::Bool(a) => a.shape(),
+            Tensor::Str(a) => a.shape(),
         }
     }
 
@@ -60,6 +68,7 @@ impl Tensor {
             Tensor::U32(_) => DType::Uint32,
             Tensor::U64(_) => DType::Uint64,
             Tensor::Bool(_) => DType::Bool,
+            Tensor::Str(_) => DType::String,
         }
     }
 
@@ -106,47 +115,53 @@ pub struct Runtimes {
     pub tract: Arc<tract::TractRuntime>,
     /// BERT-family encoders from safetensors.
     pub candle: Arc<candle::CandleRuntime>,
+    /// TorchScript in a libtorch worker process.
+    pub torch: Option<Arc<torch::TorchRuntime>>,
+    /// scikit-learn models from skops archives.
+    pub sklearn: Arc<sklearn::SklearnRuntime>,
     /// Why ort is not available, when it is not.
     pub ort_missing: Option<String>,
+    /// Why TorchScript cannot be served, when it cannot.
+    pub torch_missing: Option<String>,
 }
 
 impl Runtimes {
-    /// Load ONNX Runtime from the configured or known places; fall back to tract.
-    pub fn init(configured: Option<&Path>, data_dir: &Path, intra_op_threads: usize) -> Runtimes {
-        let candidates = ort_candidates(configured, data_dir);
-        let Some(path) = candidates.iter().find(|p| p.is_file()) else {
-            let looked = candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
-            let why = format!(
-                "ONNX Runtime library not found (looked in: {looked}); set ZOO_ORT_DYLIB to libonnxruntime.so.1.31.1 \
-                 from the PyPI wheel onnxruntime==1.31.1 (scripts/fetch-test-models installs it)"
-            );
-            tracing::warn!("{why}; serving ONNX with tract only");
-            return Runtimes {
-                ort: None,
-                tract: Arc::new(tract::TractRuntime),
-                candle: Arc::new(candle::CandleRuntime),
-                ort_missing: Some(why),
-            };
+    /// Load ONNX Runtime from the configured or known places (else serve ONNX with
+    /// tract), and find the TorchScript worker.
+    pub fn init(config: &Config) -> Runtimes {
+        let (ort, ort_missing) = match init_ort(config.ort_dylib.as_deref(), &config.data_dir, config.intra_op_threads)
+        {
+            Ok(rt) => (Some(Arc::new(rt)), None),
+            Err(why) => {
+                tracing::warn!("{why}; serving ONNX with tract only");
+                (None, Some(why))
+            }
         };
-        match ort::OrtRuntime::init(path, intra_op_threads) {
+        let torch = torch::TorchRuntime::find(
+            config.torch_worker.as_deref(),
+            config.libtorch.as_deref(),
+            &config.data_dir,
+            config.intra_op_threads,
+            config.request_timeout(),
+        );
+        let (torch, torch_missing) = match torch {
             Ok(rt) => {
-                tracing::info!(path = %path.display(), "ONNX Runtime loaded");
-                Runtimes {
-                    ort: Some(Arc::new(rt)),
-                    tract: Arc::new(tract::TractRuntime),
-                    candle: Arc::new(candle::CandleRuntime),
-                    ort_missing: None,
-                }
+                tracing::info!(worker = %rt.worker().display(), "TorchScript served by zoo-torch-worker");
+                (Some(Arc::new(rt)), None)
             }
             Err(why) => {
-                tracing::warn!(path = %path.display(), "{why}; serving ONNX with tract only");
-                Runtimes {
-                    ort: None,
-                    tract: Arc::new(tract::TractRuntime),
-                    candle: Arc::new(candle::CandleRuntime),
-                    ort_missing: Some(why),
-                }
+                tracing::info!("{why}");
+                (None, Some(why))
             }
+        };
+        Runtimes {
+            ort,
+            tract: Arc::new(tract::TractRuntime),
+            candle: Arc::new(candle::CandleRuntime),
+            torch,
+            sklearn: Arc::new(sklearn::SklearnRuntime),
+            ort_missing,
+            torch_missing,
         }
     }
 
@@ -157,29 +172,51 @@ impl Runtimes {
         }
         v.push("tract".to_string());
         v.push("candle".to_string());
+        if self.torch.is_some() {
+            v.push("torch".to_string());
+        }
+        v.push("sklearn".to_string());
         v
     }
 
-    /// Runtimes to try, in order, for a choice and an artifact format.
-    pub fn candidates(&self, choice: RuntimeChoice, format: Format) -> Result<Vec<Arc<dyn Runtime>>, String> {
-        let ort = self.ort.clone().map(|o| o as Arc<dyn Runtime>);
-        let tract = self.tract.clone() as Arc<dyn Runtime>;
-        let candle = self.candle.clone() as Arc<dyn Runtime>;
-        if format == Format::Safetensors {
-            return match choice {
-                RuntimeChoice::Auto | RuntimeChoice::Candle => Ok(vec![candle]),
-                other => Err(format!("runtime {} runs ONNX, not safetensors: use auto or candle", other.as_str())),
-            };
-        }
-        match choice {
-            RuntimeChoice::Auto => Ok(ort.into_iter().chain([tract]).collect()),
-            RuntimeChoice::Ort => match ort {
-                Some(o) => Ok(vec![o]),
-                None => Err(self.ort_missing.clone().unwrap_or_else(|| "ONNX Runtime is not available".into())),
-            },
-            RuntimeChoice::Tract => Ok(vec![tract]),
-            RuntimeChoice::Candle => {
-                Err("candle runs safetensors directories, not ONNX: use auto, ort or tract".into())
+    /// Runtimes to try, in order, for a choice and a version's signature.
+    pub fn candidates(&self, choice: RuntimeChoice, signature: &Signature) -> Result<Vec<Arc<dyn Runtime>>, String> {
+        let only = |wanted: RuntimeChoice, what: &str| -> Result<(), String> {
+            match choice {
+                RuntimeChoice::Auto => Ok(()),
+                c if c == wanted => Ok(()),
+                other => Err(format!("runtime {} cannot run {what}: use auto or {}", other.as_str(), wanted.as_str())),
+            }
+        };
+        match zoo_formats::engine(signature) {
+            None => Err("no runtime serves this version".into()),
+            Some(Engine::Safetensors) => {
+                only(RuntimeChoice::Candle, "safetensors")?;
+                Ok(vec![self.candle.clone() as Arc<dyn Runtime>])
+            }
+            Some(Engine::Skops) => {
+                only(RuntimeChoice::Sklearn, "scikit-learn (skops) models")?;
+                Ok(vec![self.sklearn.clone() as Arc<dyn Runtime>])
+            }
+            Some(Engine::Torchscript) => {
+                only(RuntimeChoice::Torch, "TorchScript")?;
+                match &self.torch {
+                    Some(t) => Ok(vec![t.clone() as Arc<dyn Runtime>]),
+                    None => Err(self.torch_missing.clone().unwrap_or_else(|| torch::ENABLE_HINT.into())),
+                }
+            }
+            Some(Engine::Onnx) => {
+                let ort = self.ort.clone().map(|o| o as Arc<dyn Runtime>);
+                let tract = self.tract.clone() as Arc<dyn Runtime>;
+                match choice {
+                    RuntimeChoice::Auto => Ok(ort.into_iter().chain([tract]).collect()),
+                    RuntimeChoice::Ort => match ort {
+                        Some(o) => Ok(vec![o]),
+                        None => Err(self.ort_missing.clone().unwrap_or_else(|| "ONNX Runtime is not available".into())),
+                    },
+                    RuntimeChoice::Tract => Ok(vec![tract]),
+                    other => Err(format!("{} does not run ONNX: use auto, ort or tract", other.as_str())),
+                }
             }
         }
     }
@@ -190,9 +227,25 @@ impl Runtimes {
             "ort" => self.ort.clone().map(|o| o as Arc<dyn Runtime>),
             "tract" => Some(self.tract.clone() as Arc<dyn Runtime>),
             "candle" => Some(self.candle.clone() as Arc<dyn Runtime>),
+            "torch" => self.torch.clone().map(|t| t as Arc<dyn Runtime>),
+            "sklearn" => Some(self.sklearn.clone() as Arc<dyn Runtime>),
             _ => None,
         }
     }
+}
+
+fn init_ort(configured: Option<&Path>, data_dir: &Path, intra_op_threads: usize) -> Result<ort::OrtRuntime, String> {
+    let candidates = ort_candidates(configured, data_dir);
+    let Some(path) = candidates.iter().find(|p| p.is_file()) else {
+        let looked = candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+        return Err(format!(
+            "ONNX Runtime library not found (looked in: {looked}); set ZOO_ORT_DYLIB to libonnxruntime.so.1.31.1 \
+             from the PyPI wheel onnxruntime==1.31.1 (scripts/fetch-test-models installs it)"
+        ));
+    };
+    let rt = ort::OrtRuntime::init(path, intra_op_threads)?;
+    tracing::info!(path = %path.display(), "ONNX Runtime loaded");
+    Ok(rt)
 }
 
 fn ort_candidates(configured: Option<&Path>, data_dir: &Path) -> Vec<PathBuf> {

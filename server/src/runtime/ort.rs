@@ -76,6 +76,7 @@ fn to_value(t: Tensor) -> Result<SessionInputValue<'static>, RuntimeError> {
         Tensor::U32(a) => OrtTensor::from_array(a).map_err(run_err)?.into(),
         Tensor::U64(a) => OrtTensor::from_array(a).map_err(run_err)?.into(),
         Tensor::Bool(a) => OrtTensor::from_array(a).map_err(run_err)?.into(),
+        Tensor::Str(a) => OrtTensor::from_string_array(&a).map_err(run_err)?.into(),
     })
 }
 
@@ -101,6 +102,7 @@ fn from_value(name: &str, v: &DynValue) -> Result<Option<Tensor>, RuntimeError> 
         TensorElementType::Uint32 => extract!(u32, U32),
         TensorElementType::Uint64 => extract!(u64, U64),
         TensorElementType::Bool => extract!(bool, Bool),
+        TensorElementType::String => Tensor::Str(v.try_extract_string_array().map_err(run_err)?),
         other => {
             return Err(RuntimeError::Run(format!(
                 "output '{name}' has element type {other:?}, which zoo cannot return yet"

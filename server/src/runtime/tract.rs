@@ -55,6 +55,7 @@ fn to_tract(t: Tensor) -> TractTensor {
         Tensor::U32(a) => a.into(),
         Tensor::U64(a) => a.into(),
         Tensor::Bool(a) => a.into(),
+        Tensor::Str(a) => a.into(),
     }
 }
 
@@ -77,6 +78,7 @@ fn from_tract(name: &str, t: &TractTensor) -> Result<Tensor, RuntimeError> {
         DatumType::U32 => extract!(u32, U32),
         DatumType::U64 => extract!(u64, U64),
         DatumType::Bool => extract!(bool, Bool),
+        DatumType::String => extract!(String, Str),
         other => {
             return Err(RuntimeError::Run(format!("output '{name}' has type {other:?}, which zoo cannot return yet")));
         }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use zoo_api::{Format, RuntimeChoice, Signature, Task, TextInfo};
+use zoo_api::{RuntimeChoice, Signature, Task, TextInfo};
 
 use super::{Services, VersionKey, remove_dir_quietly};
 use crate::error::{Error, Result};
@@ -83,8 +83,12 @@ fn text_info(signature: &Signature, labels: &[String]) -> Result<TextInfo> {
 }
 
 impl LoadJob {
-    /// Try each runtime in turn; the first that loads and warms up wins.
-    fn run(self) -> std::result::Result<(Served, f64), String> {
+    /// Try each runtime in turn; the first that loads and warms up wins. A text
+    /// model warms up on real tokens, so a failure there rules the runtime out; a
+    /// tensor model warms up on zeros of its signature's shapes (symbolic
+    /// dimensions 1), which a model may rightly refuse (too few audio samples, say),
+    /// so that failure is only logged and the warm-up time left unknown.
+    fn run(self) -> std::result::Result<(Served, Option<f64>), String> {
         let LoadJob { req, runtimes, queue_capacity } = self;
         let model_path = model_file(&req.dir, &req.signature).map_err(|e| e.to_string())?;
         let pipeline = match req.task {
@@ -110,14 +114,19 @@ impl LoadJob {
                 }
             };
             let start = Instant::now();
-            if let Some(inputs) = warmup.clone() {
-                let inputs: Tensors = inputs;
-                if let Err(e) = loaded.run(inputs) {
+            let warm_ms = match warmup.clone().map(|inputs: Tensors| loaded.run(inputs)) {
+                None => None,
+                Some(Ok(_)) => Some(start.elapsed().as_secs_f64() * 1000.0),
+                Some(Err(e)) if matches!(pipeline, Pipeline::Tensor) => {
+                    tracing::info!(model = %req.model, version = %req.version, runtime = rt.name(), error = %e,
+                        "the warm-up on zeros failed; serving without a warm-up time");
+                    None
+                }
+                Some(Err(e)) => {
                     failures.push(format!("{} loaded the model but its warm-up run failed: {e}", rt.name()));
                     continue;
                 }
-            }
-            let warm_ms = start.elapsed().as_secs_f64() * 1000.0;
+            };
             let host = ModelHost::spawn(&format!("{}-{}", req.model, req.version), loaded, queue_capacity)
                 .map_err(|e| e.to_string())?;
             let served = Served {
@@ -148,11 +157,11 @@ impl Services {
         if let Some(why) = zoo_formats::never_servable(&req.signature) {
             return LoadOutcome { served: None, runtime: None, reason: Some(why), warmup_ms: None };
         }
-        let runtimes = match self.runtimes.candidates(choice, req.signature.format) {
+        let runtimes = match self.runtimes.candidates(choice, &req.signature) {
             Ok(r) => r,
             Err(why) => return LoadOutcome { served: None, runtime: None, reason: Some(why), warmup_ms: None },
         };
-        let req_format = req.signature.format;
+        let req_engine = zoo_formats::engine(&req.signature);
         let job = self.load_job(req, runtimes);
         match tokio::task::spawn_blocking(move || job.run()).await {
             Ok(Ok((served, warm))) => {
@@ -162,12 +171,15 @@ impl Services {
                     runtime: Some(served.runtime.to_string()),
                     served: Some(served),
                     reason: None,
-                    warmup_ms: Some(warm),
+                    warmup_ms: warm,
                 }
             }
             Ok(Err(why)) => {
                 let mut reason = format!("no runtime can serve this model: {why}");
-                if self.runtimes.ort.is_none() && choice != RuntimeChoice::Tract && req_format != Format::Safetensors {
+                if self.runtimes.ort.is_none()
+                    && choice != RuntimeChoice::Tract
+                    && req_engine == Some(zoo_formats::Engine::Onnx)
+                {
                     reason.push_str(". ONNX Runtime is not available on this server (set ZOO_ORT_DYLIB)");
                 }
                 LoadOutcome { served: None, runtime: None, reason: Some(reason), warmup_ms: None }
@@ -205,7 +217,7 @@ impl Services {
         // The runtime that served it at deploy first, then the others.
         let mut runtimes: Vec<Arc<dyn Runtime>> =
             v.runtime.as_deref().and_then(|n| self.runtimes.by_name(n)).into_iter().collect();
-        for rt in self.runtimes.candidates(RuntimeChoice::Auto, v.signature.format).unwrap_or_default() {
+        for rt in self.runtimes.candidates(RuntimeChoice::Auto, &v.signature).unwrap_or_default() {
             if !runtimes.iter().any(|r| r.name() == rt.name()) {
                 runtimes.push(rt);
             }

@@ -31,13 +31,10 @@ pub struct Prediction {
 }
 
 /// Text inputs: one string or a list of strings.
-fn texts(inputs: &Value, max_items: usize) -> Result<(Vec<String>, bool)> {
+fn texts(inputs: &Value) -> Result<(Vec<String>, bool)> {
     match inputs {
         Value::String(s) => Ok((vec![s.clone()], false)),
         Value::Array(items) if !items.is_empty() => {
-            if items.len() > max_items {
-                return Err(Error::InvalidInput(format!("at most {max_items} texts per request, got {}", items.len())));
-            }
             let v = items
                 .iter()
                 .map(|i| i.as_str().map(str::to_string))
@@ -84,7 +81,8 @@ impl Services {
             (Pipeline::Tensor, _) if mlflow.is_some() => {
                 let info = mlflow.expect("checked above");
                 let given = mlflow::request_inputs(&req, &served.signature.inputs, info)?;
-                let inputs = parse_inputs(&given, &served.signature.inputs, TensorLimits::default())?;
+                let limits = TensorLimits { null_is_nan: true, ..Default::default() };
+                let inputs = parse_inputs(&given, &served.signature.inputs, limits)?;
                 self.check_batch(&inputs)?;
                 let (out, took) = self.run(&served, inputs).await?;
                 (PredictResponse::Mlflow(MlflowPredictions { predictions: mlflow::predictions(&out) }), took)
@@ -97,10 +95,28 @@ impl Services {
                 (PredictResponse::Tensor(TensorResponse { outputs: outputs_json(&out) }), took)
             }
             (Pipeline::Text(p), task) => {
-                let (texts, many) = texts(&req.inputs, self.config.max_batch_items)?;
+                let (texts, many) = match mlflow {
+                    Some(_) => (mlflow::request_texts(&req)?, true),
+                    None => texts(&req.inputs)?,
+                };
+                if texts.len() > self.config.max_batch_items {
+                    let max = self.config.max_batch_items;
+                    return Err(Error::InvalidInput(format!("at most {max} texts per request, got {}", texts.len())));
+                }
                 let enc = p.encode(&texts)?;
                 let (out, took) = self.run(&served, enc.inputs).await?;
-                let response = if task == Task::TextClassification {
+                let response = if mlflow.is_some() {
+                    // MLflow's transformers pyfunc: one record (label, score) or one
+                    // embedding per row.
+                    let predictions = if task == Task::TextClassification {
+                        serde_json::to_value(p.classify(&out, Some(1))?.into_iter().flatten().collect::<Vec<_>>())
+                            .map_err(Error::internal)?
+                    } else {
+                        let normalize = req.normalize.unwrap_or(p.info().normalize);
+                        serde_json::to_value(p.embed(&out, &enc.mask, normalize)?).map_err(Error::internal)?
+                    };
+                    PredictResponse::Mlflow(MlflowPredictions { predictions })
+                } else if task == Task::TextClassification {
                     let mut labels = p.classify(&out, req.top_k)?;
                     if many { PredictResponse::LabelsBatch(labels) } else { PredictResponse::Labels(labels.remove(0)) }
                 } else {
