@@ -26,8 +26,8 @@ pub fn safe_relative(p: &str) -> Option<PathBuf> {
     (!out.as_os_str().is_empty()).then_some(out)
 }
 
-fn bad(message: impl Into<String>) -> Error {
-    Error::InvalidBundle(message.into())
+fn bad(rule: &'static str, message: impl Into<String>) -> Error {
+    Error::InvalidBundle { rule, message: message.into() }
 }
 
 /// Unpack a tar archive into `dest` (which must exist and be empty). Only regular
@@ -38,21 +38,22 @@ pub fn extract_tar(archive: &Path, dest: &Path, limits: &Limits) -> Result<Vec<B
     let mut files = Vec::new();
     let mut total: u64 = 0;
     let mut members = 0usize;
-    let entries = tar.entries().map_err(|e| bad(format!("not a readable tar archive: {e}")))?;
+    let entries = tar.entries().map_err(|e| bad("tar", format!("not a readable tar archive: {e}")))?;
     for entry in entries {
-        let mut entry = entry.map_err(|e| bad(format!("corrupt tar archive: {e}")))?;
+        let mut entry = entry.map_err(|e| bad("tar", format!("corrupt tar archive: {e}")))?;
         members += 1;
         if members > limits.max_bundle_files {
-            return Err(bad(format!("the archive has more than {} members", limits.max_bundle_files)));
+            return Err(bad("member_count", format!("the archive has more than {} members", limits.max_bundle_files)));
         }
         let raw = entry.path_bytes();
-        let name = String::from_utf8(raw.to_vec()).map_err(|_| bad("an archive member name is not UTF-8"))?;
+        let name =
+            String::from_utf8(raw.to_vec()).map_err(|_| bad("member_name", "an archive member name is not UTF-8"))?;
         let kind = entry.header().entry_type();
         if kind.is_pax_global_extensions() || kind.is_pax_local_extensions() || kind.is_gnu_longname() {
             continue;
         }
-        let rel =
-            safe_relative(&name).ok_or_else(|| bad(format!("archive member '{name}' points outside the bundle")))?;
+        let rel = safe_relative(&name)
+            .ok_or_else(|| bad("member_path", format!("archive member '{name}' points outside the bundle")))?;
         if rel.components().any(|c| c.as_os_str().to_string_lossy().starts_with("._")) {
             // macOS resource forks: skip rather than refuse.
             continue;
@@ -63,12 +64,15 @@ pub fn extract_tar(archive: &Path, dest: &Path, limits: &Limits) -> Result<Vec<B
             continue;
         }
         if !kind.is_file() {
-            return Err(bad(format!(
-                "archive member '{name}' is a {}; only regular files and directories are accepted",
-                describe_kind(kind)
-            )));
+            return Err(bad(
+                "member_type",
+                format!(
+                    "archive member '{name}' is a {}; only regular files and directories are accepted",
+                    describe_kind(kind)
+                ),
+            ));
         }
-        let size = entry.header().size().map_err(|e| bad(format!("member '{name}': {e}")))?;
+        let size = entry.header().size().map_err(|e| bad("tar", format!("member '{name}': {e}")))?;
         total = total.saturating_add(size);
         if total > limits.max_bundle_size {
             return Err(Error::TooLarge { what: "bundle".into(), size: total, limit: limits.max_bundle_size });
@@ -80,19 +84,19 @@ pub fn extract_tar(archive: &Path, dest: &Path, limits: &Limits) -> Result<Vec<B
         }
         let mut out = fs::OpenOptions::new().write(true).create_new(true).open(&target).map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
-                bad(format!("archive member '{name}' appears twice"))
+                bad("duplicate_member", format!("archive member '{name}' appears twice"))
             } else {
                 Error::Io(e)
             }
         })?;
         let copied = std::io::copy(&mut (&mut entry).take(size), &mut out)?;
         if copied != size {
-            return Err(bad(format!("archive member '{name}' is truncated")));
+            return Err(bad("tar", format!("archive member '{name}' is truncated")));
         }
         files.push(BundleFile { path: rel.to_string_lossy().into_owned(), size });
     }
     if files.is_empty() {
-        return Err(bad("the archive holds no files"));
+        return Err(bad("empty", "the archive holds no files"));
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)
@@ -130,7 +134,7 @@ pub fn read_small(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, Error> {
         Err(e) => return Err(e.into()),
     };
     if !meta.is_file() {
-        return Err(bad(format!("'{}' is not a regular file", path.display())));
+        return Err(bad("member_type", format!("'{}' is not a regular file", path.display())));
     }
     if meta.len() > limit {
         return Err(Error::TooLarge {

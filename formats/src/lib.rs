@@ -12,6 +12,7 @@ use zoo_api::{BundleFile, DType, Dim, Format, Signature, Task, TensorSpec, TextI
 
 pub mod build;
 pub mod bundle;
+pub mod hostile;
 pub mod mlflow;
 pub mod onnx;
 pub mod onnx_proto;
@@ -60,8 +61,8 @@ pub enum Error {
     #[error("invalid {format} artifact ({rule}): {message}", format = format.as_str())]
     Invalid { format: Format, rule: &'static str, message: String },
     /// The bundle archive or directory is unacceptable.
-    #[error("invalid bundle: {0}")]
-    InvalidBundle(String),
+    #[error("invalid bundle ({rule}): {message}")]
+    InvalidBundle { rule: &'static str, message: String },
     /// A size limit was exceeded.
     #[error("{what} is {size} bytes, over the limit of {limit} bytes")]
     TooLarge { what: String, size: u64, limit: u64 },
@@ -457,12 +458,15 @@ pub fn bundle_model_file(files: &[BundleFile]) -> Result<&str, Error> {
             files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>().join(", ")
         ))),
         [one] => Ok(one.path.as_str()),
-        many => many.iter().find(|f| f.path == "model.onnx").map(|f| f.path.as_str()).ok_or_else(|| {
-            Error::InvalidBundle(format!(
-                "the bundle has several .onnx files and none is named model.onnx: {}",
-                many.iter().map(|f| f.path.as_str()).collect::<Vec<_>>().join(", ")
-            ))
-        }),
+        many => {
+            many.iter().find(|f| f.path == "model.onnx").map(|f| f.path.as_str()).ok_or_else(|| Error::InvalidBundle {
+                rule: "model_file",
+                message: format!(
+                    "the bundle has several .onnx files and none is named model.onnx: {}",
+                    many.iter().map(|f| f.path.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            })
+        }
     }
 }
 

@@ -17,8 +17,12 @@ fn json(dir: &Path, name: &str, limits: &Limits) -> Result<Option<Value>, Error>
         None => Ok(None),
         Some(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| Error::InvalidBundle(format!("{name} is not valid JSON: {e}"))),
+            .map_err(|e| Error::InvalidBundle { rule: "config", message: format!("{name} is not valid JSON: {e}") }),
     }
+}
+
+fn config_err(message: String) -> Error {
+    Error::InvalidBundle { rule: "config", message }
 }
 
 /// Labels by index from `id2label` (`{"0": "NEGATIVE", "1": "POSITIVE"}`).
@@ -29,14 +33,13 @@ fn labels(config: &Value) -> Result<Vec<String>, Error> {
     let mut pairs = Vec::with_capacity(map.len());
     for (k, v) in map {
         let idx: usize =
-            k.parse().map_err(|_| Error::InvalidBundle(format!("config.json id2label key '{k}' is not an index")))?;
-        let label =
-            v.as_str().ok_or_else(|| Error::InvalidBundle(format!("config.json id2label[{k}] is not a string")))?;
+            k.parse().map_err(|_| config_err(format!("config.json id2label key '{k}' is not an index")))?;
+        let label = v.as_str().ok_or_else(|| config_err(format!("config.json id2label[{k}] is not a string")))?;
         pairs.push((idx, label.to_string()));
     }
     pairs.sort();
     if pairs.iter().enumerate().any(|(i, (idx, _))| i != *idx) {
-        return Err(Error::InvalidBundle("config.json id2label indices are not 0..n".into()));
+        return Err(config_err("config.json id2label indices are not 0..n".into()));
     }
     Ok(pairs.into_iter().map(|(_, l)| l).collect())
 }

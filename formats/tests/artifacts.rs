@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 
 use zoo_api::{DType, Dim, Task, ValueKind};
 use zoo_formats::build;
-use zoo_formats::onnx_proto::StringStringEntryProto;
+use zoo_formats::hostile::{
+    Expect, GOOD_TREE, NODE_DESCR, external_mlp, safetensors_file, sklearn_mlmodel, skops_tree, tar_of, tiny_mlp,
+    zip_of, zip64,
+};
 use zoo_formats::{Error, Limits, inspect_upload};
 
 /// The fetched-model cache; fails loudly when it is missing.
@@ -37,10 +40,6 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(&p, bytes).unwrap();
     p
-}
-
-fn tiny_mlp() -> Vec<u8> {
-    build::encode(&build::mlp(&[0.5; 32], &[0.1; 8], &[0.25; 24], &[0.0; 3], 4, 8, 3))
 }
 
 #[test]
@@ -150,36 +149,6 @@ fn graph_rules() {
     assert!(inspect(&p).unwrap_err().to_string().contains("operator set"));
 }
 
-/// An MLP whose first weight lives in an external file named `location`.
-fn external_mlp(location: &str) -> Vec<u8> {
-    let mut m = build::mlp(&[0.5; 32], &[0.1; 8], &[0.25; 24], &[0.0; 3], 4, 8, 3);
-    let w = &mut m.graph.as_mut().unwrap().initializer[0];
-    w.raw_data = Default::default();
-    w.data_location = 1;
-    w.external_data = vec![
-        StringStringEntryProto { key: "location".into(), value: location.into() },
-        StringStringEntryProto { key: "offset".into(), value: "0".into() },
-        StringStringEntryProto { key: "length".into(), value: "128".into() },
-    ];
-    build::encode(&m)
-}
-
-fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (name, data) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_entry_type(tar::EntryType::Regular);
-        // set_path refuses '..'; write the raw name like a hostile client would.
-        let raw = &mut h.as_old_mut().name;
-        raw[..name.len()].copy_from_slice(name.as_bytes());
-        h.set_cksum();
-        b.append(&h, *data).unwrap();
-    }
-    b.into_inner().unwrap()
-}
-
 #[test]
 fn external_data_stays_inside_the_bundle() {
     let tmp = tempfile::tempdir().unwrap();
@@ -274,14 +243,6 @@ fn text_classifier_bundle_is_detected() {
 }
 
 /// A safetensors file from a header and the data after it.
-fn safetensors_file(header: &serde_json::Value, data: &[u8]) -> Vec<u8> {
-    let h = header.to_string().into_bytes();
-    let mut out = (h.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&h);
-    out.extend_from_slice(data);
-    out
-}
-
 #[test]
 fn real_safetensors_weights_are_described() {
     let path = models().join("minilm/model.safetensors");
@@ -446,54 +407,6 @@ fn hf_bert_directory_is_a_feature_extractor() {
     assert!(zoo_formats::never_servable(&a.signature).unwrap().contains("tokenizer.json"));
 }
 
-/// A zip archive of stored (uncompressed) members, names written as given, like a
-/// hostile client could.
-fn zip_of(files: &[(&str, &[u8])]) -> Vec<u8> {
-    fn crc32(data: &[u8]) -> u32 {
-        let mut crc = 0xFFFF_FFFFu32;
-        for &b in data {
-            crc ^= b as u32;
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-            }
-        }
-        !crc
-    }
-    let (mut out, mut central) = (Vec::new(), Vec::new());
-    for (name, data) in files {
-        let offset = out.len() as u32;
-        let (crc, len, n) = (crc32(data), data.len() as u32, name.len() as u16);
-        out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
-        out.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        for v in [crc, len, len] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        out.extend_from_slice(&n.to_le_bytes());
-        out.extend_from_slice(&0u16.to_le_bytes());
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(data);
-        central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
-        central.extend_from_slice(&[20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        for v in [crc, len, len] {
-            central.extend_from_slice(&v.to_le_bytes());
-        }
-        central.extend_from_slice(&n.to_le_bytes());
-        central.extend_from_slice(&[0u8; 12]);
-        central.extend_from_slice(&offset.to_le_bytes());
-        central.extend_from_slice(name.as_bytes());
-    }
-    let (cd_offset, cd_size, count) = (out.len() as u32, central.len() as u32, files.len() as u16);
-    out.extend_from_slice(&central);
-    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
-    out.extend_from_slice(&[0, 0, 0, 0]);
-    out.extend_from_slice(&count.to_le_bytes());
-    out.extend_from_slice(&count.to_le_bytes());
-    out.extend_from_slice(&cd_size.to_le_bytes());
-    out.extend_from_slice(&cd_offset.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
-    out
-}
-
 const FORWARD: &[u8] = b"class M(Module):\n  def forward(self: __torch__.M,\n    x: Tensor) -> Tensor:\n    return x\n";
 
 #[test]
@@ -522,53 +435,6 @@ fn torchscript_archives_are_described_without_loading_them() {
     // The same archive in zip64 form (as written for models over 4 GiB).
     let a = inspect(&write(tmp.path(), "m64.pt", &zip64(&ok))).unwrap();
     assert_eq!(a.signature.inputs[0].name, "x");
-}
-
-/// A zip archive rewritten in zip64 form: each central entry's sizes and offset
-/// moved into a zip64 extra field, and zip64 end records before the end record.
-fn zip64(zip: &[u8]) -> Vec<u8> {
-    let u16_at = |i: usize| u16::from_le_bytes([zip[i], zip[i + 1]]) as usize;
-    let u32_at = |i: usize| u32::from_le_bytes(zip[i..i + 4].try_into().unwrap()) as u64;
-    let eocd = zip.len() - 22;
-    let (count, cd_offset) = (u16_at(eocd + 10), u32_at(eocd + 16) as usize);
-    let mut out = zip[..cd_offset].to_vec();
-    let mut central = Vec::new();
-    let mut i = cd_offset;
-    for _ in 0..count {
-        let (n, extra, comment) = (u16_at(i + 28), u16_at(i + 30), u16_at(i + 32));
-        let mut entry = zip[i..i + 46].to_vec();
-        let (compressed, size, offset) = (u32_at(i + 20), u32_at(i + 24), u32_at(i + 42));
-        entry[20..28].copy_from_slice(&[0xFF; 8]);
-        entry[42..46].copy_from_slice(&[0xFF; 4]);
-        entry[30..32].copy_from_slice(&28u16.to_le_bytes());
-        entry.extend_from_slice(&zip[i + 46..i + 46 + n]);
-        entry.extend_from_slice(&1u16.to_le_bytes());
-        entry.extend_from_slice(&24u16.to_le_bytes());
-        for v in [size, compressed, offset] {
-            entry.extend_from_slice(&v.to_le_bytes());
-        }
-        central.extend(entry);
-        i += 46 + n + extra + comment;
-    }
-    let (cd_start, cd_size) = (out.len() as u64, central.len() as u64);
-    out.extend(central);
-    let record = out.len() as u64;
-    out.extend_from_slice(&0x0606_4b50u32.to_le_bytes());
-    out.extend_from_slice(&44u64.to_le_bytes());
-    out.extend_from_slice(&[45, 0, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    out.extend_from_slice(&(count as u64).to_le_bytes());
-    out.extend_from_slice(&(count as u64).to_le_bytes());
-    out.extend_from_slice(&cd_size.to_le_bytes());
-    out.extend_from_slice(&cd_start.to_le_bytes());
-    out.extend_from_slice(&0x0706_4b50u32.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&record.to_le_bytes());
-    out.extend_from_slice(&1u32.to_le_bytes());
-    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
-    out.extend_from_slice(&[0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
-    out.extend_from_slice(&[0xFF; 8]);
-    out.extend_from_slice(&0u16.to_le_bytes());
-    out
 }
 
 #[test]
@@ -603,79 +469,6 @@ fn hostile_torchscript_archives_are_refused_with_the_rule() {
     // Not TorchScript at all: an unknown format, not a broken model.
     let other = zip_of(&[member("readme.txt", b"hi")]);
     assert!(matches!(inspect(&write(tmp.path(), "o.zip", &other)), Err(Error::UnknownFormat(_))));
-}
-
-/// A `.npy` file: header dict, then `data`.
-fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
-    let mut h = format!("{{'descr': {descr}, 'fortran_order': False, 'shape': {shape}, }}");
-    while (h.len() + 11) % 64 != 0 {
-        h.push(' ');
-    }
-    h.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend((h.len() as u16).to_le_bytes());
-    out.extend(h.as_bytes());
-    out.extend(data);
-    out
-}
-
-const NODE_DESCR: &str = "[('left_child', '<i8'), ('right_child', '<i8'), ('feature', '<i8'), ('threshold', '<f8'), \
-     ('impurity', '<f8'), ('n_node_samples', '<i8'), ('weighted_n_node_samples', '<f8'), \
-     ('missing_go_to_left', '|u1'), ('', '|V7')]";
-
-/// Tree node records: (left, right, feature, threshold).
-fn nodes(rows: &[(i64, i64, i64, f64)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (l, r, f, t) in rows {
-        out.extend(l.to_le_bytes());
-        out.extend(r.to_le_bytes());
-        out.extend(f.to_le_bytes());
-        out.extend(t.to_le_bytes());
-        out.extend([0u8; 24]);
-        out.extend([1u8]);
-        out.extend([0u8; 7]);
-    }
-    out
-}
-
-/// A skops archive of a DecisionTreeRegressor on 2 features (x0 <= 0.5 ? 1.0 : 2.0),
-/// with `edit` applied to its schema first.
-fn skops_tree(edit: impl Fn(&mut serde_json::Value), node_rows: &[(i64, i64, i64, f64)], nodes_descr: &str) -> Vec<u8> {
-    use serde_json::json;
-    let j = |c: &str| json!({"__class__": "str", "__module__": "builtins", "__loader__": "JsonNode", "content": c, "is_json": true});
-    let arr = |file: &str| json!({"__class__": "ndarray", "__module__": "numpy", "__loader__": "NdArrayNode", "type": "numpy", "file": file});
-    let tree = json!({
-        "__class__": "Tree", "__module__": "sklearn.tree._tree", "__loader__": "TreeNode",
-        "__reduce__": {"args": {"__loader__": "TupleNode", "content": [j("2"), arr("ncls.npy"), j("1")]}},
-        "content": {"__class__": "dict", "__module__": "builtins", "__loader__": "DictNode", "content": {
-            "max_depth": j("1"), "node_count": j(&node_rows.len().to_string()), "nodes": arr("nodes.npy"), "values": arr("values.npy")}}
-    });
-    let mut schema = json!({
-        "__class__": "DecisionTreeRegressor", "__module__": "sklearn.tree._classes", "__loader__": "ObjectNode",
-        "content": {"__class__": "dict", "__module__": "builtins", "__loader__": "DictNode", "content": {
-            "n_features_in_": j("2"), "n_outputs_": j("1"), "tree_": tree, "_sklearn_version": j("\"1.9.1\"")}},
-        "protocol": 2, "_skops_version": "0.16.0"
-    });
-    edit(&mut schema);
-    let values: Vec<u8> = [1.5f64, 1.0, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
-    let schema = serde_json::to_vec(&schema).unwrap();
-    let files: Vec<(&str, Vec<u8>)> = vec![
-        ("nodes.npy", npy(nodes_descr, &format!("({},)", node_rows.len()), &nodes(node_rows))),
-        ("values.npy", npy("'<f8'", "(3, 1, 1)", &values)),
-        ("ncls.npy", npy("'<i8'", "(1,)", &1i64.to_le_bytes())),
-        ("schema.json", schema),
-    ];
-    let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (*n, d.as_slice())).collect();
-    zip_of(&refs)
-}
-
-const GOOD_TREE: &[(i64, i64, i64, f64)] = &[(1, 2, 0, 0.5), (-1, -1, -2, -2.0), (-1, -1, -2, -2.0)];
-
-fn sklearn_mlmodel() -> &'static str {
-    "flavors:\n  python_function:\n    loader_module: mlflow.sklearn\n    model_path: model.skops\n    predict_fn: predict\n  \
-     sklearn:\n    pickled_model: model.skops\n    serialization_format: skops\n    sklearn_version: 1.9.1\n\
-     signature:\n  inputs: '[{\"type\": \"double\", \"name\": \"a\"}, {\"type\": \"double\", \"name\": \"b\"}]'\n  \
-     outputs: '[{\"type\": \"tensor\", \"tensor-spec\": {\"dtype\": \"float64\", \"shape\": [-1]}}]'\n"
 }
 
 #[test]
@@ -736,4 +529,35 @@ fn skops_models_are_read_and_hostile_ones_refused() {
     let old = |s: &mut serde_json::Value| s["content"]["content"]["_sklearn_version"]["content"] = "\"1.3.2\"".into();
     let a = bundle(&skops_tree(old, GOOD_TREE, NODE_DESCR)).unwrap();
     assert!(zoo_formats::never_servable(&a.signature).unwrap().contains("1.3.2"));
+}
+
+#[test]
+fn hostile_corpus_breaks_the_rules_it_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = zoo_formats::hostile::corpus();
+    let mut wrong = Vec::new();
+    for case in &corpus {
+        let path = write(tmp.path(), "case", &case.bytes);
+        let work = tmp.path().join(format!("work-{}", case.name));
+        std::fs::create_dir(&work).unwrap();
+        let got = inspect_upload(&path, &work, &Limits::default());
+        match (case.expect, &got) {
+            (Expect::Unknown, Err(Error::UnknownFormat(_))) => {}
+            (Expect::Invalid { format: "bundle", rule }, Err(Error::InvalidBundle { rule: r, .. })) if *r == rule => {}
+            (Expect::Invalid { format, rule }, Err(Error::Invalid { format: f, rule: r, .. }))
+                if f.as_str() == format && *r == rule => {}
+            (want, got) => wrong.push(format!(
+                "{}: expected {want:?}, got {:?}",
+                case.name,
+                got.as_ref().map(|a| a.signature.format)
+            )),
+        }
+        // Nothing escaped the work directory.
+        for entry in std::fs::read_dir(tmp.path()).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            assert!(name == "case" || name.starts_with("work-"), "{}: {name} escaped", case.name);
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(corpus.len() >= 30, "{} cases", corpus.len());
 }

@@ -24,6 +24,14 @@ pub struct ErrorDetail {
     pub code: ErrorCode,
     /// What went wrong, for a person.
     pub message: String,
+    /// For `invalid_artifact`: the validation rule the artifact broke
+    /// (`member_path`, `offsets`, `yaml`, `tree`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// For `invalid_artifact`: the format whose rule it is (`onnx`, `torchscript`,
+    /// `safetensors`, `mlflow`, or `bundle` for the archive itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
 }
 
 /// Stable error codes. New codes may be added; existing ones never change meaning.

@@ -84,7 +84,9 @@ impl Error {
             Error::Sha256Mismatch { .. } => ErrorCode::Sha256Mismatch,
             Error::Artifact(e) => match e {
                 zoo_formats::Error::UnknownFormat(_) => ErrorCode::UnknownFormat,
-                zoo_formats::Error::Invalid { .. } | zoo_formats::Error::InvalidBundle(_) => ErrorCode::InvalidArtifact,
+                zoo_formats::Error::Invalid { .. } | zoo_formats::Error::InvalidBundle { .. } => {
+                    ErrorCode::InvalidArtifact
+                }
                 zoo_formats::Error::TooLarge { .. } => ErrorCode::PayloadTooLarge,
                 zoo_formats::Error::Io(_) => ErrorCode::Internal,
             },
@@ -127,7 +129,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
 
 /// An error body with a status, for places that build responses outside handlers.
 pub fn error_response(code: ErrorCode, message: impl Into<String>) -> Response {
-    let body = ErrorBody { error: ErrorDetail { code, message: message.into() } };
+    let body = ErrorBody { error: ErrorDetail { code, message: message.into(), rule: None, format: None } };
     (status_of(code), Json(body)).into_response()
 }
 
@@ -146,7 +148,19 @@ impl IntoResponse for Error {
             }
             _ => self.to_string(),
         };
-        let mut response = error_response(code, message);
+        let mut response = match &self {
+            // The rule an artifact broke, for clients to match on.
+            Error::Artifact(zoo_formats::Error::Invalid { format, rule, .. }) => {
+                let error =
+                    ErrorDetail { code, message, rule: Some(rule.to_string()), format: Some(format.as_str().into()) };
+                (status_of(code), Json(ErrorBody { error })).into_response()
+            }
+            Error::Artifact(zoo_formats::Error::InvalidBundle { rule, .. }) => {
+                let error = ErrorDetail { code, message, rule: Some(rule.to_string()), format: Some("bundle".into()) };
+                (status_of(code), Json(ErrorBody { error })).into_response()
+            }
+            _ => error_response(code, message),
+        };
         if let Error::Overloaded { retry_after_secs, .. } = self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }

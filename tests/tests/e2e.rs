@@ -418,6 +418,83 @@ async fn bad_uploads_store_nothing() {
     assert_eq!((st, code(&body)), (400, "invalid_request"));
 }
 
+/// Peak resident memory of a process (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_corpus_refused_over_http_while_serving() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let dir = tmp();
+    let fx = fixtures::tiny_mlp(dir.path());
+    let s = Server::start_with(with_ort());
+    ok(&s.cli(&["deploy", fx.path.to_str().unwrap(), "--name", "mlp"]));
+    let before = peak_rss_kib(s.pid());
+
+    // A client keeps predicting all along; none of its requests may fail.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (oks, failures) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let client = {
+        let (stop, oks, failures) = (stop.clone(), oks.clone(), failures.clone());
+        let (url, key, x) = (s.at("/v1/models/mlp/predict"), s.admin_key.clone(), fx.x.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            while !stop.load(Ordering::Relaxed) {
+                let r = http.post(&url).bearer_auth(&key).json(&json!({"inputs": {"x": x}})).send().await;
+                match r {
+                    Ok(r) if r.status() == 200 => oks.fetch_add(1, Ordering::Relaxed),
+                    _ => failures.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        })
+    };
+
+    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let corpus = zoo_formats::hostile::corpus();
+    for case in &corpus {
+        let r = http.post(s.at("/v1/models/hostile/versions")).bearer_auth(&s.admin_key).body(case.bytes.clone());
+        let (status, body) = json_of(r.send().await.unwrap()).await;
+        assert_eq!(status, 422, "{}: {body}", case.name);
+        match case.expect {
+            zoo_formats::hostile::Expect::Unknown => assert_eq!(code(&body), "unknown_format", "{}", case.name),
+            zoo_formats::hostile::Expect::Invalid { format, rule } => {
+                assert_eq!(code(&body), "invalid_artifact", "{}: {body}", case.name);
+                assert_eq!(
+                    (body["error"]["format"].as_str(), body["error"]["rule"].as_str()),
+                    (Some(format), Some(rule)),
+                    "{}: {body}",
+                    case.name
+                );
+                assert!(body["error"]["message"].as_str().unwrap().contains(rule), "{}: {body}", case.name);
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    client.await.unwrap();
+    println!(
+        "{} hostile artifacts refused; {} predictions meanwhile, {} failed",
+        corpus.len(),
+        oks.load(Ordering::Relaxed),
+        failures.load(Ordering::Relaxed)
+    );
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "the server kept serving");
+    assert!(oks.load(Ordering::Relaxed) > 0);
+
+    // Nothing of them was stored or left behind, and memory stayed bounded.
+    let (_, list) = json_of(http.get(s.at("/v1/models")).bearer_auth(&s.admin_key).send().await.unwrap()).await;
+    let names: Vec<&str> = list["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["mlp"], "{list}");
+    assert_eq!(std::fs::read_dir(s.data_dir.join("objects/blobs/sha256")).unwrap().count(), 1);
+    assert_eq!(std::fs::read_dir(s.data_dir.join("work")).unwrap().count(), 0, "no upload left in the work directory");
+    let after = peak_rss_kib(s.pid());
+    println!("server peak RSS: {} MiB before, {} MiB after", before / 1024, after / 1024);
+    assert!(after < before + 100 * 1024, "peak RSS grew from {before} KiB to {after} KiB");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn restart_keeps_models_and_loads_lazily() {
     let dir = tmp();
@@ -518,7 +595,11 @@ async fn without_onnx_runtime_tract_serves() {
     let opts = Options { env: vec![("ZOO_ORT_DYLIB".into(), missing.display().to_string())], ..Default::default() };
     let s = Server::start_with(opts);
     let ready: Value = s.http().get(s.at("/readyz")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(ready["runtimes"], json!(["tract", "candle", "torch", "sklearn"]), "no ort, the others are there: {ready}");
+    assert_eq!(
+        ready["runtimes"],
+        json!(["tract", "candle", "torch", "sklearn"]),
+        "no ort, the others are there: {ready}"
+    );
     let log = s.log();
     assert_eq!(log.matches("ONNX Runtime library not found").count(), 1, "said once at start: {log}");
 
