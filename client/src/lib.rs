@@ -202,6 +202,10 @@ impl Client {
         self.json(self.request(Method::DELETE, &format!("/v1/models/{name}/aliases/{alias}"))).await
     }
 
+    pub async fn list_aliases(&self, name: &str) -> Result<zoo_api::AliasList> {
+        self.json(self.request(Method::GET, &format!("/v1/models/{name}/aliases"))).await
+    }
+
     pub async fn create_key(&self, req: &CreateKeyRequest) -> Result<CreatedKey> {
         self.json(self.request(Method::POST, "/v1/keys").json(req)).await
     }

@@ -11,7 +11,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use zoo_api::{
-    CreateKeyRequest, DeployQuery, Format, ListModelsQuery, PredictRequest, RuntimeChoice, Scope, Task, VersionInfo,
+    CreateKeyRequest, DeployQuery, Format, ListModelsQuery, LoadPolicy, PredictRequest, RuntimeChoice, Scope, Task,
+    VersionInfo,
 };
 use zoo_client::{Client, ClientError, config};
 
@@ -37,6 +38,43 @@ enum Output {
     Json,
 }
 
+/// Serving settings of `zoo deploy` (the server's defaults when not given).
+#[derive(clap::Args)]
+struct ServingArgs {
+    /// Most rows merged into one batch (1 = no batching).
+    #[arg(long)]
+    max_batch_size: Option<u32>,
+    /// Longest a request waits for others to join its batch, in milliseconds.
+    #[arg(long)]
+    max_queue_delay_ms: Option<u32>,
+    /// Copies of the model, each on its own inference thread.
+    #[arg(long)]
+    instances: Option<u32>,
+    /// Load at deploy with a warm-up (eager) or on the first request (lazy).
+    #[arg(long, value_parser = parse_load)]
+    load: Option<LoadPolicy>,
+    /// Most texts or rows per request.
+    #[arg(long)]
+    max_items: Option<u32>,
+    /// Most tokens per text.
+    #[arg(long)]
+    max_tokens: Option<u32>,
+    /// Predict timeout, in seconds.
+    #[arg(long)]
+    timeout_secs: Option<u32>,
+    /// Largest predict body, in bytes.
+    #[arg(long)]
+    max_body_bytes: Option<u64>,
+}
+
+fn parse_load(s: &str) -> Result<LoadPolicy, String> {
+    match s {
+        "eager" => Ok(LoadPolicy::Eager),
+        "lazy" => Ok(LoadPolicy::Lazy),
+        _ => Err(format!("unknown load policy '{s}' (eager, lazy)")),
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Save the server URL and API key for later commands.
@@ -48,7 +86,8 @@ enum Command {
     },
     /// Upload a model file or bundle directory as a new version, and serve it.
     Deploy {
-        /// An ONNX file, or a directory (model.onnx + tokenizer.json + config.json).
+        /// A model file (ONNX, TorchScript, safetensors) or a directory (an ONNX or
+        /// Hugging Face bundle, an MLflow model).
         path: PathBuf,
         /// Model name (default: from the file or directory name).
         #[arg(long)]
@@ -59,7 +98,8 @@ enum Command {
         /// Override the task derived from the artifact.
         #[arg(long, value_parser = parse_task)]
         task: Option<Task>,
-        /// Runtime: auto, ort, tract (ONNX) or candle (safetensors).
+        /// Runtime: auto, ort, tract (ONNX), candle (safetensors), torch (TorchScript)
+        /// or sklearn (skops).
         #[arg(long, value_parser = parse_runtime)]
         runtime: Option<RuntimeChoice>,
         /// Class labels, comma-separated (override config.json id2label).
@@ -71,6 +111,8 @@ enum Command {
         /// Point this alias (e.g. production) at the new version once it is ready.
         #[arg(long)]
         alias: Option<String>,
+        #[command(flatten)]
+        serving: ServingArgs,
     },
     /// List or show models.
     Models {
@@ -150,6 +192,8 @@ enum AliasCommand {
     Set { name: String, alias: String, version: String },
     /// Remove ALIAS of model NAME.
     Rm { name: String, alias: String },
+    /// List a model's aliases and every move (who, when, from, to).
+    List { name: String },
 }
 
 #[derive(Subcommand)]
@@ -252,7 +296,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         }
-        Command::Deploy { path, name, version, task, runtime, labels, description, alias } => {
+        Command::Deploy { path, name, version, task, runtime, labels, description, alias, serving } => {
             let c = client(&cli)?;
             let name = match name {
                 Some(n) => n.clone(),
@@ -264,6 +308,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 labels: labels.clone(),
                 description: description.clone(),
                 alias: alias.clone(),
+                max_batch_size: serving.max_batch_size,
+                max_queue_delay_ms: serving.max_queue_delay_ms,
+                instances: serving.instances,
+                load: serving.load,
+                max_items: serving.max_items,
+                max_tokens: serving.max_tokens,
+                timeout_secs: serving.timeout_secs,
+                max_body_bytes: serving.max_body_bytes,
             };
             let info = deploy(&c, path, &name, version.as_deref(), &query, !json).await?;
             if json {
@@ -280,6 +332,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let info = match command {
                 AliasCommand::Set { name, alias, version } => c.set_alias(name, alias, version).await?,
                 AliasCommand::Rm { name, alias } => c.delete_alias(name, alias).await?,
+                AliasCommand::List { name } => {
+                    let list = c.list_aliases(name).await?;
+                    if json {
+                        return print_json(&list);
+                    }
+                    for (alias, v) in &list.aliases {
+                        println!("{alias} -> {v}");
+                    }
+                    if !list.history.is_empty() {
+                        println!("history (newest first):");
+                    }
+                    for m in &list.history {
+                        let (from, to) = (m.from.as_deref().unwrap_or("-"), m.to.as_deref().unwrap_or("(removed)"));
+                        println!("  {}  {}: {from} -> {to}  by {}", m.at.format("%Y-%m-%d %H:%M:%S"), m.alias, m.by);
+                    }
+                    return Ok(());
+                }
             };
             if json {
                 return print_json(&info);

@@ -246,6 +246,13 @@ pub struct VersionInfo {
     pub warmup_ms: Option<f64>,
     pub created_at: DateTime<Utc>,
     pub created_by: String,
+    /// Serving settings given at deploy.
+    #[serde(default)]
+    pub serving: ServingConfig,
+    /// Serving settings in effect on this server.
+    pub effective: EffectiveServing,
+    /// Whether this server holds the version loaded in its runtime right now.
+    pub loaded: bool,
     /// Routes to call this version.
     pub endpoints: Endpoints,
 }
@@ -258,6 +265,8 @@ pub struct Endpoints {
     pub predict_default: String,
     /// Download the artifact.
     pub artifact: String,
+    /// The version's own OpenAPI document.
+    pub openapi: String,
 }
 
 /// Query of `GET /v1/models`.
@@ -290,6 +299,109 @@ pub struct DeployQuery {
     pub description: Option<String>,
     /// Point this alias (e.g. `production`) at the new version once it is ready.
     pub alias: Option<String>,
+    /// Most rows (texts, tensor rows) merged into one batch (1 = no batching).
+    pub max_batch_size: Option<u32>,
+    /// Longest a request waits for others to join its batch, in milliseconds.
+    pub max_queue_delay_ms: Option<u32>,
+    /// Copies of the model, each on its own inference thread.
+    pub instances: Option<u32>,
+    /// `eager` (load and warm up at deploy) or `lazy` (on the first request).
+    pub load: Option<LoadPolicy>,
+    /// Most texts or rows in one request (at most the server's limit).
+    pub max_items: Option<u32>,
+    /// Most tokens in one text, before truncation (at most the server's limit).
+    pub max_tokens: Option<u32>,
+    /// Longest a predict request may take, in seconds (at most the server's limit).
+    pub timeout_secs: Option<u32>,
+    /// Largest predict body, in bytes (at most the server's limit).
+    pub max_body_bytes: Option<u64>,
+}
+
+impl DeployQuery {
+    /// The serving settings given with the upload.
+    pub fn serving(&self) -> ServingConfig {
+        ServingConfig {
+            max_batch_size: self.max_batch_size,
+            max_queue_delay_ms: self.max_queue_delay_ms,
+            instances: self.instances,
+            load: self.load,
+            max_items: self.max_items,
+            max_tokens: self.max_tokens,
+            timeout_secs: self.timeout_secs,
+            max_body_bytes: self.max_body_bytes,
+        }
+    }
+}
+
+/// When a version is loaded into its runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadPolicy {
+    /// At deploy, with a warm-up run (the default).
+    Eager,
+    /// On the first request.
+    Lazy,
+}
+
+/// How one version is served, as set at deploy; unset fields take the server's
+/// defaults, and limits can only tighten the server's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ServingConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_batch_size: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue_delay_ms: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_items: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
+}
+
+/// The serving settings in effect for a version on this server: its own, else the
+/// server's defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EffectiveServing {
+    /// Rows merged into one batch at most (1 when the model cannot batch).
+    pub max_batch_size: u32,
+    pub max_queue_delay_ms: u32,
+    pub instances: u32,
+    pub load: LoadPolicy,
+    /// Whether the model's signature has a batch axis, so that requests are merged.
+    pub batched: bool,
+    pub max_items: u32,
+    pub max_tokens: u32,
+    pub timeout_secs: u32,
+    pub max_body_bytes: u64,
+}
+
+/// One recorded alias move.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AliasMove {
+    pub alias: String,
+    /// The version it pointed at before (`null`: it was new).
+    pub from: Option<String>,
+    /// The version it points at after (`null`: it was removed).
+    pub to: Option<String>,
+    pub at: DateTime<Utc>,
+    /// Id of the API key that moved it.
+    pub by: String,
+}
+
+/// `GET /v1/models/{name}/aliases`: the aliases and every move, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AliasList {
+    pub model: String,
+    /// Alias name -> version.
+    pub aliases: BTreeMap<String, String>,
+    pub history: Vec<AliasMove>,
 }
 
 /// Body of `PUT /v1/models/{name}/aliases/{alias}`.
@@ -498,6 +610,10 @@ pub mod headers {
     pub const MODEL_VERSION: &str = "x-zoo-model-version";
     /// Time spent in the runtime, in milliseconds.
     pub const INFERENCE_TIME: &str = "x-inference-time";
+    /// Time spent waiting in the model's queue, in milliseconds.
+    pub const QUEUE_TIME: &str = "x-queue-time";
+    /// Rows of the batch a prediction ran in.
+    pub const BATCH_SIZE: &str = "x-batch-size";
     /// Request id, echoed or generated.
     pub const REQUEST_ID: &str = "x-request-id";
 }

@@ -5,6 +5,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use zoo_api::LoadPolicy;
+
+fn parse_load(s: &str) -> Result<LoadPolicy, String> {
+    match s {
+        "eager" => Ok(LoadPolicy::Eager),
+        "lazy" => Ok(LoadPolicy::Lazy),
+        _ => Err(format!("'{s}' is not a load policy: eager or lazy")),
+    }
+}
 
 /// `zoo serve` options.
 #[derive(Debug, Clone, Args)]
@@ -65,6 +74,35 @@ pub struct Config {
     #[arg(long, env = "ZOO_MAX_BATCH_ITEMS", default_value_t = 256)]
     pub max_batch_items: usize,
 
+    /// Most rows (texts, tensor rows) merged into one batch, unless a version says
+    /// otherwise at deploy (1 = no batching).
+    #[arg(long, env = "ZOO_MAX_BATCH_SIZE", default_value_t = 32)]
+    pub max_batch_size: u32,
+
+    /// Longest a request waits for others to join its batch, in milliseconds (0:
+    /// batches only form from requests already waiting).
+    #[arg(long, env = "ZOO_MAX_QUEUE_DELAY_MS", default_value_t = 0)]
+    pub max_queue_delay_ms: u32,
+
+    /// Copies of each model, each on its own inference thread.
+    #[arg(long, env = "ZOO_INSTANCES", default_value_t = 1)]
+    pub instances: u32,
+
+    /// When versions are loaded: eager (at deploy, with a warm-up run) or lazy (on
+    /// their first request).
+    #[arg(long, env = "ZOO_LOAD", default_value = "eager", value_parser = parse_load)]
+    pub load: LoadPolicy,
+
+    /// Most tokens in one text, before truncation to the model's length.
+    #[arg(long, env = "ZOO_MAX_TOKENS", default_value_t = 8192)]
+    pub max_tokens: u32,
+
+    /// Memory budget for loaded models, in bytes (estimated from their artifact
+    /// sizes); beyond it the least recently used idle versions are unloaded. 0 = no
+    /// budget.
+    #[arg(long, env = "ZOO_MODEL_MEMORY_BUDGET", default_value_t = 0)]
+    pub model_memory_budget: u64,
+
     /// Requests waiting for one model before new ones get 429.
     #[arg(long, env = "ZOO_QUEUE_CAPACITY", default_value_t = 256)]
     pub queue_capacity: usize,
@@ -108,6 +146,12 @@ impl Config {
             max_upload_bytes: 4 * 1024 * 1024 * 1024,
             max_predict_bytes: 32 * 1024 * 1024,
             max_batch_items: 256,
+            max_batch_size: 32,
+            max_queue_delay_ms: 0,
+            instances: 1,
+            load: LoadPolicy::Eager,
+            max_tokens: 8192,
+            model_memory_budget: 0,
             queue_capacity: 256,
             request_timeout_secs: 60,
             upload_idle_timeout_secs: 30,

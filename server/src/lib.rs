@@ -16,6 +16,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod pipeline;
 pub mod registry;
 pub mod runtime;
@@ -63,9 +64,17 @@ impl AppState {
                     Ok(RegistryEvent::KeyRevoked { id }) => keys.forget(&id),
                     Ok(RegistryEvent::AliasMoved { model, version: Some(version), .. }) => {
                         let services = services.clone();
-                        tokio::spawn(async move { services.preload(&model, &version).await });
+                        tokio::spawn(async move {
+                            // Warm first, then route: the alias's requests here
+                            // find the version loaded.
+                            services.preload(&model, &version).await;
+                            services.forget_routes(&model);
+                        });
                     }
-                    Ok(RegistryEvent::VersionReady { .. } | RegistryEvent::AliasMoved { version: None, .. }) => {}
+                    Ok(
+                        RegistryEvent::VersionReady { model, .. }
+                        | RegistryEvent::AliasMoved { model, version: None, .. },
+                    ) => services.forget_routes(&model),
                     Ok(RegistryEvent::Resync) => {
                         services.unload_all();
                         keys.forget_all();
@@ -87,6 +96,7 @@ pub fn build_app(state: AppState) -> Router {
     let (router, openapi) = api::router().split_for_parts();
     let request_id = HeaderName::from_static(zoo_api::headers::REQUEST_ID);
     router
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), api::health::track))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use zoo_api::{AliasInfo, ErrorBody, Scope, SetAliasRequest};
+use zoo_api::{AliasInfo, AliasList, ErrorBody, Scope, SetAliasRequest};
 
 use super::{ApiPath, read_json};
 use crate::AppState;
@@ -69,4 +69,26 @@ pub async fn delete_alias(
     check_alias(&alias)?;
     caller.require(Scope::Deploy, Some(&name))?;
     Ok(Json(state.services.delete_alias(&caller, &name, &alias).await?))
+}
+
+/// The model's aliases and their history: who moved which alias from which
+/// version to which, and when (newest first).
+#[utoipa::path(get, path = "/v1/models/{name}/aliases", tag = "models",
+    params(("name" = String, Path, description = "Model name")),
+    responses(
+        (status = 200, body = AliasList),
+        (status = 400, description = "invalid_name", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 403, description = "forbidden: the key lacks the read scope or the model", body = ErrorBody),
+        (status = 404, description = "model_not_found", body = ErrorBody),
+        (status = 503, description = "unavailable: the database is unreachable", body = ErrorBody)
+    ))]
+pub async fn list_aliases(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<AliasList>> {
+    check_names(&name, None)?;
+    caller.require(Scope::Read, Some(&name))?;
+    Ok(Json(state.services.list_aliases(&name).await?))
 }

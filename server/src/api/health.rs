@@ -1,11 +1,16 @@
 //! Liveness and readiness.
 
+use std::time::Instant;
+
 use axum::Json;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use zoo_api::{Health, Readiness};
 
 use crate::AppState;
+use crate::metrics::Gauges;
 
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/healthz", tag = "health", security(()),
@@ -31,4 +36,41 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
         runtimes: s.runtimes.names(),
     };
     (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
+}
+
+/// Prometheus metrics in the text exposition format: requests by route, model,
+/// version and status; predict latency split into queue, inference and total;
+/// batch sizes; queue depth; loaded models; upload bytes.
+#[utoipa::path(get, path = "/metrics", tag = "health", security(()),
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String)))]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let s = &state.services;
+    let gauges = Gauges { loaded: s.loaded_versions() };
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.render(&gauges))
+}
+
+/// Count every routed request and its latency, by route template, model, version
+/// and status.
+pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_default();
+    let (mut parts, body) = req.into_parts();
+    let params = RawPathParams::from_request_parts(&mut parts, &state).await.ok();
+    let param = |key: &str| {
+        params.as_ref().and_then(|p| p.iter().find(|(k, _)| *k == key).map(|(_, v)| v.to_string())).unwrap_or_default()
+    };
+    let (model, path_version) = (param("name"), param("version"));
+    let response = next.run(Request::from_parts(parts, body)).await;
+    let status = response.status().as_u16();
+    // Names the registry never accepted would make the label set unbounded.
+    let known = !matches!(status, 401 | 403 | 404) && zoo_api::names::valid_model_name(&model);
+    let version = response
+        .headers()
+        .get(zoo_api::headers::MODEL_VERSION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or(path_version);
+    let (model, version) = if known { (model, version) } else { (String::new(), String::new()) };
+    state.services.metrics.request(&route, &model, &version, status, started.elapsed());
+    response
 }

@@ -31,16 +31,24 @@ async fn predict(
         check_alias(a)?;
     }
     caller.require(Scope::Predict, Some(&model))?;
-    let req: PredictRequest = read_json(&h, body, state.services.config.max_predict_bytes).await?;
-    let p = state.services.predict(&model, target, req).await?;
+    // The version first: its body limit applies to the body.
+    let (_, served) = state.services.prepare(&model, target).await?;
+    let limit = usize::try_from(served.effective.max_body_bytes).unwrap_or(usize::MAX);
+    let req: PredictRequest = read_json(&h, body, limit).await?;
+    let p = state.services.predict_on(&served, req).await?;
     let mut response = Json(p.response).into_response();
     let hs = response.headers_mut();
+    let ms = |d: std::time::Duration| HeaderValue::from_str(&format!("{:.3}", d.as_secs_f64() * 1000.0));
     if let Ok(v) = HeaderValue::from_str(&p.version) {
         hs.insert(headers::MODEL_VERSION, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", p.inference.as_secs_f64() * 1000.0)) {
+    if let Ok(v) = ms(p.inference) {
         hs.insert(headers::INFERENCE_TIME, v);
     }
+    if let Ok(v) = ms(p.queue) {
+        hs.insert(headers::QUEUE_TIME, v);
+    }
+    hs.insert(headers::BATCH_SIZE, HeaderValue::from(p.batch_rows));
     Ok(response)
 }
 
@@ -55,7 +63,9 @@ async fn predict(
     responses(
         (status = 200, body = PredictResponse, headers(
             ("x-zoo-model-version" = String, description = "The version that answered"),
-            ("x-inference-time" = String, description = "Milliseconds in the runtime"))),
+            ("x-inference-time" = String, description = "Milliseconds in the runtime (the batch's run)"),
+            ("x-queue-time" = String, description = "Milliseconds waiting in the model's queue"),
+            ("x-batch-size" = u32, description = "Rows of the batch the request ran in"))),
         (status = 400, description = "invalid_request, invalid_input or invalid_name", body = ErrorBody),
         (status = 401, description = "unauthorized", body = ErrorBody),
         (status = 403, description = "forbidden: the key lacks the predict scope or the model", body = ErrorBody),
@@ -85,7 +95,9 @@ pub async fn predict_default(
     responses(
         (status = 200, body = PredictResponse, headers(
             ("x-zoo-model-version" = String, description = "The version that answered"),
-            ("x-inference-time" = String, description = "Milliseconds in the runtime"))),
+            ("x-inference-time" = String, description = "Milliseconds in the runtime (the batch's run)"),
+            ("x-queue-time" = String, description = "Milliseconds waiting in the model's queue"),
+            ("x-batch-size" = u32, description = "Rows of the batch the request ran in"))),
         (status = 400, description = "invalid_request, invalid_input or invalid_name", body = ErrorBody),
         (status = 401, description = "unauthorized", body = ErrorBody),
         (status = 403, description = "forbidden: the key lacks the predict scope or the model", body = ErrorBody),
@@ -115,7 +127,9 @@ pub async fn predict_version(
     responses(
         (status = 200, body = PredictResponse, headers(
             ("x-zoo-model-version" = String, description = "The version that answered"),
-            ("x-inference-time" = String, description = "Milliseconds in the runtime"))),
+            ("x-inference-time" = String, description = "Milliseconds in the runtime (the batch's run)"),
+            ("x-queue-time" = String, description = "Milliseconds waiting in the model's queue"),
+            ("x-batch-size" = u32, description = "Rows of the batch the request ran in"))),
         (status = 400, description = "invalid_request, invalid_input or invalid_name", body = ErrorBody),
         (status = 401, description = "unauthorized", body = ErrorBody),
         (status = 403, description = "forbidden: the key lacks the predict scope or the model", body = ErrorBody),

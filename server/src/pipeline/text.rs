@@ -59,12 +59,27 @@ impl TextPipeline {
         &self.info
     }
 
+    /// What token sequences are padded with (input_ids; masks and types pad with 0).
+    pub fn pad_id(&self) -> i64 {
+        self.pad_id
+    }
+
     /// Tokenize and pad a batch of texts into the model's inputs.
-    pub fn encode(&self, texts: &[String]) -> Result<Encoded> {
+    /// Texts of more than `max_tokens` tokens (before truncation to the model's
+    /// length) are refused.
+    pub fn encode(&self, texts: &[String], max_tokens: usize) -> Result<Encoded> {
         let enc = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| Error::InvalidInput(format!("cannot tokenize the text: {e}")))?;
+        for (i, e) in enc.iter().enumerate() {
+            let total = e.len() + e.get_overflowing().iter().map(|o| o.len()).sum::<usize>();
+            if total > max_tokens {
+                return Err(Error::InvalidInput(format!(
+                    "text {i} has {total} tokens, more than the limit of {max_tokens}; split it"
+                )));
+            }
+        }
         let len = enc.iter().map(|e| e.len()).max().unwrap_or(0).max(1);
         let n = texts.len();
         let mut ids = ArrayD::<i64>::from_elem(IxDyn(&[n, len]), self.pad_id);

@@ -19,6 +19,7 @@ fn ready(sha: &str) -> ReadyVersion {
         signature: Signature::empty(Format::Onnx, false),
         labels: vec![],
         warmup_ms: Some(1.5),
+        serving: zoo_api::ServingConfig { max_batch_size: Some(8), ..Default::default() },
         alias: None,
     }
 }
@@ -36,6 +37,7 @@ pub async fn version_lifecycle(r: &dyn Registry) {
     let rec = r.finish_version("m", "1", &ready("aa")).await.unwrap();
     assert_eq!(rec.status, VersionStatus::Ready);
     assert_eq!(rec.warmup_ms, Some(1.5));
+    assert_eq!(rec.serving.max_batch_size, Some(8));
     assert_eq!(r.begin_version("m", None, None, "k1").await.unwrap(), "2");
     r.abort_version("m", "2").await.unwrap();
     assert_eq!(r.begin_version("m", Some("1.5.0"), None, "k1").await.unwrap(), "1.5.0");

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use zoo_api::{Format, Scope, Signature, Task, VersionStatus};
+use zoo_api::{Format, Scope, ServingConfig, Signature, Task, VersionStatus};
 
 use crate::error::Result;
 
@@ -33,6 +33,8 @@ pub struct VersionRecord {
     pub warmup_ms: Option<f64>,
     pub created_at: DateTime<Utc>,
     pub created_by: String,
+    /// Serving settings given at deploy.
+    pub serving: ServingConfig,
 }
 
 /// What a finished upload records on its version.
@@ -48,6 +50,7 @@ pub struct ReadyVersion {
     pub signature: Signature,
     pub labels: Vec<String>,
     pub warmup_ms: Option<f64>,
+    pub serving: ServingConfig,
     /// Point this alias at the version in the same transaction.
     pub alias: Option<String>,
 }

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 
 /// The version columns, in the order every query selects them.
 pub const VERSION_COLUMNS: &str = "model, version, seq, status, format, sha256, size, task, runtime, servable, reason, \
-                                   signature, labels, warmup_ms, created_at, created_by";
+                                   signature, labels, warmup_ms, created_at, created_by, serving";
 
 pub fn status_str(s: VersionStatus) -> &'static str {
     match s {
@@ -43,6 +43,7 @@ where
     let task: Option<String> = row.try_get("task")?;
     let signature: Option<String> = row.try_get("signature")?;
     let labels: String = row.try_get("labels")?;
+    let serving: String = row.try_get("serving")?;
     Ok(VersionRecord {
         model: row.try_get("model")?,
         version: row.try_get("version")?,
@@ -60,6 +61,7 @@ where
         warmup_ms: row.try_get("warmup_ms")?,
         created_at: row.try_get("created_at")?,
         created_by: row.try_get("created_by")?,
+        serving: serde_json::from_str(&serving).map_err(|_| corrupt("serving"))?,
     })
 }
 

@@ -236,7 +236,7 @@ macro_rules! sql_registry {
                 let mut tx = self.pool.begin().await?;
                 let done = sqlx::query(
                     &Self::q("UPDATE versions SET status = ?, format = ?, sha256 = ?, size = ?, task = ?, runtime = ?, servable = ?, \
-                     reason = ?, signature = ?, labels = ?, warmup_ms = ? WHERE model = ? AND version = ? AND status = 'uploading'",)
+                     reason = ?, signature = ?, labels = ?, warmup_ms = ?, serving = ? WHERE model = ? AND version = ? AND status = 'uploading'",)
                 )
                 .bind(status_str(VersionStatus::Ready))
                 .bind(r.format.as_str())
@@ -249,6 +249,7 @@ macro_rules! sql_registry {
                 .bind(serde_json::to_string(&r.signature).map_err(Error::internal)?)
                 .bind(serde_json::to_string(&r.labels).map_err(Error::internal)?)
                 .bind(r.warmup_ms)
+                .bind(serde_json::to_string(&r.serving).map_err(Error::internal)?)
                 .bind(model)
                 .bind(version)
                 .execute(&mut *tx)

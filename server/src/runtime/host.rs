@@ -1,21 +1,70 @@
-//! ModelHost: one dedicated thread owns a loaded model; async callers send work over
-//! a bounded queue and wait on a oneshot reply. A full queue is backpressure (429).
+//! ModelHost: dedicated inference threads own a loaded model (one copy each);
+//! async callers send work over a bounded queue and wait on a oneshot reply. A full
+//! queue is backpressure (429).
+//!
+//! Dynamic batching: a thread that picks up a request also takes the requests
+//! queued behind it (and, with a queue delay, waits up to that long from the first
+//! request's arrival for more), up to `max_batch_rows` rows, merges their inputs
+//! (token sequences padded to the longest), runs the model once and splits the
+//! outputs back by rows. Requests whose shapes cannot share a batch run in their
+//! own; when a merged run fails, each request runs alone so that an error reaches
+//! only the request that caused it; a model whose outputs have no batch axis is
+//! switched to unbatched serving.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use tokio::sync::oneshot;
 
+use super::batch;
 use super::{LoadedModel, RuntimeError, Tensors};
+
+/// How a host forms batches.
+#[derive(Debug, Clone)]
+pub struct HostSettings {
+    /// Thread name suffix (model-version).
+    pub label: String,
+    /// Requests waiting before new ones get `Busy`.
+    pub capacity: usize,
+    /// Most rows in one batch; 1 runs every request alone.
+    pub max_batch_rows: usize,
+    /// Longest the first request of a batch waits for others.
+    pub max_queue_delay: Duration,
+    /// Inputs that may differ in their second axis (token sequences), with the value
+    /// they are padded with.
+    pub pad: Vec<(String, i64)>,
+}
+
+/// A request's answer with its timings.
+#[derive(Debug)]
+pub struct Done {
+    pub outputs: Tensors,
+    /// Time spent waiting in the queue.
+    pub queue: Duration,
+    /// Time of the model run (shared by the batch).
+    pub inference: Duration,
+    /// Rows in the batch the request ran in.
+    pub batch_rows: usize,
+}
 
 struct Job {
     inputs: Tensors,
-    reply: oneshot::Sender<Result<(Tensors, Duration), RuntimeError>>,
+    rows: usize,
+    enqueued: Instant,
+    reply: oneshot::Sender<Result<Done, RuntimeError>>,
 }
 
-/// Handle to a model's inference thread. Dropping the last handle stops the thread
-/// once queued work is done, and unloads the model.
+/// Called with the rows of every batch run (for the batch size histogram).
+pub type BatchObserver = Arc<dyn Fn(usize) + Send + Sync>;
+
+/// Handle to a model's inference threads. Dropping the last handle stops the
+/// threads once queued work is done, and unloads the model.
 pub struct ModelHost {
-    tx: mpsc::Sender<Job>,
+    tx: Sender<Job>,
+    batching: Arc<AtomicBool>,
+    max_batch_rows: usize,
 }
 
 /// Why a request did not get an answer.
@@ -23,38 +72,38 @@ pub struct ModelHost {
 pub enum HostError {
     /// The queue is full.
     Busy,
-    /// The thread is gone (it panicked or is shutting down).
+    /// The threads are gone (shutting down).
     Stopped,
     Runtime(RuntimeError),
 }
 
 impl ModelHost {
-    /// Start the thread that owns `model`.
-    pub fn spawn(label: &str, model: Box<dyn LoadedModel>, capacity: usize) -> std::io::Result<ModelHost> {
-        let (tx, mut rx) = mpsc::channel::<Job>(capacity.max(1));
-        let mut model = model;
-        std::thread::Builder::new().name(format!("zoo-model-{label}")).spawn(move || {
-            while let Some(job) = rx.blocking_recv() {
-                if job.reply.is_closed() {
-                    continue; // the caller gave up (timeout or disconnect)
-                }
-                let start = Instant::now();
-                // A runtime that panics fails this request, not the model's thread.
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.run(job.inputs)))
-                    .unwrap_or_else(|_| Err(RuntimeError::Run("the runtime panicked on this input".into())))
-                    .map(|out| (out, start.elapsed()));
-                let _ = job.reply.send(result);
-            }
-        })?;
-        Ok(ModelHost { tx })
+    /// Start one thread per loaded copy of the model.
+    pub fn spawn(
+        models: Vec<Box<dyn LoadedModel>>,
+        settings: HostSettings,
+        observe: BatchObserver,
+    ) -> std::io::Result<ModelHost> {
+        let (tx, rx) = crossbeam_channel::bounded::<Job>(settings.capacity.max(1));
+        let batching = Arc::new(AtomicBool::new(settings.max_batch_rows > 1));
+        let settings = Arc::new(settings);
+        for (i, model) in models.into_iter().enumerate() {
+            let (rx, settings, batching, observe) = (rx.clone(), settings.clone(), batching.clone(), observe.clone());
+            std::thread::Builder::new()
+                .name(format!("zoo-model-{}-{i}", settings.label))
+                .spawn(move || serve(model, rx, &settings, &batching, &observe))?;
+        }
+        let max_batch_rows = settings.max_batch_rows;
+        Ok(ModelHost { tx, batching, max_batch_rows })
     }
 
-    /// Queue inputs and wait for the outputs and the time spent running them.
-    pub async fn infer(&self, inputs: Tensors) -> Result<(Tensors, Duration), HostError> {
+    /// Queue inputs of `rows` rows and wait for the outputs.
+    pub async fn infer(&self, inputs: Tensors, rows: usize) -> Result<Done, HostError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.try_send(Job { inputs, reply }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => HostError::Busy,
-            mpsc::error::TrySendError::Closed(_) => HostError::Stopped,
+        let job = Job { inputs, rows: rows.max(1), enqueued: Instant::now(), reply };
+        self.tx.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => HostError::Busy,
+            TrySendError::Disconnected(_) => HostError::Stopped,
         })?;
         match rx.await {
             Ok(r) => r.map_err(HostError::Runtime),
@@ -64,6 +113,196 @@ impl ModelHost {
 
     /// Requests waiting in the queue.
     pub fn queued(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.tx.len()
+    }
+
+    /// Rows per batch at most, or 1 when requests run alone.
+    pub fn max_batch_rows(&self) -> usize {
+        if self.batching.load(Ordering::Relaxed) { self.max_batch_rows } else { 1 }
+    }
+}
+
+fn serve(
+    mut model: Box<dyn LoadedModel>,
+    rx: Receiver<Job>,
+    settings: &HostSettings,
+    batching: &AtomicBool,
+    observe: &BatchObserver,
+) {
+    let mut carry: Option<Job> = None;
+    loop {
+        let first = match carry.take() {
+            Some(j) => j,
+            None => match rx.recv() {
+                Ok(j) => j,
+                Err(_) => return, // every handle dropped: unload
+            },
+        };
+        let mut jobs = vec![first];
+        if batching.load(Ordering::Relaxed) {
+            let deadline = jobs[0].enqueued + settings.max_queue_delay;
+            let mut rows = jobs[0].rows;
+            while rows < settings.max_batch_rows {
+                let next = match rx.try_recv() {
+                    Ok(j) => Some(j),
+                    Err(_) if Instant::now() < deadline => match rx.recv_deadline(deadline) {
+                        Ok(j) => Some(j),
+                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+                    },
+                    Err(_) => None,
+                };
+                let Some(job) = next else { break };
+                if rows + job.rows > settings.max_batch_rows {
+                    carry = Some(job);
+                    break;
+                }
+                rows += job.rows;
+                jobs.push(job);
+            }
+        }
+        // Callers that gave up (timeout, disconnect) are not run.
+        jobs.retain(|j| !j.reply.is_closed());
+        if jobs.is_empty() {
+            continue;
+        }
+        run_jobs(model.as_mut(), jobs, settings, batching, observe);
+    }
+}
+
+/// Run a model, turning a panic into an error of this run only.
+fn guarded(model: &mut dyn LoadedModel, inputs: Tensors) -> Result<Tensors, RuntimeError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.run(inputs)))
+        .unwrap_or_else(|_| Err(RuntimeError::Run("the runtime panicked on this input".into())))
+}
+
+fn run_alone(model: &mut dyn LoadedModel, job: Job, observe: &BatchObserver) {
+    let start = Instant::now();
+    let queue = start - job.enqueued;
+    observe(job.rows);
+    let result = guarded(model, job.inputs);
+    let inference = start.elapsed();
+    let rows = job.rows;
+    let _ = job.reply.send(result.map(|outputs| Done { outputs, queue, inference, batch_rows: rows }));
+}
+
+fn run_jobs(
+    model: &mut dyn LoadedModel,
+    jobs: Vec<Job>,
+    settings: &HostSettings,
+    batching: &AtomicBool,
+    observe: &BatchObserver,
+) {
+    let pad = |name: &str| settings.pad.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    let padded = |name: &str| pad(name).is_some();
+    // Requests whose inputs agree on everything but their rows share a batch.
+    let mut groups: Vec<Vec<Job>> = Vec::new();
+    for job in jobs {
+        let key = batch::compat_key(&job.inputs, &padded);
+        match groups.iter_mut().find(|g| batch::compat_key(&g[0].inputs, &padded) == key) {
+            Some(g) => g.push(job),
+            None => groups.push(vec![job]),
+        }
+    }
+    for group in groups {
+        if group.len() == 1 {
+            run_alone(model, group.into_iter().next().expect("one job"), observe);
+            continue;
+        }
+        let rows: Vec<usize> = group.iter().map(|j| j.rows).collect();
+        let total: usize = rows.iter().sum();
+        let merged = batch::merge(&group.iter().map(|j| &j.inputs).collect::<Vec<_>>(), &pad);
+        let Ok(merged) = merged else {
+            group.into_iter().for_each(|j| run_alone(model, j, observe));
+            continue;
+        };
+        let start = Instant::now();
+        let result = guarded(model, merged);
+        let inference = start.elapsed();
+        match result.map(|out| batch::split(out, &rows)) {
+            Ok(Ok(parts)) => {
+                observe(total);
+                for (job, outputs) in group.into_iter().zip(parts) {
+                    let done = Done { outputs, queue: start - job.enqueued, inference, batch_rows: total };
+                    let _ = job.reply.send(Ok(done));
+                }
+            }
+            Ok(Err(why)) => {
+                // The outputs have no batch axis: serve this model unbatched from now on.
+                tracing::warn!(model = %settings.label, %why, "the model's outputs cannot be split by request; batching off");
+                batching.store(false, Ordering::Relaxed);
+                group.into_iter().for_each(|j| run_alone(model, j, observe));
+            }
+            // One request may have broken the batch: run each alone, so its error
+            // reaches it and the others get their answers.
+            Err(_) => group.into_iter().for_each(|j| run_alone(model, j, observe)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{ArrayD, IxDyn};
+
+    use super::*;
+    use crate::runtime::Tensor;
+
+    /// Doubles `x`; counts the batches it ran; refuses negative inputs.
+    struct Doubler(Arc<std::sync::Mutex<Vec<usize>>>);
+
+    impl LoadedModel for Doubler {
+        fn run(&mut self, inputs: Tensors) -> Result<Tensors, RuntimeError> {
+            let Tensor::F32(x) = &inputs[0].1 else { unreachable!() };
+            if x.iter().any(|v| *v < 0.0) {
+                return Err(RuntimeError::Input("negative".into()));
+            }
+            self.0.lock().unwrap().push(x.shape()[0]);
+            std::thread::sleep(Duration::from_millis(20));
+            Ok(vec![("y".into(), Tensor::F32(x.mapv(|v| v * 2.0)))])
+        }
+    }
+
+    fn x(v: f32, rows: usize) -> Tensors {
+        vec![("x".into(), Tensor::F32(ArrayD::from_elem(IxDyn(&[rows, 2]), v)))]
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn concurrent_requests_share_batches_and_get_their_own_rows() {
+        let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let settings = HostSettings {
+            label: "t".into(),
+            capacity: 64,
+            max_batch_rows: 16,
+            max_queue_delay: Duration::from_millis(5),
+            pad: vec![],
+        };
+        let host =
+            Arc::new(ModelHost::spawn(vec![Box::new(Doubler(batches.clone()))], settings, Arc::new(|_| {})).unwrap());
+        for bad in [None, Some(5)] {
+            let tasks: Vec<_> = (0..12)
+                .map(|i| {
+                    let host = host.clone();
+                    tokio::spawn(async move {
+                        let v = if Some(i) == bad { -1.0 } else { i as f32 };
+                        (i, host.infer(x(v, 1 + i % 2), 1 + i % 2).await)
+                    })
+                })
+                .collect();
+            for t in tasks {
+                let (i, r) = t.await.unwrap();
+                if Some(i) == bad {
+                    // A request that breaks its batch fails alone.
+                    assert!(matches!(r, Err(HostError::Runtime(RuntimeError::Input(_)))), "only the bad request fails");
+                    continue;
+                }
+                let done = r.unwrap();
+                assert_eq!(done.outputs[0].1, x(2.0 * i as f32, 1 + i % 2)[0].1, "request {i} gets its own rows");
+            }
+            if bad.is_none() {
+                let batches = batches.lock().unwrap();
+                assert!(batches.iter().any(|b| *b > 2), "some requests were merged: {batches:?}");
+            }
+        }
+        let batches = batches.lock().unwrap();
+        assert!(batches.iter().all(|b| *b <= 16), "{batches:?}");
     }
 }

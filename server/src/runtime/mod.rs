@@ -12,6 +12,7 @@ use zoo_formats::Engine;
 
 use crate::config::Config;
 
+pub mod batch;
 pub mod candle;
 pub mod host;
 pub mod ort;

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use ort::environment::Environment;
+use ort::environment::{Environment, GlobalThreadPoolOptions};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, TensorElementType, ValueType};
 use zoo_api::Signature;
@@ -11,19 +11,33 @@ use super::{LoadedModel, Runtime, RuntimeError, Tensor, Tensors};
 
 pub struct OrtRuntime {
     env: Environment,
-    intra_op_threads: usize,
 }
 
 impl OrtRuntime {
-    /// Load the library at `path` and create the process-wide environment.
+    /// Load the library at `path` and create the process-wide environment, with
+    /// one thread pool that every session shares: `intra_op_threads` threads (0 =
+    /// one per core) whatever the number of loaded models and their instances, so
+    /// models that run at once share the cores instead of oversubscribing them.
     pub fn init(path: &Path, intra_op_threads: usize) -> Result<OrtRuntime, String> {
+        let threads = if intra_op_threads == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            intra_op_threads
+        };
+        // The library is loaded by init_from; the pool options need it.
         let builder =
             ort::init_from(path).map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", path.display()))?;
+        let pool = GlobalThreadPoolOptions::default()
+            .with_intra_threads(threads)
+            .and_then(|p| p.with_inter_threads(1))
+            .and_then(|p| p.with_spin_control(false))
+            .map_err(|e| format!("ONNX Runtime thread pool: {e}"))?;
         let env = builder
             .with_name("zoo")
+            .with_global_thread_pool(pool)
             .build()
             .map_err(|e| format!("cannot start ONNX Runtime from {}: {e}", path.display()))?;
-        Ok(OrtRuntime { env, intra_op_threads })
+        Ok(OrtRuntime { env })
     }
 }
 
@@ -37,19 +51,8 @@ impl Runtime for OrtRuntime {
     }
 
     fn load(&self, model: &Path, _signature: &Signature) -> Result<Box<dyn LoadedModel>, RuntimeError> {
-        let threads = if self.intra_op_threads == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-        } else {
-            self.intra_op_threads
-        };
-        let session = Session::builder(&self.env)
-            .map_err(load_err)?
-            .with_intra_threads(threads)
-            .map_err(load_err)?
-            .with_inter_threads(1)
-            .map_err(load_err)?
-            .commit_from_file(model)
-            .map_err(load_err)?;
+        // The environment's shared thread pool runs it (no threads of its own).
+        let session = Session::builder(&self.env).map_err(load_err)?.commit_from_file(model).map_err(load_err)?;
         Ok(Box::new(OrtModel { session }))
     }
 }

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
-use zoo_api::{DeployQuery, RuntimeChoice, Task, VersionInfo, names};
+use zoo_api::{DeployQuery, LoadPolicy, RuntimeChoice, Task, VersionInfo, names};
 
 use super::loader::LoadRequest;
 use super::{Services, remove_dir_quietly};
@@ -198,14 +198,19 @@ impl Services {
             signature: signature.clone(),
             task,
             labels: labels.clone(),
+            serving: upload.query.serving(),
+            size: received.size as i64,
         };
-        let outcome = self.load_new(req, choice).await;
+        // An alias moves only to a version that loaded and warmed up.
+        let lazy =
+            upload.query.alias.is_none() && self.effective(&req.serving, &req.signature).load == LoadPolicy::Lazy;
+        let outcome = self.load_new(req, choice, lazy).await;
         if let Some(reason) = &outcome.reason {
             tracing::warn!(model, version, reason = %reason, "stored, but not servable");
         }
         // The alias moves with the version becoming ready, and only to a version
         // that loaded and warmed up above.
-        let servable = outcome.served.is_some();
+        let servable = outcome.servable;
         let alias = upload.query.alias.clone().filter(|_| servable);
         let ready = ReadyVersion {
             format: signature.format,
@@ -218,9 +223,11 @@ impl Services {
             signature,
             labels,
             warmup_ms: outcome.warmup_ms,
+            serving: upload.query.serving(),
             alias: alias.clone(),
         };
         let record = self.registry.finish_version(model, version, &ready).await?;
+        self.forget_routes(model);
         tracing::info!(model, version, sha256 = %record.sha256, size = record.size, servable, alias = ?alias, by = %caller.key_id, "deployed");
         if let (Some(wanted), false) = (&upload.query.alias, servable) {
             return Err(Error::NotServable(format!(
@@ -254,6 +261,7 @@ impl Services {
                 Ok(Some(Ok(c))) => c,
             };
             size += chunk.len() as u64;
+            self.metrics.uploaded(chunk.len() as u64);
             if size > limit {
                 return Err(too_large(size, limit));
             }

@@ -3,16 +3,17 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use zoo_api::{RuntimeChoice, Signature, Task, TextInfo};
+use zoo_api::{EffectiveServing, RuntimeChoice, ServingConfig, Signature, Task, TextInfo};
 
 use super::{Services, VersionKey, remove_dir_quietly};
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::pipeline::tensor::example_inputs;
 use crate::pipeline::text::TextPipeline;
 use crate::registry::VersionRecord;
-use crate::runtime::host::ModelHost;
+use crate::runtime::host::{BatchObserver, HostSettings, ModelHost};
 use crate::runtime::{Runtime, Tensors};
 use crate::store::StorageKey;
 
@@ -34,10 +35,19 @@ pub struct Served {
     pub runtime: &'static str,
     pub host: ModelHost,
     pub pipeline: Pipeline,
+    /// The serving settings it was loaded with.
+    pub effective: EffectiveServing,
+    /// Artifact size, the estimate of its memory for the loading budget.
+    pub size: i64,
+    /// When it last answered (milliseconds since the Unix epoch), for unloading
+    /// the least recently used first.
+    pub last_used: std::sync::atomic::AtomicU64,
 }
 
 /// Outcome of trying to load a version at deploy.
 pub struct LoadOutcome {
+    /// It can be served: it loaded, or (lazy loading) a runtime for it exists.
+    pub servable: bool,
     pub served: Option<Arc<Served>>,
     pub runtime: Option<String>,
     pub reason: Option<String>,
@@ -62,6 +72,8 @@ pub struct LoadRequest {
     pub signature: Signature,
     pub task: Task,
     pub labels: Vec<String>,
+    pub serving: ServingConfig,
+    pub size: i64,
 }
 
 /// What a load needs, detached from `Services` so it can run on a blocking thread.
@@ -69,6 +81,17 @@ struct LoadJob {
     req: LoadRequest,
     runtimes: Vec<Arc<dyn Runtime>>,
     queue_capacity: usize,
+    effective: EffectiveServing,
+    metrics: Arc<Metrics>,
+}
+
+/// Whether requests to a version can be merged into batches: every input and
+/// output has a leading batch axis (token inputs of text models do).
+pub fn batchable(signature: &Signature) -> bool {
+    let all = |specs: &[zoo_api::TensorSpec]| {
+        !specs.is_empty() && specs.iter().all(|s| s.kind == zoo_api::ValueKind::Tensor && s.has_batch_dim())
+    };
+    all(&signature.inputs) && all(&signature.outputs)
 }
 
 fn text_info(signature: &Signature, labels: &[String]) -> Result<TextInfo> {
@@ -89,7 +112,7 @@ impl LoadJob {
     /// dimensions 1), which a model may rightly refuse (too few audio samples, say),
     /// so that failure is only logged and the warm-up time left unknown.
     fn run(self) -> std::result::Result<(Served, Option<f64>), String> {
-        let LoadJob { req, runtimes, queue_capacity } = self;
+        let LoadJob { req, runtimes, queue_capacity, effective, metrics } = self;
         let model_path = model_file(&req.dir, &req.signature).map_err(|e| e.to_string())?;
         let pipeline = match req.task {
             Task::Tensor => Pipeline::Tensor,
@@ -102,33 +125,59 @@ impl LoadJob {
         };
         let warmup = match &pipeline {
             Pipeline::Tensor => example_inputs(&req.signature.inputs),
-            Pipeline::Text(p) => p.encode(&["zoo warm-up".to_string()]).ok().map(|e| e.inputs),
+            Pipeline::Text(p) => p.encode(&["zoo warm-up".to_string()], usize::MAX).ok().map(|e| e.inputs),
         };
         let mut failures = Vec::new();
         for rt in &runtimes {
-            let mut loaded = match rt.load(&model_path, &req.signature) {
+            let loaded = match rt.load(&model_path, &req.signature) {
                 Ok(m) => m,
                 Err(e) => {
                     failures.push(e.to_string());
                     continue;
                 }
             };
-            let start = Instant::now();
-            let warm_ms = match warmup.clone().map(|inputs: Tensors| loaded.run(inputs)) {
-                None => None,
-                Some(Ok(_)) => Some(start.elapsed().as_secs_f64() * 1000.0),
-                Some(Err(e)) if matches!(pipeline, Pipeline::Tensor) => {
-                    tracing::info!(model = %req.model, version = %req.version, runtime = rt.name(), error = %e,
-                        "the warm-up on zeros failed; serving without a warm-up time");
-                    None
+            // More copies, each for its own inference thread.
+            let mut copies = vec![loaded];
+            for _ in 1..effective.instances.max(1) {
+                copies.push(rt.load(&model_path, &req.signature).map_err(|e| e.to_string())?);
+            }
+            let mut warm_ms = None;
+            let mut warm_failed = None;
+            for copy in &mut copies {
+                let start = Instant::now();
+                match warmup.clone().map(|inputs: Tensors| copy.run(inputs)) {
+                    None => {}
+                    Some(Ok(_)) => warm_ms = Some(warm_ms.unwrap_or(start.elapsed().as_secs_f64() * 1000.0)),
+                    Some(Err(e)) => warm_failed = Some(e),
                 }
-                Some(Err(e)) => {
+            }
+            if let Some(e) = warm_failed {
+                if !matches!(pipeline, Pipeline::Tensor) {
                     failures.push(format!("{} loaded the model but its warm-up run failed: {e}", rt.name()));
                     continue;
                 }
+                tracing::info!(model = %req.model, version = %req.version, runtime = rt.name(), error = %e,
+                    "the warm-up on zeros failed; serving without a warm-up time");
+                warm_ms = None;
+            }
+            let pad = match &pipeline {
+                Pipeline::Text(p) => vec![
+                    ("input_ids".to_string(), p.pad_id()),
+                    ("attention_mask".to_string(), 0),
+                    ("token_type_ids".to_string(), 0),
+                ],
+                Pipeline::Tensor => vec![],
             };
-            let host = ModelHost::spawn(&format!("{}-{}", req.model, req.version), loaded, queue_capacity)
-                .map_err(|e| e.to_string())?;
+            let settings = HostSettings {
+                label: format!("{}-{}", req.model, req.version),
+                capacity: queue_capacity,
+                max_batch_rows: effective.max_batch_size.max(1) as usize,
+                max_queue_delay: Duration::from_millis(effective.max_queue_delay_ms.into()),
+                pad,
+            };
+            let (m, v) = (req.model.clone(), req.version.clone());
+            let observe: BatchObserver = Arc::new(move |rows| metrics.batch(&m, &v, rows));
+            let host = ModelHost::spawn(copies, settings, observe).map_err(|e| e.to_string())?;
             let served = Served {
                 model: req.model,
                 version: req.version,
@@ -138,6 +187,9 @@ impl LoadJob {
                 runtime: rt.name(),
                 host,
                 pipeline,
+                effective,
+                size: req.size,
+                last_used: std::sync::atomic::AtomicU64::new(super::predict::now_millis()),
             };
             return Ok((served, warm_ms));
         }
@@ -147,27 +199,64 @@ impl LoadJob {
 
 impl Services {
     fn load_job(&self, req: LoadRequest, runtimes: Vec<Arc<dyn Runtime>>) -> LoadJob {
-        LoadJob { req, runtimes, queue_capacity: self.config.queue_capacity }
+        let effective = self.effective(&req.serving, &req.signature);
+        LoadJob { req, runtimes, queue_capacity: self.config.queue_capacity, effective, metrics: self.metrics.clone() }
+    }
+
+    /// The serving settings in effect for a version: its own, else the server's;
+    /// its limits never above the server's.
+    pub fn effective(&self, serving: &ServingConfig, signature: &Signature) -> EffectiveServing {
+        let c = &self.config;
+        let batched = batchable(signature);
+        let at_most = |given: Option<u32>, server: u32| given.map_or(server, |g| g.clamp(1, server));
+        EffectiveServing {
+            max_batch_size: if batched { serving.max_batch_size.unwrap_or(c.max_batch_size).max(1) } else { 1 },
+            max_queue_delay_ms: serving.max_queue_delay_ms.unwrap_or(c.max_queue_delay_ms),
+            instances: serving.instances.unwrap_or(c.instances).clamp(1, 64),
+            load: serving.load.unwrap_or(c.load),
+            batched,
+            max_items: at_most(serving.max_items, c.max_batch_items as u32),
+            max_tokens: at_most(serving.max_tokens, c.max_tokens),
+            timeout_secs: at_most(serving.timeout_secs, c.request_timeout_secs as u32),
+            max_body_bytes: serving
+                .max_body_bytes
+                .map_or(c.max_predict_bytes as u64, |b| b.clamp(1024, c.max_predict_bytes as u64)),
+        }
     }
 
     /// Load a freshly validated version (at deploy). Failure is not an error: the
     /// version is stored as not servable, with the reason.
-    pub async fn load_new(&self, req: LoadRequest, choice: RuntimeChoice) -> LoadOutcome {
+    /// With `lazy`, nothing is loaded: the version is servable when a runtime
+    /// for it exists, and loads on its first request.
+    pub async fn load_new(&self, req: LoadRequest, choice: RuntimeChoice, lazy: bool) -> LoadOutcome {
         let key: VersionKey = (req.model.clone(), req.version.clone());
+        let refused = |why: String| LoadOutcome {
+            servable: false,
+            served: None,
+            runtime: None,
+            reason: Some(why),
+            warmup_ms: None,
+        };
         if let Some(why) = zoo_formats::never_servable(&req.signature) {
-            return LoadOutcome { served: None, runtime: None, reason: Some(why), warmup_ms: None };
+            return refused(why);
         }
         let runtimes = match self.runtimes.candidates(choice, &req.signature) {
             Ok(r) => r,
-            Err(why) => return LoadOutcome { served: None, runtime: None, reason: Some(why), warmup_ms: None },
+            Err(why) => return refused(why),
         };
+        if lazy {
+            let runtime = runtimes.first().map(|r| r.name().to_string());
+            return LoadOutcome { servable: true, served: None, runtime, reason: None, warmup_ms: None };
+        }
         let req_engine = zoo_formats::engine(&req.signature);
         let job = self.load_job(req, runtimes);
         match tokio::task::spawn_blocking(move || job.run()).await {
             Ok(Ok((served, warm))) => {
                 let served = Arc::new(served);
-                self.served.write().expect("served map").insert(key, served.clone());
+                self.served.write().expect("served map").insert(key.clone(), served.clone());
+                self.enforce_budget(&key);
                 LoadOutcome {
+                    servable: true,
                     runtime: Some(served.runtime.to_string()),
                     served: Some(served),
                     reason: None,
@@ -182,9 +271,10 @@ impl Services {
                 {
                     reason.push_str(". ONNX Runtime is not available on this server (set ZOO_ORT_DYLIB)");
                 }
-                LoadOutcome { served: None, runtime: None, reason: Some(reason), warmup_ms: None }
+                refused(reason)
             }
             Err(e) => LoadOutcome {
+                servable: false,
                 served: None,
                 runtime: None,
                 reason: Some(format!("loader crashed: {e}")),
@@ -230,6 +320,8 @@ impl Services {
             signature: v.signature.clone(),
             task: v.task,
             labels: v.labels.clone(),
+            serving: v.serving.clone(),
+            size: v.size,
         };
         let job = self.load_job(req, runtimes);
         let started = Instant::now();
@@ -240,6 +332,7 @@ impl Services {
         let served = Arc::new(served);
         self.served.write().expect("served map").insert(key.clone(), served.clone());
         self.loading.lock().expect("loading map").remove(&key);
+        self.enforce_budget(&key);
         Ok(served)
     }
 
@@ -282,6 +375,33 @@ impl Services {
             Ok(()) => Ok(()),
             Err(_) if tokio::fs::try_exists(dest).await.unwrap_or(false) => Ok(()),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Unload the least recently used idle versions until the loaded ones fit the
+    /// memory budget (estimated by artifact size); `keep` (just loaded) stays.
+    /// A version with requests in flight or queued is never unloaded.
+    pub fn enforce_budget(&self, keep: &VersionKey) {
+        let budget = self.config.model_memory_budget;
+        if budget == 0 {
+            return;
+        }
+        let mut served = self.served.write().expect("served map");
+        let mut total: u64 = served.values().map(|s| s.size.max(0) as u64).sum();
+        while total > budget {
+            let victim = served
+                .iter()
+                .filter(|(k, s)| *k != keep && Arc::strong_count(s) == 1 && s.host.queued() == 0)
+                .min_by_key(|(_, s)| s.last_used.load(std::sync::atomic::Ordering::Relaxed))
+                .map(|(k, _)| k.clone());
+            let Some(victim) = victim else {
+                tracing::warn!(total, budget, "loaded models exceed the memory budget, but all are busy");
+                return;
+            };
+            if let Some(s) = served.remove(&victim) {
+                total = total.saturating_sub(s.size.max(0) as u64);
+                tracing::info!(model = %victim.0, version = %victim.1, "unloaded (least recently used, over the memory budget)");
+            }
         }
     }
 

@@ -36,10 +36,16 @@ pub struct Services {
     pub registry: Arc<dyn Registry>,
     pub store: Arc<dyn ObjectStore>,
     pub runtimes: Runtimes,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Loaded versions.
     served: RwLock<HashMap<VersionKey, Arc<Served>>>,
     /// One loader at a time per version.
     loading: Mutex<HashMap<VersionKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// Resolved routes: (model, target) -> version, with when it was read.
+    routes: RwLock<HashMap<(String, String), (std::time::Instant, Arc<VersionRecord>)>>,
+    /// Per model, how many times its routes were invalidated (reads that started
+    /// before a change are not cached).
+    route_generations: Mutex<HashMap<String, u64>>,
     /// Storing and releasing one blob never interleave in this process.
     blob_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -56,7 +62,10 @@ impl Services {
             registry,
             store,
             runtimes,
+            metrics: Arc::default(),
             served: RwLock::new(HashMap::new()),
+            routes: RwLock::new(HashMap::new()),
+            route_generations: Mutex::new(HashMap::new()),
             loading: Mutex::new(HashMap::new()),
             blob_locks: Mutex::new(HashMap::new()),
         }
@@ -73,17 +82,43 @@ impl Services {
 
     /// Drop a loaded version (its thread ends once queued requests are answered).
     pub fn unload(&self, model: &str, version: &str) {
+        self.forget_routes(model);
         self.served.write().expect("served map").remove(&(model.to_string(), version.to_string()));
     }
 
     /// Drop every loaded version (they load again on their next request).
     pub fn unload_all(&self) {
+        self.routes.write().expect("routes").clear();
+        self.route_generations.lock().expect("route generations").values_mut().for_each(|g| *g += 1);
         self.served.write().expect("served map").clear();
     }
 
     /// Drop every loaded version of a model.
     pub fn unload_model(&self, model: &str) {
+        self.forget_routes(model);
         self.served.write().expect("served map").retain(|(m, _), _| m != model);
+    }
+
+    /// (model, version, runtime, queued requests) of every loaded version.
+    pub fn loaded_versions(&self) -> Vec<(String, String, String, usize)> {
+        let served = self.served.read().expect("served map");
+        let mut v: Vec<_> = served
+            .values()
+            .map(|s| (s.model.clone(), s.version.clone(), s.runtime.to_string(), s.host.queued()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Forget which versions a model's routes lead to (a version, alias or the
+    /// default changed).
+    pub fn forget_routes(&self, model: &str) {
+        *self.route_generations.lock().expect("route generations").entry(model.to_string()).or_default() += 1;
+        self.routes.write().expect("routes").retain(|(m, _), _| m != model);
+    }
+
+    fn route_generation(&self, model: &str) -> u64 {
+        self.route_generations.lock().expect("route generations").get(model).copied().unwrap_or(0)
     }
 
     /// Hold this while attaching a blob to a version and storing it, or while
@@ -134,10 +169,14 @@ impl Services {
             warmup_ms: v.warmup_ms,
             created_at: v.created_at,
             created_by: v.created_by.clone(),
+            serving: v.serving.clone(),
+            effective: self.effective(&v.serving, &v.signature),
+            loaded: self.is_loaded(&v.model, &v.version),
             endpoints: Endpoints {
                 predict: format!("{base}/versions/{}/predict", v.version),
                 predict_default: format!("{base}/predict"),
                 artifact: format!("{base}/versions/{}/artifact", v.version),
+                openapi: format!("{base}/versions/{}/openapi.json", v.version),
             },
         }
     }

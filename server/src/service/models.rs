@@ -97,6 +97,7 @@ impl Services {
         // Never send traffic to a version that cannot answer it.
         self.served(&record).await?;
         let previous = self.registry.set_alias(model, alias, version, &caller.key_id).await?;
+        self.forget_routes(model);
         tracing::info!(model, alias, version, previous = ?previous, by = %caller.key_id, "alias moved");
         Ok(AliasInfo { model: model.into(), alias: alias.into(), version: Some(version.into()), previous })
     }
@@ -105,8 +106,25 @@ impl Services {
         let Some(previous) = self.registry.delete_alias(model, alias, &caller.key_id).await? else {
             return Err(self.alias_not_found(model, alias).await?);
         };
+        self.forget_routes(model);
         tracing::info!(model, alias, previous = %previous, by = %caller.key_id, "alias removed");
         Ok(AliasInfo { model: model.into(), alias: alias.into(), version: None, previous: Some(previous) })
+    }
+
+    /// A model's aliases and their recorded moves, newest first.
+    pub async fn list_aliases(&self, model: &str) -> Result<zoo_api::AliasList> {
+        if self.registry.get_model(model).await?.is_none() {
+            return Err(Error::ModelNotFound(model.to_string()));
+        }
+        let aliases = self.registry.aliases(model).await?;
+        let history = self
+            .registry
+            .alias_history(model)
+            .await?
+            .into_iter()
+            .map(|c| zoo_api::AliasMove { alias: c.alias, from: c.from, to: c.to, at: c.at, by: c.by })
+            .collect();
+        Ok(zoo_api::AliasList { model: model.to_string(), aliases, history })
     }
 
     /// Load a version in the background of another replica's alias move, so that

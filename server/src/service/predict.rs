@@ -1,7 +1,8 @@
 //! Predict: resolve the version, prepare inputs for its task, run it on its host,
 //! and shape the response.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use zoo_api::{MlflowPredictions, PredictRequest, PredictResponse, Task, TensorResponse};
@@ -9,11 +10,12 @@ use zoo_api::{MlflowPredictions, PredictRequest, PredictResponse, Task, TensorRe
 use super::Services;
 use super::loader::{Pipeline, Served};
 use crate::error::{Error, Result};
+use crate::metrics::Phase;
 use crate::pipeline::mlflow;
 use crate::pipeline::tensor::{TensorLimits, outputs_json, parse_inputs};
 use crate::registry::VersionRecord;
 use crate::runtime::Tensors;
-use crate::runtime::host::HostError;
+use crate::runtime::host::{Done, HostError};
 
 /// Which version a predict call names.
 pub enum Target<'a> {
@@ -26,7 +28,12 @@ pub enum Target<'a> {
 /// A prediction with the facts that go into response headers.
 pub struct Prediction {
     pub version: String,
+    /// Time in the model's queue.
+    pub queue: Duration,
+    /// Time in the runtime.
     pub inference: Duration,
+    /// Rows of the batch it ran in.
+    pub batch_rows: usize,
     pub response: PredictResponse,
 }
 
@@ -48,25 +55,71 @@ fn texts(inputs: &Value) -> Result<(Vec<String>, bool)> {
 }
 
 impl Services {
-    pub async fn resolve(&self, model: &str, target: Target<'_>) -> Result<VersionRecord> {
-        match target {
-            Target::Version(v) => self.require_version(model, v).await,
+    /// The version a target names. Answers are cached for a short time (and
+    /// dropped at once when this server or, through the registry's change feed,
+    /// another replica changes the model), so the predict path rarely reads the
+    /// registry.
+    pub async fn resolve(&self, model: &str, target: Target<'_>) -> Result<Arc<VersionRecord>> {
+        let key = (
+            model.to_string(),
+            match target {
+                Target::Default => String::new(),
+                Target::Version(v) => format!("v:{v}"),
+                Target::Alias(a) => format!("a:{a}"),
+            },
+        );
+        if let Some((at, v)) = self.routes.read().expect("routes").get(&key)
+            && at.elapsed() < ROUTE_TTL
+        {
+            return Ok(v.clone());
+        }
+        let generation = self.route_generation(model);
+        let record = Arc::new(match target {
+            Target::Version(v) => self.require_version(model, v).await?,
             Target::Alias(a) => match self.registry.get_alias(model, a).await? {
-                Some(v) => self.require_version(model, &v).await,
-                None => Err(self.alias_not_found(model, a).await?),
+                Some(v) => self.require_version(model, &v).await?,
+                None => return Err(self.alias_not_found(model, a).await?),
             },
             Target::Default => match self.registry.default_version(model).await? {
-                Some(v) => Ok(v),
-                None => Err(self.not_found(model, "(default)").await?),
+                Some(v) => v,
+                None => return Err(self.not_found(model, "(default)").await?),
             },
+        });
+        // Not cached when the model changed while it was being read.
+        if self.route_generation(model) == generation {
+            self.routes.write().expect("routes").insert(key, (Instant::now(), record.clone()));
         }
+        Ok(record)
     }
 
-    #[tracing::instrument(skip_all, fields(model, version))]
-    pub async fn predict(&self, model: &str, target: Target<'_>, req: PredictRequest) -> Result<Prediction> {
+    /// Resolve a target and make sure its version is loaded.
+    pub async fn prepare(&self, model: &str, target: Target<'_>) -> Result<(Arc<VersionRecord>, Arc<Served>)> {
         let record = self.resolve(model, target).await?;
-        tracing::Span::current().record("model", model).record("version", record.version.as_str());
         let served = self.served(&record).await?;
+        Ok((record, served))
+    }
+
+    /// Resolve, load and predict.
+    pub async fn predict(&self, model: &str, target: Target<'_>, req: PredictRequest) -> Result<Prediction> {
+        let (_, served) = self.prepare(model, target).await?;
+        self.predict_on(&served, req).await
+    }
+
+    #[tracing::instrument(skip_all, fields(model = %served.model, version = %served.version))]
+    pub async fn predict_on(&self, served: &Arc<Served>, req: PredictRequest) -> Result<Prediction> {
+        let started = Instant::now();
+        let result = self.predict_inner(served, req).await;
+        if let Ok(p) = &result {
+            let m = &self.metrics;
+            m.predict(&served.model, &served.version, Phase::Queue, p.queue);
+            m.predict(&served.model, &served.version, Phase::Inference, p.inference);
+            m.predict(&served.model, &served.version, Phase::Total, started.elapsed());
+        }
+        result
+    }
+
+    async fn predict_inner(&self, served: &Arc<Served>, req: PredictRequest) -> Result<Prediction> {
+        let limits = &served.effective;
         let mlflow = served.signature.mlflow.as_ref();
         if mlflow.is_none() && mlflow::uses_mlflow_format(&req) {
             return Err(Error::InvalidInput(
@@ -77,74 +130,77 @@ impl Services {
         if req.inputs.is_null() && mlflow.is_none() {
             return Err(Error::InvalidInput("the request needs \"inputs\"".into()));
         }
-        let (response, inference) = match (&served.pipeline, served.task) {
+        let (response, done) = match (&served.pipeline, served.task) {
             (Pipeline::Tensor, _) if mlflow.is_some() => {
                 let info = mlflow.expect("checked above");
                 let given = mlflow::request_inputs(&req, &served.signature.inputs, info)?;
-                let limits = TensorLimits { null_is_nan: true, ..Default::default() };
-                let inputs = parse_inputs(&given, &served.signature.inputs, limits)?;
-                self.check_batch(&inputs)?;
-                let (out, took) = self.run(&served, inputs).await?;
-                (PredictResponse::Mlflow(MlflowPredictions { predictions: mlflow::predictions(&out) }), took)
+                let tensor_limits = TensorLimits { null_is_nan: true, ..Default::default() };
+                let inputs = parse_inputs(&given, &served.signature.inputs, tensor_limits)?;
+                let rows = check_rows(&inputs, limits.max_items as usize)?;
+                let done = self.run(served, inputs, rows).await?;
+                (PredictResponse::Mlflow(MlflowPredictions { predictions: mlflow::predictions(&done.outputs) }), done)
             }
             (Pipeline::Tensor, _) => {
-                let limits = TensorLimits::default();
-                let inputs = parse_inputs(&req.inputs, &served.signature.inputs, limits)?;
-                self.check_batch(&inputs)?;
-                let (out, took) = self.run(&served, inputs).await?;
-                (PredictResponse::Tensor(TensorResponse { outputs: outputs_json(&out) }), took)
+                let inputs = parse_inputs(&req.inputs, &served.signature.inputs, TensorLimits::default())?;
+                let rows = check_rows(&inputs, limits.max_items as usize)?;
+                let done = self.run(served, inputs, rows).await?;
+                (PredictResponse::Tensor(TensorResponse { outputs: outputs_json(&done.outputs) }), done)
             }
             (Pipeline::Text(p), task) => {
                 let (texts, many) = match mlflow {
                     Some(_) => (mlflow::request_texts(&req)?, true),
                     None => texts(&req.inputs)?,
                 };
-                if texts.len() > self.config.max_batch_items {
-                    let max = self.config.max_batch_items;
+                if texts.len() > limits.max_items as usize {
+                    let max = limits.max_items;
                     return Err(Error::InvalidInput(format!("at most {max} texts per request, got {}", texts.len())));
                 }
-                let enc = p.encode(&texts)?;
-                let (out, took) = self.run(&served, enc.inputs).await?;
+                // Tokenizing runs here, off the inference thread; a large request
+                // tells the executor it is blocking.
+                let max_tokens = limits.max_tokens as usize;
+                let enc = if texts.len() > 16 {
+                    tokio::task::block_in_place(|| p.encode(&texts, max_tokens))?
+                } else {
+                    p.encode(&texts, max_tokens)?
+                };
+                let done = self.run(served, enc.inputs, texts.len()).await?;
+                let out = &done.outputs;
                 let response = if mlflow.is_some() {
                     // MLflow's transformers pyfunc: one record (label, score) or one
                     // embedding per row.
                     let predictions = if task == Task::TextClassification {
-                        serde_json::to_value(p.classify(&out, Some(1))?.into_iter().flatten().collect::<Vec<_>>())
+                        serde_json::to_value(p.classify(out, Some(1))?.into_iter().flatten().collect::<Vec<_>>())
                             .map_err(Error::internal)?
                     } else {
                         let normalize = req.normalize.unwrap_or(p.info().normalize);
-                        serde_json::to_value(p.embed(&out, &enc.mask, normalize)?).map_err(Error::internal)?
+                        serde_json::to_value(p.embed(out, &enc.mask, normalize)?).map_err(Error::internal)?
                     };
                     PredictResponse::Mlflow(MlflowPredictions { predictions })
                 } else if task == Task::TextClassification {
-                    let mut labels = p.classify(&out, req.top_k)?;
+                    let mut labels = p.classify(out, req.top_k)?;
                     if many { PredictResponse::LabelsBatch(labels) } else { PredictResponse::Labels(labels.remove(0)) }
                 } else {
                     let normalize = req.normalize.unwrap_or(p.info().normalize);
-                    let mut emb = p.embed(&out, &enc.mask, normalize)?;
+                    let mut emb = p.embed(out, &enc.mask, normalize)?;
                     if many { PredictResponse::EmbeddingBatch(emb) } else { PredictResponse::Embedding(emb.remove(0)) }
                 };
-                (response, took)
+                (response, done)
             }
         };
-        Ok(Prediction { version: record.version, inference, response })
+        Ok(Prediction {
+            version: served.version.clone(),
+            queue: done.queue,
+            inference: done.inference,
+            batch_rows: done.batch_rows,
+            response,
+        })
     }
 
-    fn check_batch(&self, inputs: &Tensors) -> Result<()> {
-        let max = self.config.max_batch_items;
-        for (name, t) in inputs {
-            if let Some(&n) = t.shape().first()
-                && n > max
-            {
-                return Err(Error::InvalidInput(format!("input '{name}' has {n} rows; at most {max} per request")));
-            }
-        }
-        Ok(())
-    }
-
-    async fn run(&self, served: &Served, inputs: Tensors) -> Result<(Tensors, Duration)> {
-        let timeout = self.config.request_timeout();
-        match tokio::time::timeout(timeout, served.host.infer(inputs)).await {
+    /// Run inputs of `rows` rows on a loaded version, within its timeout.
+    pub async fn run(&self, served: &Served, inputs: Tensors, rows: usize) -> Result<Done> {
+        let timeout = Duration::from_secs(served.effective.timeout_secs.into());
+        served.last_used.store(now_millis(), std::sync::atomic::Ordering::Relaxed);
+        match tokio::time::timeout(timeout, served.host.infer(inputs, rows)).await {
             Err(_) => Err(Error::Timeout(format!("the model did not answer within {} seconds", timeout.as_secs()))),
             Ok(Ok(r)) => Ok(r),
             Ok(Err(HostError::Busy)) => Err(Error::Overloaded { model: served.model.clone(), retry_after_secs: 1 }),
@@ -158,4 +214,24 @@ impl Services {
             }),
         }
     }
+}
+
+/// How long a resolved route is reused without asking the registry.
+const ROUTE_TTL: Duration = Duration::from_secs(2);
+
+/// Milliseconds since the Unix epoch.
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// The rows of a request (its first input's first axis), at most `max`.
+fn check_rows(inputs: &Tensors, max: usize) -> Result<usize> {
+    for (name, t) in inputs {
+        if let Some(&n) = t.shape().first()
+            && n > max
+        {
+            return Err(Error::InvalidInput(format!("input '{name}' has {n} rows; at most {max} per request")));
+        }
+    }
+    Ok(inputs.first().and_then(|(_, t)| t.shape().first().copied()).unwrap_or(1))
 }

@@ -80,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
     let mut inproc = Vec::with_capacity(a.n);
     for i in 0..a.n + 50 {
         let t = Instant::now();
-        let enc = pipeline.encode(&[TEXTS[i % TEXTS.len()].to_string()])?;
+        let enc = pipeline.encode(&[TEXTS[i % TEXTS.len()].to_string()], usize::MAX)?;
         let out = model.run(enc.inputs)?;
         if classifier {
             pipeline.classify(&out, None)?;
