@@ -98,6 +98,7 @@ pub fn build_app(state: AppState) -> Router {
     router
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), api::health::track))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .route("/models/{name}/docs", axum::routing::get(api::model_docs::model_docs_page))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::disable())

@@ -226,3 +226,21 @@ pub fn max_abs_diff(a: &serde_json::Value, b: &serde_json::Value) -> f64 {
         (p, q) => (p.as_f64().expect("number") - q.as_f64().expect("number")).abs(),
     }
 }
+
+/// The Python with the test tools (tritonclient, openapi-spec-validator) that
+/// `scripts/test` installs into a virtual environment (`ZOO_TEST_PYTHON`).
+pub fn test_python() -> PathBuf {
+    let py = std::env::var_os("ZOO_TEST_PYTHON").map(PathBuf::from);
+    match py {
+        Some(p) if p.is_file() => p,
+        _ => panic!(
+            "ZOO_TEST_PYTHON must name the Python of the test tools' virtual environment (scripts/test makes it \
+             from tests/python/requirements-tools.txt)"
+        ),
+    }
+}
+
+/// A script under `tests/python`.
+pub fn python_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join(name)
+}

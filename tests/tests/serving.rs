@@ -329,3 +329,91 @@ async fn per_version_limits_are_enforced() {
     assert_eq!((status, code(&body)), (400, "invalid_input"), "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("more than the limit of 8"), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_model_has_a_valid_openapi_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with(with_ort());
+    let mlp = fixtures::tiny_mlp(dir.path());
+    let tc = fixtures::text_classifier(dir.path());
+    let emb = fixtures::minilm_bundle(dir.path());
+    let sk = fixtures::sklearn_bundles();
+    let cache = zoo_tests::models_cache();
+    let deploys: Vec<(&str, std::path::PathBuf)> = vec![
+        ("mlp", mlp.path.clone()),
+        ("tc", tc.dir.clone()),
+        ("emb", emb),
+        ("iris", sk.join("pipe_scaler_logreg")),
+        ("labels", sk.join("logreg_str_unicode")),
+        ("regressor", sk.join("gb_reg")),
+        ("proba", sk.join("logreg_multiclass_proba_fn")),
+        ("silero", cache.join("silero/silero_vad.jit")),
+        ("silero-onnx", cache.join("silero/silero_vad.onnx")),
+        ("weights", cache.join("minilm/model.safetensors")),
+    ];
+    let mut files = Vec::new();
+    for (name, path) in &deploys {
+        ok(&s.cli(&["deploy", path.to_str().unwrap(), "--name", name]));
+        for route in [format!("/v1/models/{name}/openapi.json"), format!("/v1/models/{name}/versions/1/openapi.json")] {
+            let doc = get(&s, &route).await;
+            assert_eq!(doc["openapi"], "3.1.0", "{route}: {doc}");
+            let file = dir.path().join(format!("{name}-{}.json", files.len()));
+            std::fs::write(&file, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+            files.push(file);
+        }
+    }
+    // Validated by an independent validator (openapi-spec-validator, from PyPI).
+    let out = std::process::Command::new(zoo_tests::test_python())
+        .arg(zoo_tests::python_script("check_openapi.py"))
+        .args(&files)
+        .output()
+        .unwrap();
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+
+    // What the documents say.
+    let doc = get(&s, "/v1/models/mlp/openapi.json").await;
+    let x = &doc["components"]["schemas"]["PredictRequest"]["properties"]["inputs"]["properties"]["x"];
+    assert_eq!(x["items"]["minItems"], 4, "a fixed dimension: {x}");
+    assert_eq!(x["items"]["maxItems"], 4);
+    assert!(x["description"].as_str().unwrap().contains("symbolic dimension 'N'"), "{x}");
+    assert_eq!(x["maxItems"], 256, "the rows limit");
+    assert_eq!(x["items"]["items"]["type"], "number");
+    let op = &doc["paths"]["/v1/models/mlp/predict"]["post"];
+    assert_eq!(
+        op["requestBody"]["content"]["application/json"]["example"],
+        json!({"inputs": {"x": [[0.0, 0.0, 0.0, 0.0]]}})
+    );
+    assert!(doc["info"]["description"].as_str().unwrap().contains("at most 256 texts or rows"));
+    let doc = get(&s, "/v1/models/tc/openapi.json").await;
+    let label = &doc["components"]["schemas"]["PredictResponse"]["oneOf"][0]["items"]["properties"]["label"];
+    assert_eq!(label["enum"], json!(["NEGATIVE", "POSITIVE"]), "the labels as an enum: {label}");
+    let doc = get(&s, "/v1/models/iris/openapi.json").await;
+    let op = &doc["paths"]["/v1/models/iris/predict"]["post"];
+    let example = &op["requestBody"]["content"]["application/json"]["example"];
+    let bundled: Value = serde_json::from_str(
+        &std::fs::read_to_string(sk.join("pipe_scaler_logreg/serving_input_example.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(example, &bundled, "the bundle's own input example");
+    assert_eq!(
+        doc["components"]["schemas"]["PredictResponse"]["properties"]["predictions"]["items"]["enum"],
+        json!([0, 1, 2])
+    );
+    let doc = get(&s, "/v1/models/labels/openapi.json").await;
+    let labels = &doc["components"]["schemas"]["PredictResponse"]["properties"]["predictions"]["items"]["enum"];
+    assert!(labels.as_array().unwrap().iter().all(Value::is_string), "string class labels: {labels}");
+    let doc = get(&s, "/v1/models/silero/openapi.json").await;
+    let inputs = &doc["components"]["schemas"]["PredictRequest"]["properties"]["inputs"];
+    assert_eq!(inputs["required"], json!(["x", "sr"]));
+    assert_eq!(inputs["properties"]["sr"]["type"], "integer", "an int argument is a number: {inputs}");
+
+    // The docs page: Swagger UI from the binary, pointed at the model's document.
+    let page = reqwest::get(s.at("/models/tc/docs")).await.unwrap().text().await.unwrap();
+    assert!(page.contains("/docs/swagger-ui-bundle.js") && page.contains("/v1/models/tc/openapi.json"), "{page}");
+    let js = reqwest::get(s.at("/docs/swagger-ui-bundle.js")).await.unwrap();
+    assert_eq!(js.status(), 200);
+    // Reading a model's document needs the read scope.
+    let anonymous = reqwest::get(s.at("/v1/models/tc/openapi.json")).await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+}

@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 pub mod aliases;
 pub mod health;
 pub mod keys;
+pub mod model_docs;
 pub mod models;
 pub mod predict;
 pub mod versions;
@@ -72,6 +73,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(versions::download_artifact))
         .routes(routes!(aliases::set_alias, aliases::delete_alias))
         .routes(routes!(aliases::list_aliases))
+        .routes(routes!(model_docs::model_openapi))
+        .routes(routes!(model_docs::version_openapi))
         .routes(routes!(predict::predict_default))
         .routes(routes!(predict::predict_version))
         .routes(routes!(predict::predict_alias))

@@ -15,6 +15,7 @@ use crate::store::{ObjectStore, StorageKey};
 
 pub mod deploy;
 pub mod loader;
+pub mod model_openapi;
 pub mod models;
 pub mod predict;
 pub mod sweeper;
@@ -179,6 +180,22 @@ impl Services {
                 openapi: format!("{base}/versions/{}/openapi.json", v.version),
             },
         }
+    }
+
+    /// The OpenAPI document of the version a target names, with the bundle's own
+    /// input example when it has one (MLflow's serving input example).
+    pub async fn model_openapi(&self, model: &str, target: predict::Target<'_>) -> Result<serde_json::Value> {
+        let pinned = matches!(target, predict::Target::Version(_));
+        let record = self.resolve(model, target).await?;
+        let info = self.version_info(&record);
+        let example = match info.signature.mlflow.as_ref().and_then(|m| m.input_example.clone()) {
+            Some(file) if info.signature.bundle => {
+                let dir = self.materialize(&record.sha256, &record.signature).await?;
+                tokio::fs::read(dir.join(file)).await.ok().and_then(|b| serde_json::from_slice(&b).ok())
+            }
+            _ => None,
+        };
+        Ok(model_openapi::document(&info, example, pinned))
     }
 
     /// A ready version, or the matching 404.
