@@ -417,3 +417,75 @@ async fn every_model_has_a_valid_openapi_document() {
     let anonymous = reqwest::get(s.at("/v1/models/tc/openapi.json")).await.unwrap();
     assert_eq!(anonymous.status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tritonclient_works_against_zoo() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with(with_ort());
+    let mlp = fixtures::tiny_mlp(dir.path());
+    let tc = fixtures::text_classifier(dir.path());
+    ok(&s.cli(&["deploy", mlp.path.to_str().unwrap(), "--name", "mlp"]));
+    ok(&s.cli(&["deploy", tc.dir.to_str().unwrap(), "--name", "tc"]));
+    // The classifier's graph itself, token ids in: INT64 inputs.
+    ok(&s.cli(&["deploy", tc.dir.to_str().unwrap(), "--name", "tc-ids", "--task", "tensor"]));
+    let info = get(&s, "/v1/models/tc-ids/versions/1").await;
+    let ids: Vec<String> = info["signature"]["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_string())
+        .collect();
+    let output = info["signature"]["outputs"][0]["name"].as_str().unwrap().to_string();
+    let mut int_inputs = serde_json::Map::new();
+    for name in &ids {
+        let v = match name.as_str() {
+            "input_ids" => json!([[101, 2204, 3105, 102], [101, 2204, 102, 0]]),
+            "attention_mask" => json!([[1, 1, 1, 1], [1, 1, 1, 0]]),
+            _ => json!([[0, 0, 0, 0], [0, 0, 0, 0]]),
+        };
+        int_inputs.insert(name.clone(), v);
+    }
+    // References from zoo's own predict route.
+    let (_, _, y) = post(&s, "/v1/models/tc-ids/predict", &json!({"inputs": int_inputs})).await;
+    let texts: Vec<&str> = tc.cases.iter().map(|c| c.0).collect();
+    let labels: Vec<&str> = tc.cases.iter().map(|c| c.1).collect();
+    let cases = json!({
+        "float": {"model": "mlp", "input": "x", "output": "y", "x": mlp.x, "y": mlp.y},
+        "int64": {"model": "tc-ids", "inputs": int_inputs, "output": output, "y": y["outputs"][&output]},
+        "text": {"model": "tc", "texts": texts, "labels": labels}
+    });
+    let file = dir.path().join("cases.json");
+    std::fs::write(&file, cases.to_string()).unwrap();
+    let out = std::process::Command::new(zoo_tests::test_python())
+        .arg(zoo_tests::python_script("tritonclient_check.py"))
+        .args([s.url.as_str(), s.admin_key.as_str(), file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("{printed}");
+    assert!(out.status.success() && printed.contains("all checks passed"), "{printed}");
+
+    // The protocol's JSON shapes, spot-checked: nested data, requested outputs, errors.
+    let (status, _, r) = post(
+        &s,
+        "/v2/models/mlp/infer",
+        &json!({"id": "a", "inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": mlp.x}], "outputs": [{"name": "y"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        (r["id"].as_str(), r["model_name"].as_str(), r["outputs"][0]["datatype"].as_str()),
+        (Some("a"), Some("mlp"), Some("FP32"))
+    );
+    assert_eq!(r["outputs"][0]["shape"], json!([2, 3]));
+    let (status, _, r) = post(
+        &s,
+        "/v2/models/mlp/infer",
+        &json!({"inputs": [{"name": "nope", "shape": [1], "datatype": "FP32", "data": [1]}]}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(r["error"].as_str().unwrap().starts_with("invalid_input: unknown input 'nope'"), "{r}");
+    let (status, _, r) = post(&s, "/v2/models/ghost/infer", &json!({"inputs": []})).await;
+    assert_eq!((status, r["error"].as_str().map(|e| e.starts_with("model_not_found"))), (404, Some(true)), "{r}");
+}

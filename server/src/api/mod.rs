@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 pub mod aliases;
 pub mod health;
 pub mod keys;
+pub mod kserve;
 pub mod model_docs;
 pub mod models;
 pub mod predict;
@@ -39,7 +40,8 @@ pub mod versions;
         (name = "health", description = "Liveness and readiness"),
         (name = "models", description = "Models and versions in the registry"),
         (name = "predict", description = "Predictions"),
-        (name = "keys", description = "API keys (admin)")
+        (name = "keys", description = "API keys (admin)"),
+        (name = "kserve", description = "KServe v2 / Open Inference Protocol (tritonclient and other existing clients)")
     )
 )]
 struct ApiDoc;
@@ -80,6 +82,15 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(predict::predict_alias))
         .routes(routes!(keys::create_key, keys::list_keys))
         .routes(routes!(keys::revoke_key))
+        .routes(routes!(kserve::server_metadata))
+        .routes(routes!(kserve::live))
+        .routes(routes!(kserve::ready))
+        .routes(routes!(kserve::model_metadata))
+        .routes(routes!(kserve::version_metadata))
+        .routes(routes!(kserve::model_ready))
+        .routes(routes!(kserve::version_ready))
+        .routes(routes!(kserve::model_infer))
+        .routes(routes!(kserve::version_infer))
 }
 
 /// The OpenAPI document of the server.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tokio::sync::oneshot;
 
 use super::batch;
@@ -145,10 +145,7 @@ fn serve(
             while rows < settings.max_batch_rows {
                 let next = match rx.try_recv() {
                     Ok(j) => Some(j),
-                    Err(_) if Instant::now() < deadline => match rx.recv_deadline(deadline) {
-                        Ok(j) => Some(j),
-                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-                    },
+                    Err(_) if Instant::now() < deadline => rx.recv_deadline(deadline).ok(),
                     Err(_) => None,
                 };
                 let Some(job) = next else { break };

@@ -14,6 +14,7 @@ use crate::runtime::Runtimes;
 use crate::store::{ObjectStore, StorageKey};
 
 pub mod deploy;
+pub mod kserve;
 pub mod loader;
 pub mod model_openapi;
 pub mod models;
@@ -31,6 +32,9 @@ pub struct BlobGuard {
     _local: tokio::sync::OwnedMutexGuard<()>,
 }
 
+/// A resolved route and when it was read from the registry.
+type CachedRoute = (std::time::Instant, Arc<VersionRecord>);
+
 /// Everything the services share.
 pub struct Services {
     pub config: Config,
@@ -43,7 +47,7 @@ pub struct Services {
     /// One loader at a time per version.
     loading: Mutex<HashMap<VersionKey, Arc<tokio::sync::Mutex<()>>>>,
     /// Resolved routes: (model, target) -> version, with when it was read.
-    routes: RwLock<HashMap<(String, String), (std::time::Instant, Arc<VersionRecord>)>>,
+    routes: RwLock<HashMap<(String, String), CachedRoute>>,
     /// Per model, how many times its routes were invalidated (reads that started
     /// before a change are not cached).
     route_generations: Mutex<HashMap<String, u64>>,

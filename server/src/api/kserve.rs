@@ -1,0 +1,244 @@
+//! KServe v2 / Open Inference Protocol REST routes (`/v2/...`), so that existing
+//! clients such as `tritonclient` work with zoo unchanged. API keys apply as on
+//! every other route; errors use the protocol's `{"error": "..."}` body.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use zoo_api::Scope;
+use zoo_api::kserve::{
+    HEADER_CONTENT_LENGTH, V2Error, V2InferRequest, V2InferResponse, V2Live, V2ModelMetadata, V2Ready, V2ServerMetadata,
+};
+
+use super::ApiPath;
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{Error, status_of};
+use crate::service::deploy::check_names;
+use crate::service::predict::Target;
+
+/// An error in the protocol's shape: `{"error": "<code>: <message>"}`.
+pub struct V2Failure(Error);
+
+impl From<Error> for V2Failure {
+    fn from(e: Error) -> Self {
+        V2Failure(e)
+    }
+}
+
+impl IntoResponse for V2Failure {
+    fn into_response(self) -> Response {
+        let code = self.0.code();
+        let message = match code {
+            zoo_api::ErrorCode::Internal => {
+                tracing::error!(error = %self.0, "internal error");
+                "internal error; the server log has the details".to_string()
+            }
+            _ => self.0.to_string(),
+        };
+        let mut response = (status_of(code), Json(V2Error { error: format!("{code}: {message}") })).into_response();
+        if let Error::Overloaded { retry_after_secs, .. } = self.0 {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        response
+    }
+}
+
+type V2Result<T> = std::result::Result<T, V2Failure>;
+
+fn caller(c: std::result::Result<Caller, Error>, scope: Scope, model: Option<&str>) -> V2Result<Caller> {
+    let c = c?;
+    c.require(scope, model)?;
+    Ok(c)
+}
+
+/// Server metadata: name, version and the protocol extensions zoo implements.
+#[utoipa::path(get, path = "/v2", tag = "kserve",
+    responses((status = 200, body = V2ServerMetadata), (status = 401, description = "unauthorized", body = V2Error)))]
+pub async fn server_metadata(c: std::result::Result<Caller, Error>) -> V2Result<Json<V2ServerMetadata>> {
+    caller(c, Scope::Read, None)?;
+    Ok(Json(V2ServerMetadata {
+        name: "zoo".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        extensions: vec!["binary_tensor_data".into()],
+    }))
+}
+
+/// Liveness (no key needed).
+#[utoipa::path(get, path = "/v2/health/live", tag = "kserve", security(()), responses((status = 200, body = V2Live)))]
+pub async fn live() -> Json<V2Live> {
+    Json(V2Live { live: true })
+}
+
+/// Readiness: the database and the object store answer (no key needed).
+#[utoipa::path(get, path = "/v2/health/ready", tag = "kserve", security(()),
+    responses((status = 200, body = V2Ready), (status = 503, body = V2Ready)))]
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<V2Ready>) {
+    let s = &state.services;
+    let (db, store) = tokio::join!(s.registry.ping(), s.store.ping());
+    let ready = db.is_ok() && store.is_ok();
+    (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(V2Ready { ready, name: None }))
+}
+
+async fn metadata(
+    state: AppState,
+    c: std::result::Result<Caller, Error>,
+    name: String,
+    version: Option<String>,
+) -> V2Result<Json<V2ModelMetadata>> {
+    check_names(&name, version.as_deref())?;
+    caller(c, Scope::Read, Some(&name))?;
+    let target = version.as_deref().map_or(Target::Default, Target::Version);
+    let (_, served) = state.services.prepare(&name, target).await?;
+    Ok(Json(state.services.v2_metadata(&served).await?))
+}
+
+/// A model's metadata: its versions, platform, inputs and outputs (the default
+/// version's).
+#[utoipa::path(get, path = "/v2/models/{name}", tag = "kserve", params(("name" = String, Path)),
+    responses((status = 200, body = V2ModelMetadata), (status = 401, body = V2Error), (status = 403, body = V2Error),
+        (status = 404, body = V2Error), (status = 409, description = "not servable", body = V2Error)))]
+pub async fn model_metadata(
+    State(state): State<AppState>,
+    c: std::result::Result<Caller, Error>,
+    ApiPath(name): ApiPath<String>,
+) -> V2Result<Json<V2ModelMetadata>> {
+    metadata(state, c, name, None).await
+}
+
+/// One version's metadata.
+#[utoipa::path(get, path = "/v2/models/{name}/versions/{version}", tag = "kserve",
+    params(("name" = String, Path), ("version" = String, Path)),
+    responses((status = 200, body = V2ModelMetadata), (status = 401, body = V2Error), (status = 403, body = V2Error),
+        (status = 404, body = V2Error), (status = 409, description = "not servable", body = V2Error)))]
+pub async fn version_metadata(
+    State(state): State<AppState>,
+    c: std::result::Result<Caller, Error>,
+    ApiPath((name, version)): ApiPath<(String, String)>,
+) -> V2Result<Json<V2ModelMetadata>> {
+    metadata(state, c, name, Some(version)).await
+}
+
+async fn model_ready_inner(
+    state: AppState,
+    c: std::result::Result<Caller, Error>,
+    name: String,
+    version: Option<String>,
+) -> V2Result<Json<V2Ready>> {
+    check_names(&name, version.as_deref())?;
+    caller(c, Scope::Read, Some(&name))?;
+    let target = version.as_deref().map_or(Target::Default, Target::Version);
+    state.services.prepare(&name, target).await?;
+    Ok(Json(V2Ready { ready: true, name: Some(name) }))
+}
+
+/// 200 when the model's default version can answer (it is loaded if it was not).
+#[utoipa::path(get, path = "/v2/models/{name}/ready", tag = "kserve", params(("name" = String, Path)),
+    responses((status = 200, body = V2Ready), (status = 404, body = V2Error), (status = 409, description = "not servable", body = V2Error)))]
+pub async fn model_ready(
+    State(state): State<AppState>,
+    c: std::result::Result<Caller, Error>,
+    ApiPath(name): ApiPath<String>,
+) -> V2Result<Json<V2Ready>> {
+    model_ready_inner(state, c, name, None).await
+}
+
+/// 200 when the version can answer.
+#[utoipa::path(get, path = "/v2/models/{name}/versions/{version}/ready", tag = "kserve",
+    params(("name" = String, Path), ("version" = String, Path)),
+    responses((status = 200, body = V2Ready), (status = 404, body = V2Error), (status = 409, description = "not servable", body = V2Error)))]
+pub async fn version_ready(
+    State(state): State<AppState>,
+    c: std::result::Result<Caller, Error>,
+    ApiPath((name, version)): ApiPath<(String, String)>,
+) -> V2Result<Json<V2Ready>> {
+    model_ready_inner(state, c, name, Some(version)).await
+}
+
+async fn infer(
+    state: AppState,
+    c: std::result::Result<Caller, Error>,
+    name: String,
+    version: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> V2Result<Response> {
+    check_names(&name, version.as_deref())?;
+    caller(c, Scope::Predict, Some(&name))?;
+    let target = version.as_deref().map_or(Target::Default, Target::Version);
+    let (_, served) = state.services.prepare(&name, target).await?;
+    let limit = usize::try_from(served.effective.max_body_bytes).unwrap_or(usize::MAX);
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+            Error::PayloadTooLarge(format!("the request body is larger than the limit of {limit} bytes"))
+        } else {
+            Error::InvalidRequest(format!("could not read the request body: {e}"))
+        }
+    })?;
+    // The binary extension: the JSON part's length in a header, the tensors after it.
+    let json_len = match headers.get(HEADER_CONTENT_LENGTH) {
+        Some(v) => {
+            v.to_str().ok().and_then(|v| v.trim().parse::<usize>().ok()).filter(|n| *n <= bytes.len()).ok_or_else(
+                || Error::InvalidRequest(format!("{HEADER_CONTENT_LENGTH} must be a length within the body")),
+            )?
+        }
+        None => bytes.len(),
+    };
+    let req: V2InferRequest = serde_json::from_slice(&bytes[..json_len])
+        .map_err(|e| Error::InvalidRequest(format!("the body is not a valid inference request: {e}")))?;
+    let started = std::time::Instant::now();
+    let (response, binary) = state.services.v2_infer(&served, req, &bytes[json_len..]).await?;
+    state.services.metrics.predict(&served.model, &served.version, crate::metrics::Phase::Total, started.elapsed());
+    let json = serde_json::to_vec(&response).map_err(Error::internal)?;
+    let mut out = if binary.is_empty() {
+        ([(header::CONTENT_TYPE, "application/json")], json).into_response()
+    } else {
+        let len = json.len();
+        let mut body = json;
+        body.extend_from_slice(&binary);
+        let mut r = ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response();
+        r.headers_mut().insert(HEADER_CONTENT_LENGTH, HeaderValue::from(len));
+        r
+    };
+    if let Ok(v) = HeaderValue::from_str(&served.version) {
+        out.headers_mut().insert(zoo_api::headers::MODEL_VERSION, v);
+    }
+    Ok(out)
+}
+
+/// Run an inference on the model's default version: typed tensors in JSON (flat or
+/// nested `data`) or in the binary tensor data extension
+/// (`Inference-Header-Content-Length`), requested outputs, `id` echoed.
+#[utoipa::path(post, path = "/v2/models/{name}/infer", tag = "kserve", params(("name" = String, Path)),
+    request_body(content = V2InferRequest, example = json!({"id": "1", "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1.0, 2.0, 3.0, 4.0]}]})),
+    responses((status = 200, body = V2InferResponse), (status = 400, body = V2Error), (status = 401, body = V2Error),
+        (status = 403, body = V2Error), (status = 404, body = V2Error), (status = 409, body = V2Error),
+        (status = 413, body = V2Error), (status = 429, body = V2Error), (status = 500, body = V2Error)))]
+pub async fn model_infer(
+    State(state): State<AppState>,
+    c: std::result::Result<Caller, Error>,
+    ApiPath(name): ApiPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> V2Result<Response> {
+    infer(state, c, name, None, headers, body).await
+}
+
+/// Run an inference on one version.
+#[utoipa::path(post, path = "/v2/models/{name}/versions/{version}/infer", tag = "kserve",
+    params(("name" = String, Path), ("version" = String, Path)),
+    request_body(content = V2InferRequest),
+    responses((status = 200, body = V2InferResponse), (status = 400, body = V2Error), (status = 401, body = V2Error),
+        (status = 403, body = V2Error), (status = 404, body = V2Error), (status = 409, body = V2Error),
+        (status = 413, body = V2Error), (status = 429, body = V2Error), (status = 500, body = V2Error)))]
+pub async fn version_infer(
+    State(state): State<AppState>,
+    c: std::result::Result<Caller, Error>,
+    ApiPath((name, version)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> V2Result<Response> {
+    infer(state, c, name, Some(version), headers, body).await
+}

@@ -1,0 +1,536 @@
+//! KServe v2 / Open Inference Protocol: typed tensors in and out (JSON, flat or
+//! nested, or the binary tensor data extension), on the same loaded versions and
+//! batching as zoo's own predict routes. Text models take a `text` BYTES input and
+//! answer `label`, `score` and `scores` (classifiers) or `embedding`.
+
+use std::sync::Arc;
+
+use ndarray::{ArrayD, IxDyn};
+use serde_json::{Map, Value};
+use zoo_api::kserve::{
+    V2InferRequest, V2InferResponse, V2ModelMetadata, V2Tensor, V2TensorMetadata, datatype, parse_datatype,
+};
+use zoo_api::{DType, Dim, Task, TensorSpec, ValueKind};
+
+use super::Services;
+use super::loader::{Pipeline, Served};
+use crate::error::{Error, Result};
+use crate::runtime::{Tensor, Tensors};
+
+/// Most elements in one request's tensors together.
+const MAX_ELEMENTS: usize = 16 * 1024 * 1024;
+
+fn bad(m: impl Into<String>) -> Error {
+    Error::InvalidInput(m.into())
+}
+
+fn shape_of(dims: Option<&Vec<Dim>>) -> Vec<i64> {
+    match dims {
+        Some(d) => d.iter().map(|d| d.fixed().unwrap_or(-1)).collect(),
+        None => vec![-1],
+    }
+}
+
+/// The v2 view of a version's inputs and outputs.
+pub fn tensors_metadata(served: &Served) -> (Vec<V2TensorMetadata>, Vec<V2TensorMetadata>) {
+    let meta = |name: &str, dtype: DType, shape: Vec<i64>| V2TensorMetadata {
+        name: name.into(),
+        datatype: datatype(dtype).into(),
+        shape,
+    };
+    match (&served.pipeline, served.task) {
+        (Pipeline::Text(p), Task::TextClassification) => {
+            let n = p.info().labels.len() as i64;
+            (
+                vec![meta("text", DType::String, vec![-1])],
+                vec![
+                    meta("label", DType::String, vec![-1]),
+                    meta("score", DType::Float32, vec![-1]),
+                    meta("scores", DType::Float32, vec![-1, n]),
+                ],
+            )
+        }
+        (Pipeline::Text(_), _) => {
+            let dim = served
+                .signature
+                .outputs
+                .first()
+                .and_then(|o| o.shape.as_ref())
+                .and_then(|s| s.last())
+                .and_then(Dim::fixed);
+            (
+                vec![meta("text", DType::String, vec![-1])],
+                vec![meta("embedding", DType::Float32, vec![-1, dim.unwrap_or(-1)])],
+            )
+        }
+        (Pipeline::Tensor, _) => {
+            let convert = |specs: &[TensorSpec]| {
+                specs
+                    .iter()
+                    .filter(|s| s.kind == ValueKind::Tensor)
+                    .map(|s| meta(&s.name, s.dtype, shape_of(s.shape.as_ref())))
+                    .collect()
+            };
+            (convert(&served.signature.inputs), convert(&served.signature.outputs))
+        }
+    }
+}
+
+impl Services {
+    /// Metadata of a loaded version, with every ready version of its model.
+    pub async fn v2_metadata(&self, served: &Served) -> Result<V2ModelMetadata> {
+        let versions = self.registry.list_versions(&served.model).await?.into_iter().map(|v| v.version).collect();
+        let (inputs, outputs) = tensors_metadata(served);
+        Ok(V2ModelMetadata {
+            name: served.model.clone(),
+            versions,
+            platform: format!("{}_{}", served.signature.format.as_str(), served.runtime),
+            inputs,
+            outputs,
+        })
+    }
+
+    /// Run an inference request; `binary` is the binary part of the body. Returns
+    /// the response and, for outputs asked in binary, their bytes in order.
+    pub async fn v2_infer(
+        &self,
+        served: &Arc<Served>,
+        req: V2InferRequest,
+        binary: &[u8],
+    ) -> Result<(V2InferResponse, Vec<u8>)> {
+        let mut offset = 0usize;
+        let mut budget = MAX_ELEMENTS;
+        let mut given = Vec::with_capacity(req.inputs.len());
+        for t in &req.inputs {
+            given.push((t.name.clone(), decode(t, binary, &mut offset, &mut budget)?));
+        }
+        if offset != binary.len() {
+            return Err(bad(format!("{} bytes of binary data are not claimed by any input", binary.len() - offset)));
+        }
+        let rows_limit = served.effective.max_items as usize;
+        let (outputs, done_version) = match &served.pipeline {
+            Pipeline::Text(p) => {
+                let [(name, t)] = given.as_slice() else {
+                    return Err(bad("a text model takes one input: text (BYTES)"));
+                };
+                let Tensor::Str(a) = t else {
+                    return Err(bad(format!("input '{name}' must be BYTES (the texts)")));
+                };
+                let texts: Vec<String> = a.iter().cloned().collect();
+                if texts.is_empty() || texts.len() > rows_limit {
+                    return Err(bad(format!("send 1 to {rows_limit} texts, got {}", texts.len())));
+                }
+                let enc = p.encode(&texts, served.effective.max_tokens as usize)?;
+                let done = self.run(served, enc.inputs, texts.len()).await?;
+                let n = texts.len();
+                let outputs = if served.task == Task::TextClassification {
+                    let labels = &p.info().labels;
+                    let scored = p.classify(&done.outputs, None)?;
+                    let best: Vec<String> = scored.iter().map(|s| s[0].label.clone()).collect();
+                    let top: Vec<f32> = scored.iter().map(|s| s[0].score).collect();
+                    let k = labels.len().max(scored.first().map_or(0, Vec::len));
+                    let mut all = vec![0f32; n * k];
+                    for (row, s) in scored.iter().enumerate() {
+                        for ls in s {
+                            let i = labels.iter().position(|l| *l == ls.label).unwrap_or_else(|| {
+                                ls.label.strip_prefix("LABEL_").and_then(|i| i.parse().ok()).unwrap_or(0)
+                            });
+                            if i < k {
+                                all[row * k + i] = ls.score;
+                            }
+                        }
+                    }
+                    vec![
+                        (
+                            "label".to_string(),
+                            Tensor::Str(ArrayD::from_shape_vec(IxDyn(&[n]), best).map_err(Error::internal)?),
+                        ),
+                        (
+                            "score".to_string(),
+                            Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[n]), top).map_err(Error::internal)?),
+                        ),
+                        (
+                            "scores".to_string(),
+                            Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[n, k]), all).map_err(Error::internal)?),
+                        ),
+                    ]
+                } else {
+                    let emb = p.embed(&done.outputs, &enc.mask, p.info().normalize)?;
+                    let d = emb.first().map_or(0, Vec::len);
+                    let flat: Vec<f32> = emb.into_iter().flatten().collect();
+                    vec![(
+                        "embedding".to_string(),
+                        Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[n, d]), flat).map_err(Error::internal)?),
+                    )]
+                };
+                (outputs, served.version.clone())
+            }
+            Pipeline::Tensor => {
+                let specs = &served.signature.inputs;
+                let mut inputs: Tensors = Vec::with_capacity(given.len());
+                for (name, t) in given {
+                    let spec = specs.iter().find(|s| s.name == name).ok_or_else(|| {
+                        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+                        bad(format!("unknown input '{name}'; the model takes: {}", names.join(", ")))
+                    })?;
+                    check(spec, &t)?;
+                    inputs.push((name, t));
+                }
+                if let Some(missing) = specs.iter().find(|s| !s.optional && !inputs.iter().any(|(n, _)| *n == s.name)) {
+                    return Err(bad(format!("missing input '{}' ({})", missing.name, missing.type_text)));
+                }
+                // The signature's order, as runtimes that take inputs by position need.
+                inputs.sort_by_key(|(n, _)| specs.iter().position(|s| s.name == *n));
+                let rows = inputs.first().and_then(|(_, t)| t.shape().first().copied()).unwrap_or(1);
+                if served.effective.batched && rows > rows_limit {
+                    return Err(bad(format!("{rows} rows; at most {rows_limit} per request")));
+                }
+                let done = self.run(served, inputs, rows).await?;
+                (done.outputs, served.version.clone())
+            }
+        };
+        // The outputs asked for (all by default), in JSON or binary.
+        let all_binary =
+            req.parameters.as_ref().and_then(|p| p.get("binary_data_output")).and_then(Value::as_bool).unwrap_or(false);
+        let wanted: Vec<(String, bool)> = match &req.outputs {
+            Some(list) => list
+                .iter()
+                .map(|o| {
+                    let binary = o
+                        .parameters
+                        .as_ref()
+                        .and_then(|p| p.get("binary_data"))
+                        .and_then(Value::as_bool)
+                        .unwrap_or(all_binary);
+                    (o.name.clone(), binary)
+                })
+                .collect(),
+            None => outputs.iter().map(|(n, _)| (n.clone(), all_binary)).collect(),
+        };
+        let mut tensors = Vec::with_capacity(wanted.len());
+        let mut bytes = Vec::new();
+        for (name, as_binary) in wanted {
+            let (_, t) = outputs.iter().find(|(n, _)| *n == name).ok_or_else(|| {
+                let names: Vec<&str> = outputs.iter().map(|(n, _)| n.as_str()).collect();
+                bad(format!("the model has no output '{name}'; it has: {}", names.join(", ")))
+            })?;
+            tensors.push(encode(&name, t, as_binary, &mut bytes));
+        }
+        let response = V2InferResponse {
+            model_name: served.model.clone(),
+            model_version: done_version,
+            id: req.id,
+            parameters: None,
+            outputs: tensors,
+        };
+        Ok((response, bytes))
+    }
+}
+
+/// An input's dtype and shape against the signature.
+fn check(spec: &TensorSpec, t: &Tensor) -> Result<()> {
+    let name = &spec.name;
+    if spec.kind != ValueKind::Tensor {
+        return Err(bad(format!("input '{name}' is a {}, which zoo cannot build", spec.type_text)));
+    }
+    if spec.dtype != DType::Other && spec.dtype != t.dtype() {
+        return Err(bad(format!(
+            "input '{name}' is {} ({}), not {}",
+            datatype(spec.dtype),
+            spec.type_text,
+            datatype(t.dtype())
+        )));
+    }
+    if let Some(dims) = &spec.shape {
+        if dims.len() != t.shape().len() {
+            return Err(bad(format!(
+                "input '{name}' must have {} dimensions ({}), got {:?}",
+                dims.len(),
+                spec.type_text,
+                t.shape()
+            )));
+        }
+        for (i, (d, got)) in dims.iter().zip(t.shape()).enumerate() {
+            if let Dim::Fixed(n) = d
+                && *n as usize != *got
+            {
+                return Err(bad(format!("input '{name}' dimension {i} must be {n} ({}), got {got}", spec.type_text)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every leaf of a flat or nested JSON array, row major.
+fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>, limit: usize) -> Result<()> {
+    match v {
+        Value::Array(items) => {
+            for item in items {
+                flatten(item, out, limit)?;
+            }
+        }
+        leaf => {
+            if out.len() >= limit {
+                return Err(bad("the request has more elements than it may carry"));
+            }
+            out.push(leaf);
+        }
+    }
+    Ok(())
+}
+
+/// One request tensor, from its JSON data or its slice of the binary part.
+fn decode(t: &V2Tensor, binary: &[u8], offset: &mut usize, budget: &mut usize) -> Result<Tensor> {
+    let name = &t.name;
+    let dtype =
+        parse_datatype(&t.datatype).ok_or_else(|| bad(format!("input '{name}': unknown datatype '{}'", t.datatype)))?;
+    if matches!(dtype, DType::Float16 | DType::Bfloat16) {
+        return Err(bad(format!("input '{name}': {} tensors are not supported; send FP32", t.datatype)));
+    }
+    if t.shape.iter().any(|d| *d < 0) || t.shape.len() > 8 {
+        return Err(bad(format!("input '{name}': shape {:?} must be at most 8 sizes >= 0", t.shape)));
+    }
+    let count =
+        t.shape.iter().try_fold(1usize, |a, d| a.checked_mul(*d as usize)).filter(|c| *c <= *budget).ok_or_else(
+            || bad(format!("input '{name}': shape {:?} has more elements than a request may carry", t.shape)),
+        )?;
+    *budget -= count;
+    let shape = IxDyn(&t.shape.iter().map(|d| *d as usize).collect::<Vec<_>>());
+    let binary_size = t.parameters.as_ref().and_then(|p| p.get("binary_data_size")).and_then(Value::as_u64);
+    let tensor = match (binary_size, &t.data) {
+        (Some(size), None) => {
+            let end = offset.checked_add(size as usize).filter(|e| *e <= binary.len()).ok_or_else(|| {
+                bad(format!("input '{name}' claims {size} bytes of binary data, more than the body holds"))
+            })?;
+            let bytes = &binary[*offset..end];
+            *offset = end;
+            from_bytes(name, dtype, shape, count, bytes)?
+        }
+        (None, Some(data)) => {
+            let mut leaves = Vec::with_capacity(count);
+            flatten(data, &mut leaves, count.saturating_add(1))?;
+            if leaves.len() != count {
+                return Err(bad(format!(
+                    "input '{name}': shape {:?} needs {count} values, data has {}",
+                    t.shape,
+                    leaves.len()
+                )));
+            }
+            from_json(name, dtype, shape, &leaves)?
+        }
+        (Some(_), Some(_)) => return Err(bad(format!("input '{name}' has both data and binary_data_size"))),
+        (None, None) => return Err(bad(format!("input '{name}' has no data"))),
+    };
+    Ok(tensor)
+}
+
+fn from_json(name: &str, dtype: DType, shape: IxDyn, leaves: &[&Value]) -> Result<Tensor> {
+    let wrong = |v: &Value| bad(format!("input '{name}' is {}, but holds {v}", datatype(dtype)));
+    macro_rules! build {
+        ($variant:ident, $conv:expr) => {{
+            let vals = leaves.iter().map(|v| $conv(*v).ok_or_else(|| wrong(v))).collect::<Result<Vec<_>>>()?;
+            Tensor::$variant(ArrayD::from_shape_vec(shape, vals).map_err(Error::internal)?)
+        }};
+    }
+    let int = |v: &Value| v.as_i64();
+    let uint = |v: &Value| v.as_u64();
+    Ok(match dtype {
+        DType::Float32 => build!(F32, |v: &Value| v.as_f64().map(|f| f as f32)),
+        DType::Float64 => build!(F64, |v: &Value| v.as_f64()),
+        DType::Int64 => build!(I64, int),
+        DType::Int32 => build!(I32, |v: &Value| int(v).and_then(|i| i32::try_from(i).ok())),
+        DType::Int16 => build!(I16, |v: &Value| int(v).and_then(|i| i16::try_from(i).ok())),
+        DType::Int8 => build!(I8, |v: &Value| int(v).and_then(|i| i8::try_from(i).ok())),
+        DType::Uint8 => build!(U8, |v: &Value| uint(v).and_then(|i| u8::try_from(i).ok())),
+        DType::Uint16 => build!(U16, |v: &Value| uint(v).and_then(|i| u16::try_from(i).ok())),
+        DType::Uint32 => build!(U32, |v: &Value| uint(v).and_then(|i| u32::try_from(i).ok())),
+        DType::Uint64 => build!(U64, uint),
+        DType::Bool => build!(Bool, |v: &Value| v.as_bool()),
+        DType::String => build!(Str, |v: &Value| v.as_str().map(str::to_string)),
+        other => return Err(bad(format!("input '{name}': {} is not supported", datatype(other)))),
+    })
+}
+
+fn from_bytes(name: &str, dtype: DType, shape: IxDyn, count: usize, bytes: &[u8]) -> Result<Tensor> {
+    if dtype == DType::String {
+        // Each element: a 4-byte little-endian length, then that many bytes.
+        let mut out = Vec::with_capacity(count);
+        let mut i = 0usize;
+        while i < bytes.len() {
+            let len = bytes.get(i..i + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize);
+            let end = len.and_then(|l| (i + 4).checked_add(l)).filter(|e| *e <= bytes.len());
+            let Some(end) = end else { return Err(bad(format!("input '{name}': malformed BYTES element"))) };
+            let s = std::str::from_utf8(&bytes[i + 4..end])
+                .map_err(|_| bad(format!("input '{name}': a BYTES element is not UTF-8")))?;
+            out.push(s.to_string());
+            i = end;
+        }
+        if out.len() != count {
+            return Err(bad(format!("input '{name}': {count} elements expected, the binary data holds {}", out.len())));
+        }
+        return Ok(Tensor::Str(ArrayD::from_shape_vec(shape, out).map_err(Error::internal)?));
+    }
+    let size = match dtype {
+        DType::Float64 | DType::Int64 | DType::Uint64 => 8,
+        DType::Float32 | DType::Int32 | DType::Uint32 => 4,
+        DType::Int16 | DType::Uint16 => 2,
+        _ => 1,
+    };
+    if bytes.len() != count * size {
+        return Err(bad(format!(
+            "input '{name}': {count} {} elements are {} bytes, got {}",
+            datatype(dtype),
+            count * size,
+            bytes.len()
+        )));
+    }
+    macro_rules! le {
+        ($variant:ident, $t:ty) => {{
+            let vals: Vec<$t> =
+                bytes.chunks_exact(size).map(|c| <$t>::from_le_bytes(c.try_into().expect("size"))).collect();
+            Tensor::$variant(ArrayD::from_shape_vec(shape, vals).map_err(Error::internal)?)
+        }};
+    }
+    Ok(match dtype {
+        DType::Float32 => le!(F32, f32),
+        DType::Float64 => le!(F64, f64),
+        DType::Int64 => le!(I64, i64),
+        DType::Int32 => le!(I32, i32),
+        DType::Int16 => le!(I16, i16),
+        DType::Int8 => le!(I8, i8),
+        DType::Uint8 => le!(U8, u8),
+        DType::Uint16 => le!(U16, u16),
+        DType::Uint32 => le!(U32, u32),
+        DType::Uint64 => le!(U64, u64),
+        DType::Bool => Tensor::Bool(
+            ArrayD::from_shape_vec(shape, bytes.iter().map(|b| *b != 0).collect()).map_err(Error::internal)?,
+        ),
+        other => return Err(bad(format!("input '{name}': {} is not supported", datatype(other)))),
+    })
+}
+
+/// An output tensor: its data as a flat JSON array, or appended to `binary`.
+fn encode(name: &str, t: &Tensor, as_binary: bool, binary: &mut Vec<u8>) -> V2Tensor {
+    let shape = t.shape().iter().map(|d| *d as i64).collect();
+    let datatype = datatype(t.dtype()).to_string();
+    if as_binary {
+        let start = binary.len();
+        macro_rules! put {
+            ($a:expr) => {
+                $a.iter().for_each(|v| binary.extend_from_slice(&v.to_le_bytes()))
+            };
+        }
+        match t {
+            Tensor::F32(a) => put!(a),
+            Tensor::F64(a) => put!(a),
+            Tensor::I64(a) => put!(a),
+            Tensor::I32(a) => put!(a),
+            Tensor::I16(a) => put!(a),
+            Tensor::I8(a) => put!(a),
+            Tensor::U8(a) => put!(a),
+            Tensor::U16(a) => put!(a),
+            Tensor::U32(a) => put!(a),
+            Tensor::U64(a) => put!(a),
+            Tensor::Bool(a) => a.iter().for_each(|b| binary.push(u8::from(*b))),
+            Tensor::Str(a) => a.iter().for_each(|s| {
+                binary.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                binary.extend_from_slice(s.as_bytes());
+            }),
+        }
+        let mut parameters = Map::new();
+        parameters.insert("binary_data_size".into(), (binary.len() - start).into());
+        return V2Tensor { name: name.into(), shape, datatype, parameters: Some(parameters), data: None };
+    }
+    let flat = match crate::pipeline::tensor::tensor_json(t) {
+        v @ Value::Array(_) => flat_values(v),
+        scalar => vec![scalar],
+    };
+    V2Tensor { name: name.into(), shape, datatype, parameters: None, data: Some(Value::Array(flat)) }
+}
+
+fn flat_values(v: Value) -> Vec<Value> {
+    match v {
+        Value::Array(items) => items.into_iter().flat_map(flat_values).collect(),
+        leaf => vec![leaf],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn tensor(v: Value) -> V2Tensor {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn json_data_flat_or_nested_and_binary() {
+        let (mut off, mut budget) = (0, MAX_ELEMENTS);
+        let flat = decode(
+            &tensor(json!({"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]})),
+            &[],
+            &mut off,
+            &mut budget,
+        )
+        .unwrap();
+        let nested = decode(
+            &tensor(json!({"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [[1, 2], [3, 4]]})),
+            &[],
+            &mut off,
+            &mut budget,
+        )
+        .unwrap();
+        assert_eq!(flat, nested);
+        let bytes: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0].iter().flat_map(|f| f.to_le_bytes()).collect();
+        let bin = decode(
+            &tensor(json!({"name": "x", "shape": [2, 2], "datatype": "FP32", "parameters": {"binary_data_size": 16}})),
+            &bytes,
+            &mut off,
+            &mut budget,
+        )
+        .unwrap();
+        assert_eq!(bin, flat);
+        assert_eq!(off, 16);
+        let mut strings = Vec::new();
+        for s in ["good", "job"] {
+            strings.extend((s.len() as u32).to_le_bytes());
+            strings.extend(s.as_bytes());
+        }
+        let mut off = 0;
+        let t = decode(&tensor(json!({"name": "text", "shape": [2], "datatype": "BYTES", "parameters": {"binary_data_size": strings.len()}})), &strings, &mut off, &mut budget).unwrap();
+        assert_eq!(t, Tensor::Str(ArrayD::from_shape_vec(IxDyn(&[2]), vec!["good".into(), "job".into()]).unwrap()));
+        let mut out = Vec::new();
+        let enc = encode("text", &t, true, &mut out);
+        assert_eq!(
+            (out, enc.parameters.unwrap()["binary_data_size"].as_u64()),
+            (strings.clone(), Some(strings.len() as u64))
+        );
+    }
+
+    #[test]
+    fn malformed_tensors_are_refused() {
+        let (mut off, mut budget) = (0, MAX_ELEMENTS);
+        let mut err = |v: Value, bin: &[u8]| decode(&tensor(v), bin, &mut off, &mut budget).unwrap_err().to_string();
+        assert!(
+            err(json!({"name": "x", "shape": [3], "datatype": "FP32", "data": [1, 2]}), &[]).contains("needs 3 values")
+        );
+        assert!(
+            err(json!({"name": "x", "shape": [1], "datatype": "FP128", "data": [1]}), &[]).contains("unknown datatype")
+        );
+        assert!(err(json!({"name": "x", "shape": [1], "datatype": "INT8", "data": [300]}), &[]).contains("holds 300"));
+        assert!(
+            err(
+                json!({"name": "x", "shape": [4], "datatype": "FP32", "parameters": {"binary_data_size": 16}}),
+                &[0u8; 8]
+            )
+            .contains("more than the body holds")
+        );
+        assert!(
+            err(json!({"name": "x", "shape": [1000000, 1000000], "datatype": "FP32", "data": []}), &[])
+                .contains("more elements")
+        );
+        assert!(err(json!({"name": "x", "shape": [-1], "datatype": "FP32", "data": []}), &[]).contains("sizes >= 0"));
+    }
+}
