@@ -118,6 +118,47 @@ pub fn mlp(w1: &[f32], b1: &[f32], w2: &[f32], b2: &[f32], inputs: i64, hidden: 
     model(graph, 13)
 }
 
+/// A three-layer MLP `x[N,in] -> relu(x W1 + b1) -> relu(. W2 + b2) -> . W3 + b3 -> y[N,out]`
+/// (row-major weights), for benchmarks that need more arithmetic than `mlp`.
+#[allow(clippy::too_many_arguments)]
+pub fn mlp3(
+    w1: &[f32],
+    b1: &[f32],
+    w2: &[f32],
+    b2: &[f32],
+    w3: &[f32],
+    b3: &[f32],
+    inputs: i64,
+    hidden: i64,
+    outputs: i64,
+) -> ModelProto {
+    let graph = GraphProto {
+        name: "mlp3".into(),
+        node: vec![
+            node("MatMul", &["x", "W1"], &["h0"], vec![]),
+            node("Add", &["h0", "b1"], &["h1"], vec![]),
+            node("Relu", &["h1"], &["h2"], vec![]),
+            node("MatMul", &["h2", "W2"], &["h3"], vec![]),
+            node("Add", &["h3", "b2"], &["h4"], vec![]),
+            node("Relu", &["h4"], &["h5"], vec![]),
+            node("MatMul", &["h5", "W3"], &["o0"], vec![]),
+            node("Add", &["o0", "b3"], &["y"], vec![]),
+        ],
+        initializer: vec![
+            float_tensor("W1", &[inputs, hidden], w1),
+            float_tensor("b1", &[hidden], b1),
+            float_tensor("W2", &[hidden, hidden], w2),
+            float_tensor("b2", &[hidden], b2),
+            float_tensor("W3", &[hidden, outputs], w3),
+            float_tensor("b3", &[outputs], b3),
+        ],
+        input: vec![value_info("x", data_type::FLOAT, &[D::S("N"), D::N(inputs)])],
+        output: vec![value_info("y", data_type::FLOAT, &[D::S("N"), D::N(outputs)])],
+        ..Default::default()
+    };
+    model(graph, 13)
+}
+
 /// A bag-of-words classifier over token ids: `logits[b] = sum_t mask[b,t] * W[ids[b,t]]`,
 /// inputs `input_ids`, `attention_mask` (int64 `[batch, sequence]`), output
 /// `logits` float `[batch, labels]`. `weights` is row-major `[vocab, labels]`.
