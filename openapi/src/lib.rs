@@ -405,6 +405,23 @@ pub struct AliasList {
     pub history: Vec<AliasMove>,
 }
 
+/// Body of `POST /v1/auth/session` (the key may come in `Authorization` instead).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct SessionRequest {
+    pub key: Option<String>,
+}
+
+/// A browser session: who it is, until when, and the CSRF token that requests
+/// changing state with it must send in `x-csrf-token`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SessionInfo {
+    pub key_id: String,
+    pub scopes: Vec<Scope>,
+    pub models: Vec<String>,
+    pub expires_at: DateTime<Utc>,
+    pub csrf_token: String,
+}
+
 /// Body of `PUT /v1/models/{name}/aliases/{alias}`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SetAliasRequest {

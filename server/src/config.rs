@@ -43,6 +43,19 @@ pub struct Config {
     #[arg(long, env = "ZOO_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
 
+    /// Secret that signs browser sessions (at least 32 characters; the same on
+    /// every replica). Default: generated at first start into <data-dir>/session.secret.
+    #[arg(long, env = "ZOO_SESSION_SECRET", hide_env_values = true)]
+    pub session_secret: Option<String>,
+
+    /// Lifetime of a browser session, in seconds.
+    #[arg(long, env = "ZOO_SESSION_TTL_SECS", default_value_t = 3600)]
+    pub session_ttl_secs: u64,
+
+    /// Mark the session cookie Secure (send it over HTTPS only): set this behind TLS.
+    #[arg(long, env = "ZOO_SECURE_COOKIES", default_value_t = false)]
+    pub secure_cookies: bool,
+
     /// Path of libonnxruntime (also read from ORT_DYLIB_PATH). Without it zoo looks
     /// in <data-dir>/lib and the fetch cache, then falls back to tract.
     #[arg(long, env = "ZOO_ORT_DYLIB")]
@@ -139,6 +152,9 @@ impl Config {
             store: None,
             create_bucket: false,
             admin_key: None,
+            session_secret: None,
+            session_ttl_secs: 3600,
+            secure_cookies: false,
             ort_dylib: None,
             torch_worker: None,
             libtorch: None,

@@ -22,6 +22,7 @@ pub mod registry;
 pub mod runtime;
 pub mod service;
 pub mod store;
+pub mod ui;
 
 pub use config::Config;
 use service::Services;
@@ -31,6 +32,7 @@ use service::Services;
 pub struct AppState {
     pub services: Arc<Services>,
     pub keys: Arc<auth::KeyChecker>,
+    pub sessions: Arc<auth::session::Sessions>,
 }
 
 impl AppState {
@@ -43,9 +45,15 @@ impl AppState {
         auth::bootstrap(registry.as_ref(), &config.data_dir, config.admin_key.is_some()).await?;
         let runtimes = runtime::Runtimes::init(&config);
         let keys = Arc::new(auth::KeyChecker::new(registry.clone(), config.admin_key.as_deref()));
+        let sessions = Arc::new(auth::session::Sessions::open(
+            config.session_secret.as_deref(),
+            &config.data_dir,
+            Duration::from_secs(config.session_ttl_secs.max(60)),
+            config.secure_cookies,
+        )?);
         let services = Arc::new(Services::new(config, registry, store, runtimes));
         services.sweep(true).await?;
-        let state = AppState { services, keys };
+        let state = AppState { services, keys, sessions };
         state.follow_other_replicas();
         Ok(state)
     }
@@ -99,6 +107,7 @@ pub fn build_app(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), api::health::track))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .route("/models/{name}/docs", axum::routing::get(api::model_docs::model_docs_page))
+        .merge(ui::router())
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::disable())

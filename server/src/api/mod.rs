@@ -21,6 +21,7 @@ pub mod kserve;
 pub mod model_docs;
 pub mod models;
 pub mod predict;
+pub mod session;
 pub mod versions;
 
 #[derive(OpenApi)]
@@ -41,6 +42,7 @@ pub mod versions;
         (name = "models", description = "Models and versions in the registry"),
         (name = "predict", description = "Predictions"),
         (name = "keys", description = "API keys (admin)"),
+        (name = "auth", description = "Browser sessions for the web catalogue"),
         (name = "kserve", description = "KServe v2 / Open Inference Protocol (tritonclient and other existing clients)")
     )
 )]
@@ -82,6 +84,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(predict::predict_alias))
         .routes(routes!(keys::create_key, keys::list_keys))
         .routes(routes!(keys::revoke_key))
+        .routes(routes!(session::create_session, session::show_session, session::delete_session))
         .routes(routes!(kserve::server_metadata))
         .routes(routes!(kserve::live))
         .routes(routes!(kserve::ready))

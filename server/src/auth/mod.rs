@@ -17,6 +17,11 @@ use crate::AppState;
 use crate::error::{Error, Result};
 use crate::registry::{KeyRecord, Registry};
 
+pub mod session;
+
+/// The key id of the admin key given in the configuration (`ZOO_ADMIN_KEY`).
+pub const ADMIN_ENV: &str = "admin-env";
+
 /// How long a looked-up key is trusted before the registry is asked again. A key
 /// revoked on another replica stops working within this delay.
 pub const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
@@ -144,15 +149,41 @@ impl KeyChecker {
         self.cache.lock().expect("key cache").clear();
     }
 
+    /// The caller a key stands for (the key's secret checked).
     pub async fn check(&self, key: &str) -> Result<Caller> {
         if let Some(admin) = &self.admin_hash {
             let given: [u8; 32] = Sha256::digest(key.as_bytes()).into();
             if bool::from(given.ct_eq(admin)) {
-                return Ok(Caller { key_id: "admin-env".into(), scopes: vec![Scope::Admin], models: vec![] });
+                return Ok(Caller { key_id: ADMIN_ENV.into(), scopes: vec![Scope::Admin], models: vec![] });
             }
         }
         let unknown = || Error::Unauthorized("the API key is not valid".into());
         let (id, secret) = parse(key).ok_or_else(unknown)?;
+        self.valid(id, Some(secret)).await
+    }
+
+    /// The caller of a session opened with key `id`: the key must still be valid
+    /// (not revoked, not expired).
+    pub async fn check_id(&self, id: &str) -> Result<Caller> {
+        if id == ADMIN_ENV {
+            return match self.admin_hash {
+                Some(_) => Ok(Caller { key_id: ADMIN_ENV.into(), scopes: vec![Scope::Admin], models: vec![] }),
+                None => Err(Error::Unauthorized("the session's key is not valid: sign in again".into())),
+            };
+        }
+        self.valid(id, None).await
+    }
+
+    /// Expiry of a key (for the sessions it opens).
+    pub async fn expires_at(&self, id: &str) -> Result<Option<DateTime<Utc>>> {
+        if id == ADMIN_ENV {
+            return Ok(None);
+        }
+        Ok(self.registry.get_key(id).await?.and_then(|r| r.expires_at))
+    }
+
+    async fn valid(&self, id: &str, secret: Option<&str>) -> Result<Caller> {
+        let unknown = || Error::Unauthorized("the API key is not valid".into());
         let cached = self
             .cache
             .lock()
@@ -168,9 +199,11 @@ impl KeyChecker {
                 r
             }
         };
-        let expected = hash_secret(id, secret);
-        if !bool::from(expected.as_bytes().ct_eq(record.hash.as_bytes())) {
-            return Err(unknown());
+        if let Some(secret) = secret {
+            let expected = hash_secret(id, secret);
+            if !bool::from(expected.as_bytes().ct_eq(record.hash.as_bytes())) {
+                return Err(unknown());
+            }
         }
         if record.revoked_at.is_some() {
             return Err(Error::Unauthorized("the API key was revoked".into()));
@@ -209,24 +242,44 @@ pub fn key_info(r: &KeyRecord) -> KeyInfo {
 }
 
 /// The key from `Authorization: Bearer <key>` or `x-api-key`.
-fn presented_key(parts: &Parts) -> Option<&str> {
-    if let Some(v) = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+pub fn presented_key(headers: &axum::http::HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let v = v.trim();
         if let Some(k) = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")) {
             return Some(k.trim());
         }
         return None;
     }
-    parts.headers.get(zoo_api::headers::API_KEY).and_then(|v| v.to_str().ok()).map(str::trim)
+    headers.get(zoo_api::headers::API_KEY).and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = Error;
 
+    /// A key in the headers, else a session cookie. A session that changes state
+    /// must send its CSRF token in `x-csrf-token`.
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller> {
-        let key = presented_key(parts)
-            .ok_or_else(|| Error::Unauthorized("an API key is required: send 'Authorization: Bearer <key>'".into()))?;
-        let caller = state.keys.check(key).await?;
+        if let Some(key) = presented_key(&parts.headers) {
+            let caller = state.keys.check(key).await?;
+            tracing::Span::current().record("key", caller.key_id.as_str());
+            return Ok(caller);
+        }
+        let Some(token) = session::session_cookie(&parts.headers) else {
+            return Err(Error::Unauthorized("an API key is required: send 'Authorization: Bearer <key>'".into()));
+        };
+        let claims = state.sessions.verify(token)?;
+        let safe =
+            matches!(parts.method, axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS);
+        if !safe {
+            let given = parts.headers.get(session::CSRF_HEADER).and_then(|v| v.to_str().ok());
+            if !session::csrf_matches(&claims, given) {
+                return Err(Error::Forbidden(format!(
+                    "a request that changes state with a session cookie needs the session's CSRF token in {}",
+                    session::CSRF_HEADER
+                )));
+            }
+        }
+        let caller = state.keys.check_id(&claims.sub).await?;
         tracing::Span::current().record("key", caller.key_id.as_str());
         Ok(caller)
     }

@@ -14,6 +14,7 @@ use crate::runtime::Runtimes;
 use crate::store::{ObjectStore, StorageKey};
 
 pub mod deploy;
+pub mod keys;
 pub mod kserve;
 pub mod loader;
 pub mod model_openapi;
@@ -192,14 +193,25 @@ impl Services {
         let pinned = matches!(target, predict::Target::Version(_));
         let record = self.resolve(model, target).await?;
         let info = self.version_info(&record);
-        let example = match info.signature.mlflow.as_ref().and_then(|m| m.input_example.clone()) {
-            Some(file) if info.signature.bundle => {
-                let dir = self.materialize(&record.sha256, &record.signature).await?;
-                tokio::fs::read(dir.join(file)).await.ok().and_then(|b| serde_json::from_slice(&b).ok())
-            }
-            _ => None,
-        };
+        let example = self.bundle_example(&record).await?;
         Ok(model_openapi::document(&info, example, pinned))
+    }
+
+    /// The bundle's own input example (MLflow's serving input example), if any.
+    async fn bundle_example(&self, record: &VersionRecord) -> Result<Option<serde_json::Value>> {
+        match record.signature.mlflow.as_ref().and_then(|m| m.input_example.clone()) {
+            Some(file) if record.signature.bundle => {
+                let dir = self.materialize(&record.sha256, &record.signature).await?;
+                Ok(tokio::fs::read(dir.join(file)).await.ok().and_then(|b| serde_json::from_slice(&b).ok()))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// An example predict request for a version.
+    pub async fn example_request(&self, record: &VersionRecord) -> Result<serde_json::Value> {
+        let example = self.bundle_example(record).await?;
+        Ok(model_openapi::example(&self.version_info(record), example))
     }
 
     /// A ready version, or the matching 404.

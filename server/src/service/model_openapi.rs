@@ -248,6 +248,11 @@ fn bodies(info: &VersionInfo, example: Option<Value>) -> (Value, Value, Value) {
     }
 }
 
+/// An example request body for a version (the bundle's own input example when given).
+pub fn example(info: &VersionInfo, bundle_example: Option<Value>) -> Value {
+    bodies(info, bundle_example).2
+}
+
 /// The OpenAPI 3.1 document of a version. `pinned`: document the version's own
 /// route only; otherwise the model's default route too.
 pub fn document(info: &VersionInfo, example: Option<Value>, pinned: bool) -> Value {

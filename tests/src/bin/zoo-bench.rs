@@ -161,6 +161,9 @@ async fn load(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One in-process call of the model on a batch (the argument varies the texts).
+type Call = Box<dyn Fn(&mut Box<dyn zoo_server::runtime::LoadedModel>, usize) -> anyhow::Result<()>>;
+
 fn inproc(args: &[String]) -> anyhow::Result<()> {
     let model_path = PathBuf::from(need(args, "--model")?);
     let ort = PathBuf::from(need(args, "--ort")?);
@@ -169,10 +172,7 @@ fn inproc(args: &[String]) -> anyhow::Result<()> {
     let label = flag(args, "--label").unwrap_or_default();
     let limits = zoo_formats::Limits::default();
     let rt = OrtRuntime::init(&ort, 0).map_err(anyhow::Error::msg)?;
-    let (mut model, run): (
-        _,
-        Box<dyn Fn(&mut Box<dyn zoo_server::runtime::LoadedModel>, usize) -> anyhow::Result<()>>,
-    ) = match flag(args, "--bundle") {
+    let (mut model, run): (_, Call) = match flag(args, "--bundle") {
         Some(dir) => {
             let dir = PathBuf::from(dir);
             let files: Vec<zoo_api::BundleFile> = std::fs::read_dir(&dir)?

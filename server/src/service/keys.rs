@@ -1,0 +1,62 @@
+//! API key management (admin): the same operations behind the JSON API and the
+//! catalogue's key pages.
+
+use zoo_api::{CreateKeyRequest, CreatedKey, KeyInfo, Scope};
+
+use super::Services;
+use crate::auth::{self, Caller, KeyChecker};
+use crate::error::{Error, Result};
+
+impl Services {
+    /// Create a key; its secret is in the answer only.
+    pub async fn create_key(&self, caller: &Caller, req: &CreateKeyRequest) -> Result<CreatedKey> {
+        caller.require(Scope::Admin, None)?;
+        let name = req.name.trim();
+        if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
+            return Err(Error::InvalidRequest("name must be 1-200 printable characters".into()));
+        }
+        if req.scopes.is_empty() {
+            return Err(Error::InvalidRequest("scopes must name at least one of read, predict, deploy, admin".into()));
+        }
+        if req.models.len() > 100
+            || req.models.iter().any(|p| {
+                p.is_empty()
+                    || p.len() > 128
+                    || !p.chars().all(|c| c == '*' || c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+            })
+        {
+            return Err(Error::InvalidRequest(
+                "models must be up to 100 patterns of a-z, 0-9, '.', '_', '-' and '*'".into(),
+            ));
+        }
+        if req.expires_at.is_some_and(|e| e <= chrono::Utc::now()) {
+            return Err(Error::InvalidRequest("expires_at is in the past".into()));
+        }
+        let mut scopes = req.scopes.clone();
+        scopes.sort();
+        scopes.dedup();
+        let new = auth::generate(name, scopes, req.models.clone(), req.expires_at);
+        self.registry.create_key(&new.record).await?;
+        tracing::info!(key = %new.record.id, by = %caller.key_id, "API key created");
+        Ok(CreatedKey { key: new.key, info: auth::key_info(&new.record) })
+    }
+
+    /// Every key (never their secrets), newest first.
+    pub async fn list_keys(&self, caller: &Caller) -> Result<Vec<KeyInfo>> {
+        caller.require(Scope::Admin, None)?;
+        Ok(self.registry.list_keys().await?.iter().map(auth::key_info).collect())
+    }
+
+    /// Revoke a key: it stops at once here (`keys` forgets it) and within the key
+    /// cache delay on other replicas.
+    pub async fn revoke_key(&self, caller: &Caller, keys: &KeyChecker, id: &str) -> Result<KeyInfo> {
+        caller.require(Scope::Admin, None)?;
+        if !self.registry.revoke_key(id, chrono::Utc::now()).await? {
+            return Err(Error::KeyNotFound(id.to_string()));
+        }
+        keys.forget(id);
+        tracing::info!(key = %id, by = %caller.key_id, "API key revoked");
+        let record = self.registry.get_key(id).await?.ok_or_else(|| Error::KeyNotFound(id.to_string()))?;
+        Ok(auth::key_info(&record))
+    }
+}
