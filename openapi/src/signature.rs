@@ -141,14 +141,30 @@ impl DType {
 }
 
 /// One dimension of a shape: a fixed size, a symbolic name (`batch`, `N`), or unknown.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Dim {
     Fixed(i64),
     Symbolic(String),
-    #[schema(value_type = Option<String>)]
     Unknown(Option<()>),
 }
+
+impl utoipa::PartialSchema for Dim {
+    /// An integer (fixed), a string (symbolic) or null (unknown): disjoint types.
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{Object, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(Object::with_type(Type::Integer))
+            .item(Object::with_type(Type::String))
+            .item(Object::with_type(Type::Null))
+            .description(Some(
+                "One dimension of a shape: a fixed size, a symbolic name (`batch`, `N`), or null when unknown.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for Dim {}
 
 impl Dim {
     pub fn fixed(&self) -> Option<i64> {

@@ -128,6 +128,12 @@ pub struct Config {
     #[arg(long, env = "ZOO_UPLOAD_IDLE_TIMEOUT_SECS", default_value_t = 30)]
     pub upload_idle_timeout_secs: u64,
 
+    /// An upload slower than this many bytes per second on average, once it has
+    /// run for the idle timeout, is cut off (a client trickling bytes holds a
+    /// connection and a disk file open).
+    #[arg(long, env = "ZOO_UPLOAD_MIN_BYTES_PER_SEC", default_value_t = 1024)]
+    pub upload_min_bytes_per_sec: u64,
+
     /// Uploads still `uploading` after this many seconds are swept.
     #[arg(long, env = "ZOO_STALE_UPLOAD_SECS", default_value_t = 3600)]
     pub stale_upload_secs: u64,
@@ -171,6 +177,7 @@ impl Config {
             queue_capacity: 256,
             request_timeout_secs: 60,
             upload_idle_timeout_secs: 30,
+            upload_min_bytes_per_sec: 1024,
             stale_upload_secs: 3600,
             sweep_interval_secs: 600,
             log_json: false,

@@ -43,7 +43,8 @@ pub async fn set_alias(
     check_names(&name, None)?;
     check_alias(&alias)?;
     caller.require(Scope::Deploy, Some(&name))?;
-    let req: SetAliasRequest = read_json(&h, body, ALIAS_BODY_LIMIT).await?;
+    let req: SetAliasRequest =
+        read_json(&h, body, ALIAS_BODY_LIMIT, state.services.config.upload_idle_timeout()).await?;
     check_names(&name, Some(&req.version))?;
     Ok(Json(state.services.set_alias(&caller, &name, &alias, &req.version).await?))
 }

@@ -28,7 +28,7 @@ pub async fn create_key(
     h: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<CreatedKey>)> {
-    let req: CreateKeyRequest = read_json(&h, body, 64 * 1024).await?;
+    let req: CreateKeyRequest = read_json(&h, body, 64 * 1024, state.services.config.upload_idle_timeout()).await?;
     Ok((StatusCode::CREATED, Json(state.services.create_key(&caller, &req).await?)))
 }
 

@@ -98,8 +98,10 @@ async fn metadata(
 /// A model's metadata: its versions, platform, inputs and outputs (the default
 /// version's).
 #[utoipa::path(get, path = "/v2/models/{name}", tag = "kserve", params(("name" = String, Path)),
-    responses((status = 200, body = V2ModelMetadata), (status = 401, body = V2Error), (status = 403, body = V2Error),
-        (status = 404, body = V2Error), (status = 409, description = "not servable", body = V2Error)))]
+    responses((status = 200, body = V2ModelMetadata), (status = 400, description = "invalid_name", body = V2Error),
+        (status = 401, body = V2Error), (status = 403, body = V2Error),
+        (status = 404, body = V2Error), (status = 409, description = "not servable", body = V2Error),
+        (status = 503, description = "unavailable", body = V2Error)))]
 pub async fn model_metadata(
     State(state): State<AppState>,
     c: std::result::Result<Caller, Error>,
@@ -111,8 +113,10 @@ pub async fn model_metadata(
 /// One version's metadata.
 #[utoipa::path(get, path = "/v2/models/{name}/versions/{version}", tag = "kserve",
     params(("name" = String, Path), ("version" = String, Path)),
-    responses((status = 200, body = V2ModelMetadata), (status = 401, body = V2Error), (status = 403, body = V2Error),
-        (status = 404, body = V2Error), (status = 409, description = "not servable", body = V2Error)))]
+    responses((status = 200, body = V2ModelMetadata), (status = 400, description = "invalid_name", body = V2Error),
+        (status = 401, body = V2Error), (status = 403, body = V2Error),
+        (status = 404, body = V2Error), (status = 409, description = "not servable", body = V2Error),
+        (status = 503, description = "unavailable", body = V2Error)))]
 pub async fn version_metadata(
     State(state): State<AppState>,
     c: std::result::Result<Caller, Error>,
@@ -136,7 +140,9 @@ async fn model_ready_inner(
 
 /// 200 when the model's default version can answer (it is loaded if it was not).
 #[utoipa::path(get, path = "/v2/models/{name}/ready", tag = "kserve", params(("name" = String, Path)),
-    responses((status = 200, body = V2Ready), (status = 404, body = V2Error), (status = 409, description = "not servable", body = V2Error)))]
+    responses((status = 200, body = V2Ready), (status = 400, description = "invalid_name", body = V2Error),
+        (status = 401, body = V2Error), (status = 403, body = V2Error), (status = 404, body = V2Error),
+        (status = 409, description = "not servable", body = V2Error), (status = 503, description = "unavailable", body = V2Error)))]
 pub async fn model_ready(
     State(state): State<AppState>,
     c: std::result::Result<Caller, Error>,
@@ -148,7 +154,9 @@ pub async fn model_ready(
 /// 200 when the version can answer.
 #[utoipa::path(get, path = "/v2/models/{name}/versions/{version}/ready", tag = "kserve",
     params(("name" = String, Path), ("version" = String, Path)),
-    responses((status = 200, body = V2Ready), (status = 404, body = V2Error), (status = 409, description = "not servable", body = V2Error)))]
+    responses((status = 200, body = V2Ready), (status = 400, description = "invalid_name", body = V2Error),
+        (status = 401, body = V2Error), (status = 403, body = V2Error), (status = 404, body = V2Error),
+        (status = 409, description = "not servable", body = V2Error), (status = 503, description = "unavailable", body = V2Error)))]
 pub async fn version_ready(
     State(state): State<AppState>,
     c: std::result::Result<Caller, Error>,
@@ -170,7 +178,11 @@ async fn infer(
     let target = version.as_deref().map_or(Target::Default, Target::Version);
     let (_, served) = state.services.prepare(&name, target).await?;
     let limit = usize::try_from(served.effective.max_body_bytes).unwrap_or(usize::MAX);
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+    let deadline = state.services.config.upload_idle_timeout();
+    let read = tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await.map_err(|_| {
+        Error::Timeout(format!("the request body did not arrive within {} seconds", deadline.as_secs()))
+    })?;
+    let bytes = read.map_err(|e| {
         if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
             Error::PayloadTooLarge(format!("the request body is larger than the limit of {limit} bytes"))
         } else {
@@ -214,8 +226,9 @@ async fn infer(
 #[utoipa::path(post, path = "/v2/models/{name}/infer", tag = "kserve", params(("name" = String, Path)),
     request_body(content = V2InferRequest, example = json!({"id": "1", "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1.0, 2.0, 3.0, 4.0]}]})),
     responses((status = 200, body = V2InferResponse), (status = 400, body = V2Error), (status = 401, body = V2Error),
-        (status = 403, body = V2Error), (status = 404, body = V2Error), (status = 409, body = V2Error),
-        (status = 413, body = V2Error), (status = 429, body = V2Error), (status = 500, body = V2Error)))]
+        (status = 403, body = V2Error), (status = 404, body = V2Error), (status = 408, body = V2Error),
+        (status = 409, body = V2Error), (status = 413, body = V2Error), (status = 429, body = V2Error),
+        (status = 500, body = V2Error), (status = 503, body = V2Error)))]
 pub async fn model_infer(
     State(state): State<AppState>,
     c: std::result::Result<Caller, Error>,
@@ -231,8 +244,9 @@ pub async fn model_infer(
     params(("name" = String, Path), ("version" = String, Path)),
     request_body(content = V2InferRequest),
     responses((status = 200, body = V2InferResponse), (status = 400, body = V2Error), (status = 401, body = V2Error),
-        (status = 403, body = V2Error), (status = 404, body = V2Error), (status = 409, body = V2Error),
-        (status = 413, body = V2Error), (status = 429, body = V2Error), (status = 500, body = V2Error)))]
+        (status = 403, body = V2Error), (status = 404, body = V2Error), (status = 408, body = V2Error),
+        (status = 409, body = V2Error), (status = 413, body = V2Error), (status = 429, body = V2Error),
+        (status = 500, body = V2Error), (status = 503, body = V2Error)))]
 pub async fn version_infer(
     State(state): State<AppState>,
     c: std::result::Result<Caller, Error>,

@@ -36,6 +36,7 @@ pub mod versions;
         license(name = "Apache-2.0")
     ),
     modifiers(&Security),
+    components(schemas(zoo_api::RuntimeChoice, zoo_api::LoadPolicy, zoo_api::Task, zoo_api::Format)),
     security(("bearer" = []), ("api_key" = [])),
     tags(
         (name = "health", description = "Liveness and readiness"),
@@ -129,9 +130,15 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiQuer
     }
 }
 
-/// Read a JSON body up to `limit` bytes. JSON is accepted with any JSON-ish or
-/// absent Content-Type, and with curl's default form type (`curl -d`).
-pub async fn read_json<T: DeserializeOwned>(headers: &HeaderMap, body: Body, limit: usize) -> Result<T> {
+/// Read a JSON body up to `limit` bytes, all of it within `deadline` (a client that
+/// trickles its body is cut off). JSON is accepted with any JSON-ish or absent
+/// Content-Type, and with curl's default form type (`curl -d`).
+pub async fn read_json<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    deadline: std::time::Duration,
+) -> Result<T> {
     if let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
         let ct = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         let ok = ct.is_empty()
@@ -143,7 +150,10 @@ pub async fn read_json<T: DeserializeOwned>(headers: &HeaderMap, body: Body, lim
             return Err(Error::UnsupportedMediaType(format!("expected a JSON body (application/json), got '{ct}'")));
         }
     }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+    let read = tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await.map_err(|_| {
+        Error::Timeout(format!("the request body did not arrive within {} seconds", deadline.as_secs()))
+    })?;
+    let bytes = read.map_err(|e| {
         if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
             Error::PayloadTooLarge(format!("the request body is larger than the limit of {limit} bytes"))
         } else {

@@ -34,7 +34,7 @@ async fn predict(
     // The version first: its body limit applies to the body.
     let (_, served) = state.services.prepare(&model, target).await?;
     let limit = usize::try_from(served.effective.max_body_bytes).unwrap_or(usize::MAX);
-    let req: PredictRequest = read_json(&h, body, limit).await?;
+    let req: PredictRequest = read_json(&h, body, limit, state.services.config.upload_idle_timeout()).await?;
     let p = state.services.predict_on(&served, req).await?;
     let mut response = Json(p.response).into_response();
     let hs = response.headers_mut();

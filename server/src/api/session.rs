@@ -41,7 +41,7 @@ pub async fn create_session(State(state): State<AppState>, headers: HeaderMap, b
     let req: SessionRequest = if from_header.is_some() && headers.get(header::CONTENT_LENGTH).is_none_or(|l| l == "0") {
         SessionRequest::default()
     } else {
-        read_json(&headers, body, 16 * 1024).await?
+        read_json(&headers, body, 16 * 1024, state.services.config.upload_idle_timeout()).await?
     };
     let key =
         req.key.or(from_header).ok_or_else(|| Error::Unauthorized("send the API key as {\"key\": \"...\"}".into()))?;

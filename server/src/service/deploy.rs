@@ -251,6 +251,8 @@ impl Services {
         let mut size: u64 = 0;
         let limit = self.config.max_upload_bytes;
         let idle = self.config.upload_idle_timeout();
+        let min_rate = self.config.upload_min_bytes_per_sec;
+        let started = std::time::Instant::now();
         loop {
             let chunk = match tokio::time::timeout(idle, body.next()).await {
                 Err(_) => {
@@ -262,6 +264,13 @@ impl Services {
             };
             size += chunk.len() as u64;
             self.metrics.uploaded(chunk.len() as u64);
+            let elapsed = started.elapsed();
+            if elapsed > idle && (size as f64 / elapsed.as_secs_f64()) < min_rate as f64 {
+                return Err(Error::Timeout(format!(
+                    "the upload is slower than {min_rate} bytes per second ({size} bytes in {} s); it was cut off",
+                    elapsed.as_secs()
+                )));
+            }
             if size > limit {
                 return Err(too_large(size, limit));
             }

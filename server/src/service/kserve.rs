@@ -98,6 +98,18 @@ impl Services {
         req: V2InferRequest,
         binary: &[u8],
     ) -> Result<(V2InferResponse, Vec<u8>)> {
+        let expected = match &served.pipeline {
+            Pipeline::Text(_) => 1,
+            Pipeline::Tensor => served.signature.inputs.len(),
+        };
+        if req.inputs.len() > expected {
+            return Err(bad(format!("{} inputs; the model takes {expected}", req.inputs.len())));
+        }
+        if let Some((i, t)) =
+            req.inputs.iter().enumerate().find(|(i, t)| req.inputs[..*i].iter().any(|u| u.name == t.name))
+        {
+            return Err(bad(format!("input '{}' is given twice (at {i})", t.name)));
+        }
         let mut offset = 0usize;
         let mut budget = MAX_ELEMENTS;
         let mut given = Vec::with_capacity(req.inputs.len());
