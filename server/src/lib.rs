@@ -44,14 +44,17 @@ impl AppState {
         let store = store::open(&config.store_url(), config.create_bucket).await?;
         auth::bootstrap(registry.as_ref(), &config.data_dir, config.admin_key.is_some()).await?;
         let runtimes = runtime::Runtimes::init(&config);
-        let keys = Arc::new(auth::KeyChecker::new(registry.clone(), config.admin_key.as_deref()));
+        let breaker = Arc::new(registry::breaker::Breaker::default());
+        let keys = Arc::new(auth::KeyChecker::new(registry.clone(), config.admin_key.as_deref(), breaker.clone()));
         let sessions = Arc::new(auth::session::Sessions::open(
             config.session_secret.as_deref(),
             &config.data_dir,
             Duration::from_secs(config.session_ttl_secs.max(60)),
             config.secure_cookies,
         )?);
-        let services = Arc::new(Services::new(config, registry, store, runtimes));
+        let mut services = Services::new(config, registry, store, runtimes);
+        services.breaker = breaker;
+        let services = Arc::new(services);
         services.sweep(true).await?;
         let state = AppState { services, keys, sessions };
         state.follow_other_replicas();

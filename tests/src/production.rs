@@ -117,3 +117,89 @@ pub fn via(url: &str, addr: SocketAddr) -> String {
         url.replace("localhost:5432", &addr.to_string())
     }
 }
+
+/// An S3-compatible server of a test's own (s3s-fs), to stop and start again.
+pub struct OwnS3 {
+    bin: String,
+    pub port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl OwnS3 {
+    pub fn start(dir: &std::path::Path) -> OwnS3 {
+        let bin = std::env::var("ZOO_TEST_S3S_BIN").expect("ZOO_TEST_S3S_BIN (scripts/test sets it)");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        std::fs::create_dir_all(dir).unwrap();
+        let mut s = OwnS3 { bin, port, dir: dir.to_path_buf(), child: None };
+        s.restart();
+        s
+    }
+
+    /// Start it (again), on the same port and directory.
+    pub fn restart(&mut self) {
+        let child = std::process::Command::new(&self.bin)
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string(), "--access-key", "k", "--secret-key", "s"])
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        self.child = Some(child);
+    }
+
+    /// Kill it (SIGKILL), as a crash would.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Server options for a zoo on Postgres (a scratch database) and this store.
+    pub async fn options(&self, bucket: &str) -> Options {
+        let db = zoo_server::registry::postgres::scratch_database(&database_url()).await.unwrap();
+        Options {
+            args: vec!["--create-bucket".into()],
+            env: vec![
+                ("ZOO_DATABASE_URL".into(), db),
+                ("ZOO_STORE".into(), format!("s3://{bucket}/zoo")),
+                ("AWS_ENDPOINT_URL".into(), format!("http://127.0.0.1:{}", self.port)),
+                ("AWS_ACCESS_KEY_ID".into(), "k".into()),
+                ("AWS_SECRET_ACCESS_KEY".into(), "s".into()),
+            ],
+            ..Default::default()
+        }
+    }
+
+    /// Files the store holds under `bucket` (s3s-fs keeps objects as files).
+    pub fn objects(&self, bucket: &str) -> Vec<String> {
+        fn walk(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<String>) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(root, &p, out);
+                } else if let Ok(rel) = p.strip_prefix(root) {
+                    out.push(rel.display().to_string());
+                }
+            }
+        }
+        let mut v = Vec::new();
+        walk(&self.dir.join(bucket), &self.dir.join(bucket), &mut v);
+        v.retain(|p| p.contains("blobs/sha256/") && !p.contains(".s3s"));
+        v.sort();
+        v
+    }
+}
+
+impl Drop for OwnS3 {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

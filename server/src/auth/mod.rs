@@ -15,6 +15,7 @@ use zoo_api::{KeyInfo, Scope};
 
 use crate::AppState;
 use crate::error::{Error, Result};
+use crate::registry::breaker::Breaker;
 use crate::registry::{KeyRecord, Registry};
 
 pub mod session;
@@ -131,12 +132,13 @@ pub struct KeyChecker {
     registry: Arc<dyn Registry>,
     admin_hash: Option<[u8; 32]>,
     cache: Mutex<HashMap<String, (KeyRecord, Instant)>>,
+    breaker: Arc<Breaker>,
 }
 
 impl KeyChecker {
-    pub fn new(registry: Arc<dyn Registry>, admin_key: Option<&str>) -> KeyChecker {
+    pub fn new(registry: Arc<dyn Registry>, admin_key: Option<&str>, breaker: Arc<Breaker>) -> KeyChecker {
         let admin_hash = admin_key.map(|k| Sha256::digest(k.as_bytes()).into());
-        KeyChecker { registry, admin_hash, cache: Mutex::new(HashMap::new()) }
+        KeyChecker { registry, admin_hash, cache: Mutex::new(HashMap::new()), breaker }
     }
 
     /// Forget a key now (after a revoke on this replica).
@@ -184,19 +186,27 @@ impl KeyChecker {
 
     async fn valid(&self, id: &str, secret: Option<&str>) -> Result<Caller> {
         let unknown = || Error::Unauthorized("the API key is not valid".into());
-        let cached = self
-            .cache
-            .lock()
-            .expect("key cache")
-            .get(id)
-            .filter(|(_, at)| at.elapsed() < KEY_CACHE_TTL)
-            .map(|(r, _)| r.clone());
+        let cached = self.cache.lock().expect("key cache").get(id).cloned();
         let record = match cached {
-            Some(r) => r,
-            None => {
-                let r = self.registry.get_key(id).await?.ok_or_else(unknown)?;
-                self.cache.lock().expect("key cache").insert(id.to_string(), (r.clone(), Instant::now()));
-                r
+            Some((r, at)) if at.elapsed() < KEY_CACHE_TTL => r,
+            Some((r, _)) if self.breaker.use_stale() => r,
+            stale => {
+                let looked_up = self.registry.get_key(id).await;
+                self.breaker.record(&looked_up);
+                match (looked_up, stale) {
+                    (Ok(r), _) => {
+                        let r = r.ok_or_else(unknown)?;
+                        self.cache.lock().expect("key cache").insert(id.to_string(), (r.clone(), Instant::now()));
+                        r
+                    }
+                    // The registry is away: a key this server checked before stays as
+                    // it was (no revocation can be recorded while the registry is down).
+                    (Err(Error::Unavailable(why)), Some((r, _))) => {
+                        tracing::warn!(key = id, %why, "the registry is unreachable; using the key as last checked");
+                        r
+                    }
+                    (Err(e), _) => return Err(e),
+                }
             }
         };
         if let Some(secret) = secret {
@@ -338,7 +348,7 @@ mod tests {
     #[tokio::test]
     async fn checker_enforces_revocation_expiry_and_scopes() {
         let reg: Arc<dyn Registry> = Arc::new(crate::registry::sqlite::SqliteRegistry::memory().await);
-        let checker = KeyChecker::new(reg.clone(), Some("env-admin-secret"));
+        let checker = KeyChecker::new(reg.clone(), Some("env-admin-secret"), Arc::default());
         let read = generate("r", vec![Scope::Read], vec!["text-*".into()], None);
         reg.create_key(&read.record).await.unwrap();
         let caller = checker.check(&read.key).await.unwrap();

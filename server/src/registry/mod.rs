@@ -9,6 +9,7 @@ use zoo_api::{Format, Scope, ServingConfig, Signature, Task, VersionStatus};
 
 use crate::error::Result;
 
+pub mod breaker;
 pub mod postgres;
 mod rows;
 mod sql;

@@ -43,6 +43,8 @@ pub struct Services {
     pub store: Arc<dyn ObjectStore>,
     pub runtimes: Runtimes,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Whether the registry is reachable (shared with the key checker).
+    pub breaker: Arc<crate::registry::breaker::Breaker>,
     /// Loaded versions.
     served: RwLock<HashMap<VersionKey, Arc<Served>>>,
     /// One loader at a time per version.
@@ -69,6 +71,7 @@ impl Services {
             store,
             runtimes,
             metrics: Arc::default(),
+            breaker: Arc::default(),
             served: RwLock::new(HashMap::new()),
             routes: RwLock::new(HashMap::new()),
             route_generations: Mutex::new(HashMap::new()),

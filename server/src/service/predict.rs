@@ -68,13 +68,38 @@ impl Services {
                 Target::Alias(a) => format!("a:{a}"),
             },
         );
-        if let Some((at, v)) = self.routes.read().expect("routes").get(&key)
+        let cached = self.routes.read().expect("routes").get(&key).cloned();
+        if let Some((at, v)) = &cached
             && at.elapsed() < ROUTE_TTL
         {
             return Ok(v.clone());
         }
+        // The registry is away: keep answering with what this server last knew of
+        // the route (the model is loaded; the registry will tell of changes when back).
+        if let Some((_, v)) = &cached
+            && self.breaker.use_stale()
+        {
+            return Ok(v.clone());
+        }
         let generation = self.route_generation(model);
-        let record = Arc::new(match target {
+        let looked_up = self.look_up(model, target).await;
+        self.breaker.record(&looked_up);
+        let record = match (looked_up, cached) {
+            (Err(Error::Unavailable(why)), Some((_, v))) => {
+                tracing::warn!(model, %why, "the registry is unreachable; serving the last known version");
+                return Ok(v);
+            }
+            (r, _) => Arc::new(r?),
+        };
+        // Not cached when the model changed while it was being read.
+        if self.route_generation(model) == generation {
+            self.routes.write().expect("routes").insert(key, (Instant::now(), record.clone()));
+        }
+        Ok(record)
+    }
+
+    async fn look_up(&self, model: &str, target: Target<'_>) -> Result<VersionRecord> {
+        Ok(match target {
             Target::Version(v) => self.require_version(model, v).await?,
             Target::Alias(a) => match self.registry.get_alias(model, a).await? {
                 Some(v) => self.require_version(model, &v).await?,
@@ -84,12 +109,7 @@ impl Services {
                 Some(v) => v,
                 None => return Err(self.not_found(model, "(default)").await?),
             },
-        });
-        // Not cached when the model changed while it was being read.
-        if self.route_generation(model) == generation {
-            self.routes.write().expect("routes").insert(key, (Instant::now(), record.clone()));
-        }
-        Ok(record)
+        })
     }
 
     /// Resolve a target and make sure its version is loaded.
