@@ -121,6 +121,16 @@ impl Metrics {
             .observe(BATCH_BUCKETS, rows as f64);
     }
 
+    /// Drop the series of a deleted version (`None`: of every version of a deleted
+    /// model), so that a server that sees many versions come and go keeps a
+    /// bounded set of series.
+    pub fn forget(&self, model: &str, version: Option<&str>) {
+        let gone = |m: &str, v: &str| m == model && version.is_none_or(|version| v == version);
+        self.requests.lock().expect("metrics").retain(|(_, m, v, _), _| !gone(m, v));
+        self.predict_seconds.lock().expect("metrics").retain(|(m, v, _), _| !gone(m, v));
+        self.batch_rows.lock().expect("metrics").retain(|(m, v), _| !gone(m, v));
+    }
+
     pub fn uploaded(&self, bytes: u64) {
         self.upload_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
@@ -193,6 +203,26 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deleted_versions_leave_no_series() {
+        let m = Metrics::default();
+        for v in ["1", "2"] {
+            m.request("/v1/models/{name}/predict", "a", v, 200, Duration::from_millis(1));
+            m.predict("a", v, Phase::Total, Duration::from_millis(1));
+            m.batch("a", v, 2);
+        }
+        m.predict("b", "1", Phase::Total, Duration::from_millis(1));
+        let gauges = || Gauges { loaded: vec![] };
+        m.forget("a", Some("1"));
+        let text = m.render(&gauges());
+        assert!(!text.contains("model=\"a\",version=\"1\""), "{text}");
+        assert!(text.contains("model=\"a\",version=\"2\""), "{text}");
+        m.forget("a", None);
+        let text = m.render(&gauges());
+        assert!(!text.contains("model=\"a\""), "{text}");
+        assert!(text.contains("model=\"b\""), "{text}");
+    }
 
     #[test]
     fn exposition_format() {

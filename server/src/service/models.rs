@@ -74,6 +74,7 @@ impl Services {
             return Err(self.not_found(model, version).await?);
         };
         self.unload(model, version);
+        self.metrics.forget(model, Some(version));
         self.release_blob(&v.sha256).await?;
         tracing::info!(model, version, "version deleted");
         Ok(self.version_info(&v))
@@ -82,6 +83,7 @@ impl Services {
     pub async fn delete_model(&self, model: &str) -> Result<Vec<VersionInfo>> {
         let versions =
             self.registry.delete_model(model).await?.ok_or_else(|| Error::ModelNotFound(model.to_string()))?;
+        self.metrics.forget(model, None);
         for v in &versions {
             self.unload(model, &v.version);
             self.release_blob(&v.sha256).await?;
