@@ -39,7 +39,7 @@ impl AppState {
     /// Open the registry and store named by the config, load the runtimes,
     /// bootstrap the admin key and sweep leftovers of a previous run.
     pub async fn open(config: Config) -> anyhow::Result<AppState> {
-        std::fs::create_dir_all(&config.data_dir)?;
+        tokio::fs::create_dir_all(&config.data_dir).await?;
         let registry = registry::open(&config.database_url()).await?;
         let store = store::open(&config.store_url(), config.create_bucket).await?;
         auth::bootstrap(registry.as_ref(), &config.data_dir, config.admin_key.is_some()).await?;
@@ -70,8 +70,14 @@ impl AppState {
             use registry::RegistryEvent;
             loop {
                 match events.recv().await {
-                    Ok(RegistryEvent::VersionRemoved { model, version }) => services.unload(&model, &version),
-                    Ok(RegistryEvent::ModelRemoved { model }) => services.unload_model(&model),
+                    Ok(RegistryEvent::VersionRemoved { model, version }) => {
+                        services.unload(&model, &version);
+                        services.metrics.forget(&model, Some(&version));
+                    }
+                    Ok(RegistryEvent::ModelRemoved { model }) => {
+                        services.unload_model(&model);
+                        services.metrics.forget(&model, None);
+                    }
                     Ok(RegistryEvent::KeyRevoked { id }) => keys.forget(&id),
                     Ok(RegistryEvent::AliasMoved { model, version: Some(version), .. }) => {
                         let services = services.clone();

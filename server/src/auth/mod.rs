@@ -310,7 +310,9 @@ pub async fn bootstrap(registry: &dyn Registry, data_dir: &std::path::Path, conf
     Ok(())
 }
 
-fn write_secret(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
+/// Write a secret readable by its owner only (mode 0600). At startup, before serving.
+#[allow(clippy::disallowed_methods, reason = "runs once at startup, before the server accepts requests")]
+pub(crate) fn write_secret(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;

@@ -56,6 +56,7 @@ impl Sessions {
     /// The configured secret, else the one in `<data-dir>/session.secret`, made
     /// (256 random bits, mode 0600) at first start. Replicas behind one load
     /// balancer need the same `ZOO_SESSION_SECRET`.
+    #[allow(clippy::disallowed_methods, reason = "runs once at startup, before the server accepts requests")]
     pub fn open(configured: Option<&str>, data_dir: &Path, ttl: Duration, secure: bool) -> anyhow::Result<Sessions> {
         let secret = match configured {
             Some(s) if s.len() >= 32 => s.to_string(),
@@ -66,7 +67,7 @@ impl Sessions {
                     Ok(s) if s.trim().len() >= 32 => s.trim().to_string(),
                     _ => {
                         let s = random_hex(32);
-                        write_private(&path, &s)?;
+                        super::write_secret(&path, &s)?;
                         s
                     }
                 }
@@ -135,13 +136,6 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
 /// Whether `given` is the session's CSRF token.
 pub fn csrf_matches(claims: &Claims, given: Option<&str>) -> bool {
     given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(claims.csrf.as_bytes())))
-}
-
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
-    f.write_all(contents.as_bytes())
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ impl SqliteRegistry {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         if let Some(parent) = std::path::Path::new(options.get_filename()).parent() {
-            std::fs::create_dir_all(parent)?;
+            tokio::fs::create_dir_all(parent).await?;
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(8)

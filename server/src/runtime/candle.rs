@@ -25,6 +25,7 @@ impl Runtime for CandleRuntime {
         "candle"
     }
 
+    #[allow(clippy::disallowed_methods, reason = "models load on a blocking thread (service::loader)")]
     fn load(&self, model: &Path, signature: &Signature) -> Result<Box<dyn LoadedModel>, RuntimeError> {
         let dir = model.parent().ok_or_else(|| load_err("the weights file has no directory"))?;
         let config_text =

@@ -36,8 +36,23 @@ fn unavailable(e: std::io::Error) -> Error {
     Error::Unavailable(format!("the object store is unreachable: {e}"))
 }
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
+/// Copy (or hard-link) `src` to `tmp`, make it durable and move it to `dest`.
+#[allow(clippy::disallowed_methods, reason = "runs under spawn_blocking")]
+fn put_durably(src: &Path, tmp: &Path, dest: &Path) -> std::io::Result<()> {
+    // A hard link is instant when the source is on the same filesystem;
+    // otherwise copy.
+    if std::fs::hard_link(src, tmp).is_err() {
+        std::fs::copy(src, tmp)?;
+    }
+    std::fs::File::open(tmp)?.sync_all()?;
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::rename(tmp, dest)?;
+    if let Some(parent) = dest.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -54,27 +69,13 @@ impl ObjectStore for FsStore {
         }
         let tmp = self.root.join("tmp").join(uuid::Uuid::new_v4().to_string());
         let (src, tmp2, dest2) = (path.to_path_buf(), tmp.clone(), dest.clone());
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            // A hard link is instant when the source is on the same filesystem;
-            // otherwise copy.
-            if std::fs::hard_link(&src, &tmp2).is_err() {
-                std::fs::copy(&src, &tmp2)?;
+        match tokio::task::spawn_blocking(move || put_durably(&src, &tmp2, &dest2)).await? {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                Err(unavailable(e))
             }
-            std::fs::File::open(&tmp2)?.sync_all()?;
-            if let Some(parent) = dest2.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::rename(&tmp2, &dest2)?;
-            if let Some(parent) = dest2.parent() {
-                sync_dir(parent)?;
-            }
-            Ok(())
-        })
-        .await?
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            unavailable(e)
-        })
+        }
     }
 
     async fn exists(&self, key: &StorageKey) -> Result<bool> {
@@ -137,6 +138,7 @@ impl ObjectStore for FsStore {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, reason = "test setup")]
 mod tests {
     use super::*;
     use futures::TryStreamExt;

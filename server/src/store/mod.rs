@@ -13,6 +13,7 @@ pub mod fs;
 pub mod s3;
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, reason = "test setup")]
 pub(crate) mod conformance;
 
 /// A typed storage key. Blobs are addressed by the sha256 of their content.
