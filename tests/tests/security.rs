@@ -346,6 +346,13 @@ async fn hostile_requests_get_clear_errors_while_others_are_served() {
         "payload_too_large",
         "an oversized body",
     );
+    // Far past the limit, on both protocols: the client, still sending when the
+    // server refuses, gets the 413 and not a reset connection.
+    for (i, path) in ["/v1/models/mlp/predict", "/v2/models/mlp/infer"].iter().cycle().take(6).enumerate() {
+        let r = post(path, vec![b' '; 24_000_000], json).await;
+        let r = r.unwrap_or_else(|e| panic!("a 24 MB body to {path} (try {i}): the connection failed: {e:?}"));
+        expect(json_of(r).await, 413, "payload_too_large", "a body six times the limit");
+    }
     expect(
         json_of(post("/v1/models/mlp/predict", b"{\"inputs\": ".to_vec(), json).await.unwrap()).await,
         400,

@@ -179,16 +179,7 @@ async fn infer(
     let (_, served) = state.services.prepare(&name, target).await?;
     let limit = usize::try_from(served.effective.max_body_bytes).unwrap_or(usize::MAX);
     let deadline = state.services.config.upload_idle_timeout();
-    let read = tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await.map_err(|_| {
-        Error::Timeout(format!("the request body did not arrive within {} seconds", deadline.as_secs()))
-    })?;
-    let bytes = read.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
-            Error::PayloadTooLarge(format!("the request body is larger than the limit of {limit} bytes"))
-        } else {
-            Error::InvalidRequest(format!("could not read the request body: {e}"))
-        }
-    })?;
+    let bytes = super::read_body(body, limit, deadline).await?;
     // The binary extension: the JSON part's length in a header, the tensors after it.
     let json_len = match headers.get(HEADER_CONTENT_LENGTH) {
         Some(v) => {

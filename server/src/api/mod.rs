@@ -150,18 +150,54 @@ pub async fn read_json<T: DeserializeOwned>(
             return Err(Error::UnsupportedMediaType(format!("expected a JSON body (application/json), got '{ct}'")));
         }
     }
-    let read = tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await.map_err(|_| {
-        Error::Timeout(format!("the request body did not arrive within {} seconds", deadline.as_secs()))
-    })?;
-    let bytes = read.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
-            Error::PayloadTooLarge(format!("the request body is larger than the limit of {limit} bytes"))
-        } else {
-            Error::InvalidRequest(format!("could not read the request body: {e}"))
-        }
-    })?;
+    let bytes = read_body(body, limit, deadline).await?;
     serde_json::from_slice(&bytes)
         .map_err(|e| Error::InvalidRequest(format!("the body is not valid JSON for this route: {e}")))
+}
+
+/// The most of a refused body that is read and discarded (and for how long) so
+/// that the client, still sending, receives the 413 rather than a reset connection.
+const DRAIN_BYTES: usize = 64 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Read a whole body of at most `limit` bytes within `deadline`. Past the limit
+/// the rest is read and thrown away (at most [`DRAIN_BYTES`] for [`DRAIN_TIME`], so
+/// memory stays bounded) before the 413 is sent: a connection closed on unread
+/// data is reset, and most HTTP clients then report a broken pipe instead of
+/// the answer.
+pub async fn read_body(body: Body, limit: usize, deadline: std::time::Duration) -> Result<bytes::Bytes> {
+    use futures::StreamExt;
+    let too_large = || Error::PayloadTooLarge(format!("the request body is larger than the limit of {limit} bytes"));
+    let timeout = || Error::Timeout(format!("the request body did not arrive within {} seconds", deadline.as_secs()));
+    let mut body = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    let read = tokio::time::timeout(deadline, async {
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| Error::InvalidRequest(format!("could not read the request body: {e}")))?;
+            if buf.len() + chunk.len() > limit {
+                return Ok(false);
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok::<_, Error>(true)
+    })
+    .await
+    .map_err(|_| timeout())??;
+    if read {
+        return Ok(buf.freeze());
+    }
+    drop(buf);
+    let mut drained = 0usize;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(chunk)) = body.next().await {
+            drained += chunk.len();
+            if drained > DRAIN_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
+    Err(too_large())
 }
 
 /// 404 for unknown routes, in the API's error format.
