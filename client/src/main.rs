@@ -16,6 +16,12 @@ use zoo_api::{
 };
 use zoo_client::{Client, ClientError, config};
 
+/// mimalloc rather than glibc's malloc: under sustained load with models loaded
+/// and unloaded, glibc's per-thread arenas kept the server's resident memory
+/// growing (scripts/soak: see the README's performance section).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "zoo", version, about = "Deploy models and serve them behind documented, authenticated endpoints")]
 struct Cli {

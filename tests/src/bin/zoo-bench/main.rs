@@ -12,6 +12,11 @@
 //!       B rows per call (texts through the bundle's tokenizer); prints label,
 //!       batch, calls, throughput rows/s, p50 ms, p99 ms per call.
 //!
+//!   zoo-bench soak --urls URL1,URL2 --key KEY --path P --body JSON --rate R
+//!                  --artifact FILE --artifact-body JSON --pids P1,P2 --out CSV
+//!                  [--seconds S] [--deploy-every S] [--max-rss-growth-mib M]
+//!       a bounded soak of replicas sharing a registry (see soak.rs).
+//!
 //!   zoo-bench make-mlp OUT.onnx
 //!       writes the benchmark's tensor model: an fp32 MLP 256 -> 1024 -> 1024 -> 10.
 
@@ -25,6 +30,8 @@ use zoo_formats::build;
 use zoo_server::pipeline::text::TextPipeline;
 use zoo_server::runtime::ort::OrtRuntime;
 use zoo_server::runtime::{Runtime, Tensor};
+
+mod soak;
 
 const TEXTS: [&str; 6] = [
     "This movie was absolutely wonderful!",
@@ -56,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("load") => load(&args).await,
         Some("inproc") => inproc(&args),
+        Some("soak") => soak::soak(&args).await,
         Some("make-mlp") => {
             let out = args.get(1).context("make-mlp OUT.onnx")?;
             let (i, h, o) = (256usize, 1024usize, 10usize);
@@ -76,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
             std::fs::write(out, build::encode(&m))?;
             Ok(())
         }
-        _ => anyhow::bail!("usage: zoo-bench load|inproc|make-mlp ... (see the source)"),
+        _ => anyhow::bail!("usage: zoo-bench load|inproc|soak|make-mlp ... (see the source)"),
     }
 }
 
@@ -112,13 +120,14 @@ async fn load(args: &[String]) -> anyhow::Result<()> {
                         .await;
                     let ok = match r {
                         Ok(r) if r.status().is_success() => {
+                            // Servers other than zoo do not say how they batched.
                             let b = r
                                 .headers()
                                 .get("x-batch-size")
                                 .and_then(|v| v.to_str().ok())
-                                .and_then(|v| v.parse().ok());
-                            let _ = r.bytes().await;
-                            b
+                                .and_then(|v| v.parse().ok())
+                                .unwrap_or(0);
+                            r.bytes().await.ok().map(|_| b)
                         }
                         Ok(r) => {
                             let _ = r.bytes().await;
