@@ -75,6 +75,15 @@ try {
   check(/\d+\.\d ms/.test(await page.textContent(".latency")), "and its latency");
   await page.screenshot({ path: `${shots}/try.png`, fullPage: true });
 
+  // An admin moves an alias from the model page; the API sees the move.
+  await page.goto(`${url}/models/text-classifier`);
+  await page.fill("#alias", "staging");
+  await page.selectOption("#alias-version", "1");
+  await Promise.all([page.waitForNavigation(), page.click("button:text-is('Move alias')")]);
+  check((await page.textContent("ul.aliases")).includes("staging → version 1"), "an alias moved from the page is shown");
+  const aliases = await page.evaluate(async () => (await (await fetch("/v1/models/text-classifier/aliases")).json()).aliases);
+  check(aliases.staging === "1", "and the API routes it");
+
   // A tensor model's try-it is a JSON editor prefilled with an example request.
   await page.goto(`${url}/models/mlp`);
   check((await page.inputValue("#input")).includes('"inputs"'), "a tensor model's JSON editor is prefilled");
