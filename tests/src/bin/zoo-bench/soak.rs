@@ -263,10 +263,13 @@ pub async fn soak(args: &[String]) -> anyhow::Result<()> {
         let (first_minute, half, last) =
             (r.get(12.min(r.len().saturating_sub(1))).copied().unwrap_or(0), at(0.5), at(1.0));
         let max = r.iter().max().copied().unwrap_or(0);
-        let late_growth = mib(last.saturating_sub(half));
+        // The trend, not two samples: memory moves up and down by tens of MiB as
+        // models are loaded and dropped, so the growth is the least-squares line
+        // through the second half's samples, over the second half's length.
+        let late_growth = mib_trend(&r[r.len() / 2..]) * (r.len() - r.len() / 2) as f64;
         println!(
             "replica {}: RSS {:.0} MiB after the first minute, {:.0} MiB at half time, {:.0} MiB at the end, {:.0} MiB at most; \
-             second-half growth {late_growth:.0} MiB (bound {growth_bound_mib} MiB)",
+             second-half trend {late_growth:+.1} MiB (bound {growth_bound_mib} MiB)",
             i + 1,
             mib(first_minute),
             mib(half),
@@ -280,4 +283,32 @@ pub async fn soak(args: &[String]) -> anyhow::Result<()> {
     anyhow::ensure!(skipped == 0, "the servers fell behind: {skipped} predictions could not be sent");
     anyhow::ensure!(!grew_too_much, "resident memory grew past the bound");
     Ok(())
+}
+
+/// Least-squares slope of KiB samples taken at a fixed interval, in MiB per sample.
+fn mib_trend(samples: &[u64]) -> f64 {
+    let n = samples.len() as f64;
+    if samples.len() < 2 {
+        return 0.0;
+    }
+    let mean_x = (n - 1.0) / 2.0;
+    let mean_y = samples.iter().map(|&k| k as f64 / 1024.0).sum::<f64>() / n;
+    let (mut num, mut den) = (0.0, 0.0);
+    for (x, &k) in samples.iter().enumerate() {
+        let dx = x as f64 - mean_x;
+        num += dx * (k as f64 / 1024.0 - mean_y);
+        den += dx * dx;
+    }
+    num / den
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn trend_ignores_swings_but_not_growth() {
+        let flat: Vec<u64> = (0..60).map(|i| if i % 2 == 0 { 200 << 10 } else { 260 << 10 }).collect();
+        assert!(super::mib_trend(&flat).abs() < 0.1);
+        let growing: Vec<u64> = (0..60).map(|i| (200 + i) << 10).collect();
+        assert!((super::mib_trend(&growing) - 1.0).abs() < 1e-9);
+    }
 }
