@@ -34,6 +34,13 @@ struct Tally {
 struct Stats(Arc<Mutex<BTreeMap<&'static str, Tally>>>);
 
 impl Stats {
+    /// Send one request and record its outcome and latency under `kind`.
+    async fn timed(&self, kind: &'static str, req: reqwest::RequestBuilder) {
+        let t = Instant::now();
+        let r = send(req).await;
+        self.record(kind, t, &r);
+    }
+
     fn record(&self, kind: &'static str, since: Instant, r: &Result<reqwest::StatusCode, reqwest::Error>) {
         let mut all = self.0.lock().unwrap();
         let t = all.entry(kind).or_default();
@@ -137,10 +144,9 @@ pub async fn soak(args: &[String]) -> anyhow::Result<()> {
         tokio::spawn(async move {
             let mut i = 0;
             while Instant::now() < end {
-                let t = Instant::now();
-                let r =
-                    send(client.get(format!("{}/v1/models?limit=50", urls[i % urls.len()])).bearer_auth(&key)).await;
-                stats.record("list", t, &r);
+                stats
+                    .timed("list", client.get(format!("{}/v1/models?limit=50", urls[i % urls.len()])).bearer_auth(&key))
+                    .await;
                 i += 1;
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
@@ -158,42 +164,44 @@ pub async fn soak(args: &[String]) -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_secs_f64(churn_every)).await;
                 n += 1;
                 let (a, b) = (&urls[n % urls.len()], &urls[(n + 1) % urls.len()]);
-                let t = Instant::now();
-                let r = send(
-                    client
-                        .put(format!("{a}/v1/models/churn/versions/{n}"))
-                        .bearer_auth(&key)
-                        .header("content-type", "application/octet-stream")
-                        .body(artifact.clone()),
-                )
-                .await;
-                stats.record("deploy", t, &r);
-                let t = Instant::now();
-                let r = send(
-                    client
-                        .put(format!("{b}/v1/models/churn/aliases/production"))
-                        .bearer_auth(&key)
-                        .json(&serde_json::json!({"version": n.to_string()})),
-                )
-                .await;
-                stats.record("alias move", t, &r);
-                for u in [a, b] {
-                    let t = Instant::now();
-                    let r = send(
+                stats
+                    .timed(
+                        "deploy",
                         client
-                            .post(format!("{u}/v1/models/churn/aliases/production/predict"))
+                            .put(format!("{a}/v1/models/churn/versions/{n}"))
                             .bearer_auth(&key)
-                            .header("content-type", "application/json")
-                            .body(churn_body.clone()),
+                            .header("content-type", "application/octet-stream")
+                            .body(artifact.clone()),
                     )
                     .await;
-                    stats.record("predict via alias", t, &r);
+                stats
+                    .timed(
+                        "alias move",
+                        client
+                            .put(format!("{b}/v1/models/churn/aliases/production"))
+                            .bearer_auth(&key)
+                            .json(&serde_json::json!({"version": n.to_string()})),
+                    )
+                    .await;
+                for u in [a, b] {
+                    stats
+                        .timed(
+                            "predict via alias",
+                            client
+                                .post(format!("{u}/v1/models/churn/aliases/production/predict"))
+                                .bearer_auth(&key)
+                                .header("content-type", "application/json")
+                                .body(churn_body.clone()),
+                        )
+                        .await;
                 }
                 if n > 2 {
-                    let t = Instant::now();
-                    let r =
-                        send(client.delete(format!("{a}/v1/models/churn/versions/{}", n - 2)).bearer_auth(&key)).await;
-                    stats.record("delete", t, &r);
+                    stats
+                        .timed(
+                            "delete",
+                            client.delete(format!("{a}/v1/models/churn/versions/{}", n - 2)).bearer_auth(&key),
+                        )
+                        .await;
                 }
             }
         })
