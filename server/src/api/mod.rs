@@ -170,23 +170,25 @@ pub async fn read_body(body: Body, limit: usize, deadline: std::time::Duration) 
     let too_large = || Error::PayloadTooLarge(format!("the request body is larger than the limit of {limit} bytes"));
     let timeout = || Error::Timeout(format!("the request body did not arrive within {} seconds", deadline.as_secs()));
     let mut body = body.into_data_stream();
-    let mut buf = bytes::BytesMut::new();
+    // Chunks are kept as they come: a body in one chunk (the usual case) is used
+    // as it is, without a copy.
     let read = tokio::time::timeout(deadline, async {
+        let (mut chunks, mut len) = (Vec::<bytes::Bytes>::new(), 0usize);
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| Error::InvalidRequest(format!("could not read the request body: {e}")))?;
-            if buf.len() + chunk.len() > limit {
-                return Ok(false);
+            len += chunk.len();
+            if len > limit {
+                return Ok(None);
             }
-            buf.extend_from_slice(&chunk);
+            chunks.push(chunk);
         }
-        Ok::<_, Error>(true)
+        Ok::<_, Error>(Some(if chunks.len() == 1 { chunks.swap_remove(0) } else { chunks.concat().into() }))
     })
     .await
     .map_err(|_| timeout())??;
-    if read {
-        return Ok(buf.freeze());
+    if let Some(bytes) = read {
+        return Ok(bytes);
     }
-    drop(buf);
     let mut drained = 0usize;
     let _ = tokio::time::timeout(DRAIN_TIME, async {
         while let Some(Ok(chunk)) = body.next().await {
