@@ -16,6 +16,8 @@ use zoo_api::{
 };
 use zoo_client::{Client, ClientError, config};
 
+mod malloc;
+
 /// mimalloc rather than glibc's malloc: under sustained load with models loaded
 /// and unloaded, glibc's per-thread arenas kept the server's resident memory
 /// growing (scripts/soak: see the README's performance section).
@@ -250,6 +252,8 @@ fn parse_runtime(s: &str) -> Result<RuntimeChoice, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any runtime thread starts.
+    let malloc = matches!(cli.command, Command::Serve(_)).then(malloc::tune);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -257,7 +261,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(run(cli)) {
+    match rt.block_on(run(cli, malloc)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             match e.downcast_ref::<ClientError>() {
@@ -283,11 +287,14 @@ fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli, malloc: Option<&'static str>) -> anyhow::Result<()> {
     let json = cli.output == Output::Json;
     match &cli.command {
         Command::Serve(config) => {
             zoo_server::init_tracing(config.log_json);
+            if let Some(m) = malloc {
+                tracing::info!("{m}");
+            }
             zoo_server::run((**config).clone()).await
         }
         Command::Login { url, key } => {
