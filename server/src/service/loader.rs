@@ -303,6 +303,14 @@ impl Services {
         if let Some(s) = self.loaded(&key, &v.sha256) {
             return Ok(s);
         }
+        let loaded = self.load_stored(v, &key).await;
+        // Whether it loaded or not, the gate goes (a failed load is tried again by
+        // the next request, and a deleted version leaves nothing behind).
+        self.loading.lock().expect("loading map").remove(&key);
+        loaded
+    }
+
+    async fn load_stored(&self, v: &VersionRecord, key: &VersionKey) -> Result<Arc<Served>> {
         let dir = self.materialize(&v.sha256, &v.signature).await?;
         // The runtime that served it at deploy first, then the others.
         let mut runtimes: Vec<Arc<dyn Runtime>> =
@@ -331,8 +339,7 @@ impl Services {
         tracing::info!(model = %v.model, version = %v.version, runtime = served.runtime, ms = started.elapsed().as_millis() as u64, "loaded");
         let served = Arc::new(served);
         self.served.write().expect("served map").insert(key.clone(), served.clone());
-        self.loading.lock().expect("loading map").remove(&key);
-        self.enforce_budget(&key);
+        self.enforce_budget(key);
         Ok(served)
     }
 
@@ -412,5 +419,68 @@ impl Services {
 
     pub fn is_loaded(&self, model: &str, version: &str) -> bool {
         self.served.read().expect("served map").contains_key(&(model.to_string(), version.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use zoo_api::{Format, ServingConfig, Signature, Task, VersionStatus};
+
+    use super::Services;
+    use crate::config::Config;
+    use crate::error::Error;
+    use crate::registry::VersionRecord;
+    use crate::registry::sqlite::SqliteRegistry;
+    use crate::runtime::Runtimes;
+    use crate::store::fs::FsStore;
+
+    /// A version whose load fails (its artifact is gone from the store) leaves no
+    /// loader gate behind: a server that sees many such versions keeps none.
+    #[tokio::test]
+    async fn a_failed_load_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Config::for_data_dir(dir.path());
+        let store = FsStore::open(&dir.path().join("store")).await.expect("store");
+        let runtimes = Runtimes::init(&config);
+        let services = Services::new(config, Arc::new(SqliteRegistry::memory().await), Arc::new(store), runtimes);
+        for n in 0..3 {
+            let v = VersionRecord {
+                model: "gone".into(),
+                version: n.to_string(),
+                seq: n,
+                status: VersionStatus::Ready,
+                format: Format::Onnx,
+                sha256: "0".repeat(64),
+                size: 10,
+                task: Task::Tensor,
+                runtime: Some("tract".into()),
+                servable: true,
+                reason: None,
+                signature: Signature {
+                    format: Format::Onnx,
+                    bundle: false,
+                    inputs: vec![],
+                    outputs: vec![],
+                    onnx: None,
+                    safetensors: None,
+                    mlflow: None,
+                    torchscript: None,
+                    skops: None,
+                    text: None,
+                    files: vec![],
+                },
+                labels: vec![],
+                warmup_ms: None,
+                created_at: chrono::Utc::now(),
+                created_by: "test".into(),
+                serving: ServingConfig::default(),
+            };
+            let err = services.served(&v).await.err().expect("the artifact is missing");
+            assert!(matches!(&err, Error::NotServable(m) if m.contains("missing from the object store")), "{err}");
+        }
+        assert_eq!(services.loading.lock().expect("loading map").len(), 0);
+        assert!(services.loaded_versions().is_empty());
     }
 }
