@@ -102,6 +102,35 @@ pub async fn listing(r: &dyn Registry) {
     assert!(refs.contains("a") && refs.contains("c"));
 }
 
+/// Alias moves that read before they write, racing other writers: every one
+/// succeeds (they wait for each other instead of failing with a lock error).
+pub async fn concurrent_alias_moves(r: std::sync::Arc<dyn Registry>) {
+    for v in ["1", "2"] {
+        r.begin_version("busy", Some(v), None, "k").await.unwrap();
+        r.attach_blob("busy", v, &v.repeat(64)).await.unwrap();
+        r.finish_version("busy", v, &ready(&v.repeat(64))).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for t in 0..6 {
+        let r = r.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20 {
+                if t % 2 == 0 {
+                    let v = if (t + i) % 2 == 0 { "1" } else { "2" };
+                    r.set_alias("busy", &format!("a{t}"), v, "k").await.map(|_| ())?;
+                } else {
+                    let v = r.begin_version("other", Some(&format!("{t}-{i}")), None, "k").await?;
+                    r.abort_version("other", &v).await.map(|_| ())?;
+                }
+            }
+            Ok::<(), Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+}
+
 /// Concurrent uploads of the same version: exactly one wins, the others get 409.
 pub async fn concurrent_same_version(r: std::sync::Arc<dyn Registry>) {
     let tasks: Vec<_> = (0..8)
@@ -247,6 +276,14 @@ mod sqlite {
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn concurrent_alias_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("zoo.db").display());
+        let r = SqliteRegistry::open(&url).await.unwrap();
+        super::concurrent_alias_moves(std::sync::Arc::new(r)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn concurrent_same_version() {
         // A file database: several connections, like the server.
         let dir = tempfile::tempdir().unwrap();
@@ -301,6 +338,11 @@ mod postgres {
     #[tokio::test(flavor = "multi_thread")]
     async fn concurrent_same_version() {
         super::concurrent_same_version(std::sync::Arc::new(fresh().await)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn concurrent_alias_moves() {
+        super::concurrent_alias_moves(std::sync::Arc::new(fresh().await)).await;
     }
 
     async fn next_event(

@@ -50,6 +50,10 @@ impl PgRegistry {
         std::borrow::Cow::Owned(numbered(sql))
     }
 
+    async fn begin(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        self.pool.begin().await
+    }
+
     /// Announce a change; delivered to listeners when the transaction commits.
     async fn notify(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, event: &RegistryEvent) -> Result<()> {
         let payload = serde_json::to_string(event).map_err(Error::internal)?;

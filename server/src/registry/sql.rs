@@ -37,7 +37,7 @@ pub(super) const MODEL_SELECT: &str = "SELECT m.name, m.description, m.created_a
      (SELECT CAST(COALESCE(SUM(v.size), 0) AS BIGINT) FROM versions v WHERE v.model = m.name AND v.status = 'ready') AS total_size \
      FROM models m";
 
-/// Implements `Registry` for a type with `pool`, `q()`, `SINGLE_PROCESS` and `notify()`;
+/// Implements `Registry` for a type with `pool`, `q()`, `begin()`, `SINGLE_PROCESS` and `notify()`;
 /// a backend's own methods of the trait go in the optional block.
 macro_rules! sql_registry {
     ($ty:ty, $row:ty, $db:ty $(, { $($own:tt)* })?) => {
@@ -158,7 +158,7 @@ macro_rules! sql_registry {
                 by: &str,
             ) -> Result<String> {
                 let now = Utc::now();
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin().await?;
                 sqlx::query(
                     &Self::q("INSERT INTO models (name, description, created_at, created_by, updated_at) VALUES (?, ?, ?, ?, ?) \
                      ON CONFLICT(name) DO UPDATE SET updated_at = excluded.updated_at",)
@@ -233,7 +233,7 @@ macro_rules! sql_registry {
             }
 
             async fn finish_version(&self, model: &str, version: &str, r: &ReadyVersion) -> Result<VersionRecord> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin().await?;
                 let done = sqlx::query(
                     &Self::q("UPDATE versions SET status = ?, format = ?, sha256 = ?, size = ?, task = ?, runtime = ?, servable = ?, \
                      reason = ?, signature = ?, labels = ?, warmup_ms = ?, serving = ? WHERE model = ? AND version = ? AND status = 'uploading'",)
@@ -277,7 +277,7 @@ macro_rules! sql_registry {
             }
 
             async fn abort_version(&self, model: &str, version: &str) -> Result<Option<String>> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin().await?;
                 let sha: Option<Option<String>> = sqlx::query_scalar(
                     &Self::q("DELETE FROM versions WHERE model = ? AND version = ? AND status != 'ready' RETURNING sha256",)
                 )
@@ -375,7 +375,7 @@ macro_rules! sql_registry {
             }
 
             async fn delete_version(&self, model: &str, version: &str) -> Result<Option<VersionRecord>> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin().await?;
                 let aliases: Vec<String> =
                     sqlx::query_scalar(&Self::q("SELECT alias FROM aliases WHERE model = ? AND version = ? ORDER BY alias"))
                         .bind(model)
@@ -410,7 +410,7 @@ macro_rules! sql_registry {
             }
 
             async fn delete_model(&self, name: &str) -> Result<Option<Vec<VersionRecord>>> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin().await?;
                 let rows = sqlx::query(&Self::q(&format!(
                     "DELETE FROM versions WHERE model = ? AND status = 'ready' RETURNING {VERSION_COLUMNS}"
                 )))
@@ -443,7 +443,7 @@ macro_rules! sql_registry {
             }
 
             async fn set_alias(&self, model: &str, alias: &str, version: &str, by: &str) -> Result<Option<String>> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin().await?;
                 let ready: Option<String> =
                     sqlx::query_scalar(&Self::q("SELECT version FROM versions WHERE model = ? AND version = ? AND status = 'ready'"))
                         .bind(model)
@@ -459,7 +459,7 @@ macro_rules! sql_registry {
             }
 
             async fn delete_alias(&self, model: &str, alias: &str, by: &str) -> Result<Option<String>> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin().await?;
                 let previous: Option<String> =
                     sqlx::query_scalar(&Self::q("DELETE FROM aliases WHERE model = ? AND alias = ? RETURNING version"))
                         .bind(model)
@@ -522,7 +522,7 @@ macro_rules! sql_registry {
             }
 
             async fn sweep_uploading(&self, before: DateTime<Utc>) -> Result<Vec<String>> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin().await?;
                 let swept: Vec<(String, Option<String>)> = sqlx::query_as(
                     &Self::q("DELETE FROM versions WHERE status IN ('uploading', 'failed') AND created_at < ? RETURNING model, sha256",)
                 )
@@ -567,7 +567,7 @@ macro_rules! sql_registry {
             }
 
             async fn revoke_key(&self, id: &str, at: DateTime<Utc>) -> Result<bool> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin().await?;
                 let r = sqlx::query(&Self::q("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?"))
                     .bind(at)
                     .bind(id)

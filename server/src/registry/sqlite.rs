@@ -56,6 +56,14 @@ impl SqliteRegistry {
         std::borrow::Cow::Borrowed(sql)
     }
 
+    /// Every registry transaction writes, so it takes the write lock at BEGIN: a
+    /// deferred transaction that reads first fails at its first write with "database
+    /// is locked" (SQLITE_BUSY, without waiting for the busy timeout) when another
+    /// connection committed in between.
+    async fn begin(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
     /// SQLite has one server process: nobody else to tell.
     async fn notify(_tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, _event: &RegistryEvent) -> Result<()> {
         Ok(())
