@@ -281,6 +281,64 @@ pub fn corpus() -> Vec<Case> {
         invalid("onnx", "external_data"),
     );
     case("onnx-external-data-in-single-file", external_mlp("weights.bin"), invalid("onnx", "external_data"));
+    // The same escape through the places a validator can forget: a sparse
+    // initializer, a sparse tensor attribute, a model-local function's attribute.
+    let escaping = || {
+        let mut t = build::float_tensor("w_sparse", &[4], &[0.0; 4]);
+        t.raw_data = Default::default();
+        t.data_location = 1;
+        t.external_data = vec![
+            StringStringEntryProto { key: "location".into(), value: "../../etc/passwd".into() },
+            StringStringEntryProto { key: "length".into(), value: "16".into() },
+        ];
+        t
+    };
+    let sparse = |values| crate::onnx_proto::SparseTensorProto {
+        values: Some(values),
+        indices: Some(build::int64_tensor("idx", &[4], &[0, 1, 2, 3])),
+        dims: vec![4],
+    };
+    let mut m = build::mlp(&[0.5; 32], &[0.1; 8], &[0.25; 24], &[0.0; 3], 4, 8, 3);
+    m.graph.as_mut().expect("graph").sparse_initializer.push(sparse(escaping()));
+    case(
+        "onnx-sparse-initializer-escapes",
+        tar_of(&[("model.onnx", &build::encode(&m)), ("weights.bin", &weights)]),
+        invalid("onnx", "external_data"),
+    );
+    let mut m = build::mlp(&[0.5; 32], &[0.1; 8], &[0.25; 24], &[0.0; 3], 4, 8, 3);
+    m.graph.as_mut().expect("graph").node[0].attribute.push(crate::onnx_proto::AttributeProto {
+        name: "sparse_value".into(),
+        r#type: 11,
+        sparse_tensor: Some(sparse(escaping())),
+        ..Default::default()
+    });
+    case(
+        "onnx-sparse-attribute-escapes",
+        tar_of(&[("model.onnx", &build::encode(&m)), ("weights.bin", &weights)]),
+        invalid("onnx", "external_data"),
+    );
+    let mut m = build::mlp(&[0.5; 32], &[0.1; 8], &[0.25; 24], &[0.0; 3], 4, 8, 3);
+    m.functions.push(crate::onnx_proto::FunctionProto {
+        name: "leak".into(),
+        domain: "zoo.test".into(),
+        node: vec![crate::onnx_proto::NodeProto {
+            op_type: "Constant".into(),
+            output: vec!["c".into()],
+            attribute: vec![crate::onnx_proto::AttributeProto {
+                name: "value".into(),
+                r#type: 4,
+                t: Some(escaping()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    case(
+        "onnx-function-attribute-escapes",
+        tar_of(&[("model.onnx", &build::encode(&m)), ("weights.bin", &weights)]),
+        invalid("onnx", "external_data"),
+    );
     let noise: Vec<u8> = (0..4096u32).map(|i| ((i.wrapping_mul(2654435761) >> 13) as u8) | 1).collect();
     case("random-bytes", noise, Expect::Unknown);
 
@@ -331,6 +389,42 @@ pub fn corpus() -> Vec<Case> {
     case("torchscript-zip-bomb", bomb, invalid("torchscript", "compression_ratio"));
     let no_forward = zip_of(&[("m/data.pkl", b""), ("m/code/__torch__.py", b"x = 1"), ("m/version", b"3")]);
     case("torchscript-no-forward", no_forward, invalid("torchscript", "code"));
+    // TorchScript code that calls operators reaching outside the model.
+    let code = |body: &str| {
+        let code = format!("class M(Module):\n  def forward(self: __torch__.M,\n    x: Tensor) -> Tensor:\n{body}");
+        zip_of(&[("m/data.pkl", b"\x80\x02"), ("m/code/__torch__.py", code.as_bytes()), ("m/version", b"3")])
+    };
+    case(
+        "torchscript-reads-a-file",
+        code("    return torch.from_file(\"/var/lib/zoo/admin.key\", False, 20, dtype=0)\n"),
+        invalid("torchscript", "operator"),
+    );
+    case(
+        "torchscript-writes-a-file",
+        code("    torch.save(x, \"/root/.bashrc\")\n    return x\n"),
+        invalid("torchscript", "operator"),
+    );
+    case(
+        "torchscript-save-by-getattr",
+        code("    getattr(torch, \"sa\" \"ve\")(x, \"/tmp/x\")\n    return x\n"),
+        invalid("torchscript", "operator"),
+    );
+    case("torchscript-network-op", code("    return ops.c10d.allreduce_(x)\n"), invalid("torchscript", "operator"));
+    case(
+        "torchscript-custom-namespace",
+        code("    return ops.my_native_lib.run(x)\n"),
+        invalid("torchscript", "operator"),
+    );
+    let other_file = zip_of(&[
+        ("m/data.pkl", b"\x80\x02"),
+        ("m/code/__torch__.py", FORWARD),
+        (
+            "m/code/__torch__/helpers.py",
+            b"def f(x: Tensor) -> Tensor:\n  return torch.from_file(\"/etc/shadow\", True, 8)\n",
+        ),
+        ("m/version", b"3"),
+    ]);
+    case("torchscript-op-in-another-code-file", other_file, invalid("torchscript", "operator"));
 
     // Bundles (tar): members leaving the bundle, duplicates, links.
     case(

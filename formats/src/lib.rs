@@ -20,6 +20,7 @@ pub mod safetensors;
 pub mod skops;
 mod text;
 pub mod torchscript;
+pub mod torchscript_ops;
 pub mod zip;
 
 pub use text::{derive_task, derive_task_at};
@@ -37,6 +38,9 @@ pub struct Limits {
     pub max_side_file: u64,
     /// Most tensors in a safetensors header.
     pub max_tensors: usize,
+    /// Refuse TorchScript whose code calls operators that do I/O (see
+    /// `torchscript_ops`).
+    pub torchscript_op_check: bool,
 }
 
 impl Default for Limits {
@@ -47,6 +51,7 @@ impl Default for Limits {
             max_bundle_files: 1000,
             max_side_file: 64 * 1024 * 1024,
             max_tensors: 100_000,
+            torchscript_op_check: true,
         }
     }
 }

@@ -8,7 +8,8 @@ use prost::bytes::Bytes;
 use zoo_api::{DType, Dim, Format, OnnxInfo, Opset, Signature, TensorSpec, ValueKind};
 
 use crate::onnx_proto::{
-    GraphProto, ModelProto, TensorProto, TypeProto, ValueInfoProto, data_type, tensor_shape_proto, type_proto,
+    AttributeProto, GraphProto, ModelProto, SparseTensorProto, TensorProto, TypeProto, ValueInfoProto, data_type,
+    tensor_shape_proto, type_proto,
 };
 use crate::{Error, Limits};
 
@@ -86,9 +87,20 @@ pub fn inspect(bytes: Bytes, bundle_dir: Option<&Path>, limits: &Limits) -> Resu
 
     let mut external = BTreeSet::new();
     check_graph_tensors(graph, bundle_dir, &mut external)?;
+    // Functions' nodes carry tensors in their attributes like the graph's do.
+    for f in &model.functions {
+        for a in f.node.iter().flat_map(|n| &n.attribute).chain(&f.attribute_proto) {
+            check_attribute_tensors(a, bundle_dir, &mut external)?;
+        }
+    }
     check_references(graph)?;
 
-    let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let initializers: HashSet<&str> = graph
+        .initializer
+        .iter()
+        .map(|t| t.name.as_str())
+        .chain(graph.sparse_initializer.iter().filter_map(|s| s.values.as_ref()).map(|t| t.name.as_str()))
+        .collect();
     let inputs = graph
         .input
         .iter()
@@ -140,6 +152,7 @@ fn check_references(graph: &GraphProto) -> Result<(), Error> {
     let mut known: HashSet<&str> = HashSet::new();
     known.extend(graph.input.iter().map(|v| v.name.as_str()));
     known.extend(graph.initializer.iter().map(|t| t.name.as_str()));
+    known.extend(graph.sparse_initializer.iter().filter_map(|s| s.values.as_ref()).map(|t| t.name.as_str()));
     for n in &graph.node {
         for i in &n.input {
             if !i.is_empty() && !known.contains(i.as_str()) {
@@ -168,15 +181,47 @@ fn check_graph_tensors(
     for t in &graph.initializer {
         check_tensor(t, bundle_dir, external)?;
     }
-    for n in &graph.node {
-        for a in &n.attribute {
-            for t in a.t.iter().chain(a.tensors.iter()) {
-                check_tensor(t, bundle_dir, external)?;
-            }
-            for g in a.g.iter().map(|g| g.as_ref()).chain(a.graphs.iter()) {
-                check_graph_tensors(g, bundle_dir, external)?;
-            }
-        }
+    for s in &graph.sparse_initializer {
+        check_sparse(s, bundle_dir, external)?;
+    }
+    for a in graph.node.iter().flat_map(|n| &n.attribute) {
+        check_attribute_tensors(a, bundle_dir, external)?;
+    }
+    Ok(())
+}
+
+/// The tensors an attribute holds (dense, sparse, and those of its subgraphs).
+fn check_attribute_tensors(
+    a: &AttributeProto,
+    bundle_dir: Option<&Path>,
+    external: &mut BTreeSet<String>,
+) -> Result<(), Error> {
+    for t in a.t.iter().chain(a.tensors.iter()) {
+        check_tensor(t, bundle_dir, external)?;
+    }
+    for s in a.sparse_tensor.iter().chain(a.sparse_tensors.iter()) {
+        check_sparse(s, bundle_dir, external)?;
+    }
+    for g in a.g.iter().map(|g| g.as_ref()).chain(a.graphs.iter()) {
+        check_graph_tensors(g, bundle_dir, external)?;
+    }
+    Ok(())
+}
+
+/// A sparse tensor: its values and indices are tensors under the same rules.
+fn check_sparse(
+    s: &SparseTensorProto,
+    bundle_dir: Option<&Path>,
+    external: &mut BTreeSet<String>,
+) -> Result<(), Error> {
+    let name = s.values.as_ref().map_or("", |v| v.name.as_str());
+    if s.dims.iter().any(|d| *d < 0) {
+        return Err(invalid("tensor", format!("sparse tensor '{name}' has a negative dimension {:?}", s.dims)));
+    }
+    let values = s.values.as_ref().ok_or_else(|| invalid("tensor", "a sparse tensor has no values"))?;
+    check_tensor(values, bundle_dir, external)?;
+    if let Some(indices) = &s.indices {
+        check_tensor(indices, bundle_dir, external)?;
     }
     Ok(())
 }

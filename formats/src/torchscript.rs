@@ -90,6 +90,22 @@ pub fn inspect(path: &Path, limits: &Limits) -> Result<(Vec<TensorSpec>, Vec<Ten
     }
     let (inputs, outputs) =
         found.ok_or_else(|| invalid("code", "no forward(self, ...) definition in the TorchScript code"))?;
+    if limits.torchscript_op_check {
+        // Every source file libtorch would compile, wherever it is in the archive.
+        for m in members.iter().filter(|m| m.name.ends_with(".py")) {
+            let text = String::from_utf8_lossy(&archive.read(m, MAX_CODE)?).into_owned();
+            if let Some((what, why)) = crate::torchscript_ops::first_refused(&text) {
+                return Err(invalid(
+                    "operator",
+                    format!(
+                        "'{}' uses {what}, which {why}: zoo does not serve TorchScript that does file, network or \
+                         process I/O or loads native code",
+                        m.name
+                    ),
+                ));
+            }
+        }
+    }
     let info = TorchscriptInfo {
         archive_name: root,
         version,
