@@ -73,6 +73,9 @@ struct ServingArgs {
     /// Largest predict body, in bytes.
     #[arg(long)]
     max_body_bytes: Option<u64>,
+    /// Largest total size of one run's outputs, in bytes.
+    #[arg(long)]
+    max_output_bytes: Option<u64>,
 }
 
 fn parse_load(s: &str) -> Result<LoadPolicy, String> {
@@ -329,6 +332,7 @@ async fn run(cli: Cli, malloc: Option<&'static str>) -> anyhow::Result<()> {
                 max_tokens: serving.max_tokens,
                 timeout_secs: serving.timeout_secs,
                 max_body_bytes: serving.max_body_bytes,
+                max_output_bytes: serving.max_output_bytes,
             };
             let info = deploy(&c, path, &name, version.as_deref(), &query, !json).await?;
             if json {

@@ -2,7 +2,7 @@
 //! names them, so that existing clients (`tritonclient`, KServe's) work with zoo.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 use crate::DType;
@@ -52,6 +52,21 @@ pub struct V2ModelMetadata {
     pub outputs: Vec<V2TensorMetadata>,
 }
 
+/// The parameters zoo reads or writes (the protocol allows others; zoo ignores
+/// them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct V2Parameters {
+    /// Bytes of the binary part that hold this tensor (binary tensor data extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary_data_size: Option<u64>,
+    /// Return this output in the binary part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary_data: Option<bool>,
+    /// Return every output in the binary part (request parameter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary_data_output: Option<bool>,
+}
+
 /// A tensor of an inference request or response. `data` is flat or nested (row
 /// major); with the binary extension it is absent and `parameters.binary_data_size`
 /// says how many bytes of the binary part it takes.
@@ -61,11 +76,11 @@ pub struct V2Tensor {
     pub shape: Vec<i64>,
     pub datatype: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub parameters: Option<Map<String, Value>>,
+    pub parameters: Option<V2Parameters>,
+    /// The elements as JSON (kept as text until the datatype is known).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub data: Option<Value>,
+    pub data: Option<Box<RawValue>>,
 }
 
 /// An output the client asks for.
@@ -74,8 +89,7 @@ pub struct V2RequestedOutput {
     pub name: String,
     /// `binary_data: true` returns this output in the binary part.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub parameters: Option<Map<String, Value>>,
+    pub parameters: Option<V2Parameters>,
 }
 
 /// `POST /v2/models/{name}[/versions/{version}]/infer`.
@@ -86,8 +100,7 @@ pub struct V2InferRequest {
     pub id: Option<String>,
     /// `binary_data_output: true` returns every output in the binary part.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub parameters: Option<Map<String, Value>>,
+    pub parameters: Option<V2Parameters>,
     pub inputs: Vec<V2Tensor>,
     /// The outputs to return (all by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -102,8 +115,7 @@ pub struct V2InferResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub parameters: Option<Map<String, Value>>,
+    pub parameters: Option<V2Parameters>,
     pub outputs: Vec<V2Tensor>,
 }
 

@@ -174,6 +174,27 @@ pub struct Readiness {
     pub store: bool,
     /// Runtimes this server can run models with (`ort`, `tract`).
     pub runtimes: Vec<String>,
+    /// How TorchScript workers are confined on this server (absent when this
+    /// server cannot run TorchScript).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub torchscript_sandbox: Option<SandboxStatus>,
+}
+
+/// The sandbox of the processes that run uploaded code (TorchScript workers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SandboxStatus {
+    /// `required` (every protection in force, else TorchScript is not served),
+    /// `unsafe-best-effort` or `unsafe-off`.
+    pub mode: String,
+    /// Every protection is in force.
+    pub enforced: bool,
+    /// The protections in force: `landlock` (read-only access to libtorch and the
+    /// one model file, no writes), `seccomp` (no sockets, exec, new processes,
+    /// ptrace, mounts, namespaces, keyrings), `network_namespace`, `no_new_privs`,
+    /// `rlimits` (address space, file size 0, open files, no core), `not_dumpable`.
+    pub protections: Vec<String>,
+    /// What was asked for and is missing on this machine.
+    pub missing: Vec<String>,
 }
 
 /// Lifecycle of a version. Only `ready` versions are listed or served.
@@ -254,6 +275,10 @@ pub struct VersionInfo {
     pub effective: EffectiveServing,
     /// Whether this server holds the version loaded in its runtime right now.
     pub loaded: bool,
+    /// For versions that run uploaded code (TorchScript): the sandbox their
+    /// worker process runs in on this server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxStatus>,
     /// Routes to call this version.
     pub endpoints: Endpoints,
 }
@@ -316,6 +341,8 @@ pub struct DeployQuery {
     pub timeout_secs: Option<u32>,
     /// Largest predict body, in bytes (at most the server's limit).
     pub max_body_bytes: Option<u64>,
+    /// Largest total size of one run's output tensors, in bytes (at most the server's limit).
+    pub max_output_bytes: Option<u64>,
 }
 
 impl DeployQuery {
@@ -330,6 +357,7 @@ impl DeployQuery {
             max_tokens: self.max_tokens,
             timeout_secs: self.timeout_secs,
             max_body_bytes: self.max_body_bytes,
+            max_output_bytes: self.max_output_bytes,
         }
     }
 }
@@ -364,6 +392,8 @@ pub struct ServingConfig {
     pub timeout_secs: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_bytes: Option<u64>,
 }
 
 /// The serving settings in effect for a version on this server: its own, else the
@@ -381,6 +411,10 @@ pub struct EffectiveServing {
     pub max_tokens: u32,
     pub timeout_secs: u32,
     pub max_body_bytes: u64,
+    /// Largest total size of one run's output tensors, in bytes: a larger answer
+    /// fails with `inference_failed` instead of being sent.
+    #[serde(default)]
+    pub max_output_bytes: u64,
 }
 
 /// One recorded alias move.
@@ -504,18 +538,19 @@ pub struct PredictRequest {
 
 /// Response of MLflow versions, as `mlflow models serve` answers: one output's
 /// values, or one record per row when the model has several outputs.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct MlflowPredictions {
+    /// JSON text, written straight from the output tensors.
     #[schema(value_type = Object)]
-    pub predictions: serde_json::Value,
+    pub predictions: Box<serde_json::value::RawValue>,
 }
 
 /// Response of `tensor` predictions.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TensorResponse {
-    /// Output name -> nested array.
+    /// Output name -> nested array (JSON text, written straight from the tensors).
     #[schema(value_type = Object)]
-    pub outputs: serde_json::Map<String, serde_json::Value>,
+    pub outputs: BTreeMap<String, Box<serde_json::value::RawValue>>,
 }
 
 /// One label of a text-classification response (the Hugging Face Inference API shape).
@@ -529,7 +564,7 @@ pub struct LabelScore {
 /// `text-classification` -> `[{"label", "score"}, ...]` for one text, a list of those
 /// for a list of texts; `feature-extraction` -> `[float, ...]` for one text, a list
 /// of those for a list.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum PredictResponse {
     Tensor(TensorResponse),

@@ -6,12 +6,26 @@ use std::time::Duration;
 
 use clap::Args;
 use zoo_api::LoadPolicy;
+use zoo_torch::sandbox::Mode as SandboxMode;
 
 fn parse_load(s: &str) -> Result<LoadPolicy, String> {
     match s {
         "eager" => Ok(LoadPolicy::Eager),
         "lazy" => Ok(LoadPolicy::Lazy),
         _ => Err(format!("'{s}' is not a load policy: eager or lazy")),
+    }
+}
+
+fn parse_sandbox(s: &str) -> Result<SandboxMode, String> {
+    SandboxMode::parse(s)
+        .ok_or_else(|| format!("'{s}' is not a sandbox mode: required, unsafe-best-effort or unsafe-off"))
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" | "1" => Ok(true),
+        "off" | "false" | "0" => Ok(false),
+        _ => Err(format!("'{s}' is not on or off")),
     }
 }
 
@@ -71,6 +85,25 @@ pub struct Config {
     #[arg(long, env = "ZOO_LIBTORCH")]
     pub libtorch: Option<PathBuf>,
 
+    /// How TorchScript workers are confined: `required` (Landlock, seccomp,
+    /// namespaces and limits, all in force, else TorchScript versions are stored
+    /// but not served), `unsafe-best-effort` (serve with whatever the kernel
+    /// offers) or `unsafe-off` (no sandbox: uploaded TorchScript can then read and
+    /// write every file the server can).
+    #[arg(long, env = "ZOO_TORCHSCRIPT_SANDBOX", default_value = "required", value_parser = parse_sandbox)]
+    pub torchscript_sandbox: SandboxMode,
+
+    /// Address-space limit of each TorchScript worker, in bytes (0: libtorch's own
+    /// size plus 1 GiB plus four times the model file).
+    #[arg(long, env = "ZOO_TORCH_WORKER_MEMORY", default_value_t = 0)]
+    pub torch_worker_memory: u64,
+
+    /// Refuse TorchScript uploads whose code calls operators that do file,
+    /// network or process I/O or load native code (`on`), or leave that to the
+    /// sandbox alone (`off`).
+    #[arg(long, env = "ZOO_TORCHSCRIPT_OP_CHECK", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    pub torchscript_op_check: bool,
+
     /// Threads each ONNX Runtime session uses inside one operator (0 = all cores).
     #[arg(long, env = "ZOO_INTRA_OP_THREADS", default_value_t = 0)]
     pub intra_op_threads: usize,
@@ -82,6 +115,16 @@ pub struct Config {
     /// Largest predict request body, in bytes.
     #[arg(long, env = "ZOO_MAX_PREDICT_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_predict_bytes: usize,
+
+    /// Largest total size of the output tensors of one model run, in bytes (a
+    /// version may set less); a larger answer fails instead of being sent.
+    #[arg(long, env = "ZOO_MAX_OUTPUT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_output_bytes: u64,
+
+    /// Request bodies held in memory at once, across all requests, in bytes;
+    /// past it new bodies are refused with 429.
+    #[arg(long, env = "ZOO_MAX_INFLIGHT_BODY_BYTES", default_value_t = 512 * 1024 * 1024)]
+    pub max_inflight_body_bytes: u64,
 
     /// Most texts (or batch rows) in one predict request.
     #[arg(long, env = "ZOO_MAX_BATCH_ITEMS", default_value_t = 256)]
@@ -164,9 +207,14 @@ impl Config {
             ort_dylib: None,
             torch_worker: None,
             libtorch: None,
+            torchscript_sandbox: SandboxMode::Required,
+            torch_worker_memory: 0,
+            torchscript_op_check: true,
             intra_op_threads: 0,
             max_upload_bytes: 4 * 1024 * 1024 * 1024,
             max_predict_bytes: 32 * 1024 * 1024,
+            max_output_bytes: 64 * 1024 * 1024,
+            max_inflight_body_bytes: 512 * 1024 * 1024,
             max_batch_items: 256,
             max_batch_size: 32,
             max_queue_delay_ms: 0,

@@ -50,6 +50,9 @@ pub enum Error {
     RangeNotSatisfiable(String),
     #[error("model '{model}' is busy: its queue is full")]
     Overloaded { model: String, retry_after_secs: u64 },
+    /// The server as a whole is at a limit (request bodies held in memory).
+    #[error("{0}")]
+    Busy(String),
     #[error("inference failed: {0}")]
     Inference(String),
     #[error("{0}")]
@@ -94,7 +97,7 @@ impl Error {
             Error::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             Error::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
             Error::RangeNotSatisfiable(_) => ErrorCode::RangeNotSatisfiable,
-            Error::Overloaded { .. } => ErrorCode::Overloaded,
+            Error::Overloaded { .. } | Error::Busy(_) => ErrorCode::Overloaded,
             Error::Inference(_) => ErrorCode::InferenceFailed,
             Error::Timeout(_) => ErrorCode::Timeout,
             Error::Unavailable(_) => ErrorCode::Unavailable,
@@ -161,8 +164,14 @@ impl IntoResponse for Error {
             }
             _ => error_response(code, message),
         };
-        if let Error::Overloaded { retry_after_secs, .. } = self {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        match self {
+            Error::Overloaded { retry_after_secs, .. } => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            Error::Busy(_) => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
+            }
+            _ => {}
         }
         if code == ErrorCode::Unauthorized {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"zoo\""));

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -40,6 +39,7 @@ impl AppState {
     /// bootstrap the admin key and sweep leftovers of a previous run.
     pub async fn open(config: Config) -> anyhow::Result<AppState> {
         tokio::fs::create_dir_all(&config.data_dir).await?;
+        api::set_body_budget(config.max_inflight_body_bytes);
         let registry = registry::open(&config.database_url()).await?;
         let store = store::open(&config.store_url(), config.create_bucket).await?;
         auth::bootstrap(registry.as_ref(), &config.data_dir, config.admin_key.is_some()).await?;
@@ -119,7 +119,6 @@ pub fn build_app(state: AppState) -> Router {
         .merge(ui::router())
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
-        .layer(DefaultBodyLimit::disable())
         .with_state(state)
         .layer(
             tower::ServiceBuilder::new()

@@ -324,10 +324,15 @@ async fn per_version_limits_are_enforced() {
 
     let (status, _, body) = post(&s, "/v1/models/tc/predict", &json!({"inputs": "good job"})).await;
     assert_eq!(status, 200, "{body}");
-    let long = "good ".repeat(50);
+    let long = "good ".repeat(20);
     let (status, _, body) = post(&s, "/v1/models/tc/predict", &json!({"inputs": long})).await;
     assert_eq!((status, code(&body)), (400, "invalid_input"), "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("more than the limit of 8"), "{body}");
+    // A text longer than 16 bytes per allowed token is refused before tokenizing.
+    let longer = "good ".repeat(50);
+    let (status, _, body) = post(&s, "/v1/models/tc/predict", &json!({"inputs": longer})).await;
+    assert_eq!((status, code(&body)), (400, "invalid_input"), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("more than the limit of 128 bytes"), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -12,6 +12,7 @@
 //! tensors that the header describes by offset and length.
 //!
 //! This crate holds no libtorch code; the worker binary (feature `torch`) does.
+//! The worker confines itself before it opens a model: see [`sandbox`].
 
 use std::io::{Read, Write};
 
@@ -20,8 +21,11 @@ use serde::{Deserialize, Serialize};
 
 /// Largest JSON header of a frame.
 pub const MAX_HEADER: usize = 16 * 1024 * 1024;
-/// Largest payload of a frame.
+/// Largest payload of a request frame (the server's inputs); replies are bounded
+/// by the version's output limit.
 pub const MAX_PAYLOAD: u64 = 8 * 1024 * 1024 * 1024;
+
+pub mod sandbox;
 /// The libtorch version the worker is built against (tch 0.26).
 pub const LIBTORCH_VERSION: &str = "2.13.0";
 /// The worker's file name.
@@ -119,8 +123,9 @@ pub struct Arg {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Request {
-    /// The first message: load this TorchScript file.
-    Load { model: String, args: Vec<Arg>, threads: usize },
+    /// The first message: confine yourself with `sandbox`, then load this
+    /// TorchScript file. Outputs larger than `max_output_bytes` are refused.
+    Load { model: String, args: Vec<Arg>, threads: usize, sandbox: sandbox::Policy, max_output_bytes: u64 },
     /// Run `forward` on one input per argument (`None`: not given).
     Run { inputs: Vec<Option<TensorHeader>> },
 }
@@ -129,7 +134,7 @@ pub enum Request {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
-    /// libtorch could not load the module.
+    /// libtorch could not load the module (or the sandbox could not be applied).
     Load,
     /// The inputs do not fit the module's arguments (the client's fault).
     Input,
@@ -146,6 +151,8 @@ pub enum Reply {
     Loaded {
         stateful: bool,
         libtorch: String,
+        /// The protections in force in this worker.
+        sandbox: sandbox::Report,
     },
     Outputs {
         outputs: Vec<(String, TensorHeader)>,
@@ -166,6 +173,9 @@ pub enum ProtocolError {
     Io(#[from] std::io::Error),
     #[error("malformed frame: {0}")]
     Malformed(String),
+    /// A payload larger than the reader accepts; nothing of it was read.
+    #[error("a payload of {len} bytes is larger than the limit of {limit} bytes")]
+    TooLarge { len: u64, limit: u64 },
 }
 
 /// Write one frame: `header`, then the payload made of `parts` in order.
@@ -185,8 +195,9 @@ pub fn write_frame<W: Write, H: Serialize>(w: &mut W, header: &H, parts: &[&[u8]
     Ok(())
 }
 
-/// Read one frame: its header and its payload.
-pub fn read_frame<R: Read, H: DeserializeOwned>(r: &mut R) -> Result<(H, Vec<u8>), ProtocolError> {
+/// Read one frame: its header and its payload of at most `max_payload` bytes (a
+/// larger one is refused before any of it is read: the stream is then unusable).
+pub fn read_frame<R: Read, H: DeserializeOwned>(r: &mut R, max_payload: u64) -> Result<(H, Vec<u8>), ProtocolError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len) {
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(ProtocolError::Closed),
@@ -202,10 +213,10 @@ pub fn read_frame<R: Read, H: DeserializeOwned>(r: &mut R) -> Result<(H, Vec<u8>
     let mut plen = [0u8; 8];
     r.read_exact(&mut plen)?;
     let plen = u64::from_le_bytes(plen);
-    if plen > MAX_PAYLOAD {
-        return Err(ProtocolError::Malformed(format!("a payload of {plen} bytes is over the limit")));
+    if plen > max_payload.min(MAX_PAYLOAD) {
+        return Err(ProtocolError::TooLarge { len: plen, limit: max_payload.min(MAX_PAYLOAD) });
     }
-    let mut payload = Vec::new();
+    let mut payload = Vec::with_capacity(plen.min(64 << 20) as usize);
     r.take(plen).read_to_end(&mut payload)?;
     if payload.len() as u64 != plen {
         return Err(ProtocolError::Malformed("the payload ends early".into()));
@@ -280,7 +291,7 @@ mod tests {
         let (headers, parts) = pack([Some(&a), None, Some(&b)]);
         let mut buf = Vec::new();
         write_frame(&mut buf, &Request::Run { inputs: headers }, &parts).unwrap();
-        let (req, payload): (Request, Vec<u8>) = read_frame(&mut buf.as_slice()).unwrap();
+        let (req, payload): (Request, Vec<u8>) = read_frame(&mut buf.as_slice(), MAX_PAYLOAD).unwrap();
         let Request::Run { inputs } = req else { panic!("not a run") };
         assert!(inputs[1].is_none());
         assert_eq!(unpack(inputs[0].as_ref().unwrap(), &payload).unwrap(), a);
@@ -292,9 +303,18 @@ mod tests {
     fn hostile_frames_are_refused() {
         // An empty stream is a clean close; a header claiming 4 GiB is refused before
         // anything is allocated; a tensor pointing past the payload is refused.
-        assert!(matches!(read_frame::<_, Request>(&mut [].as_slice()), Err(ProtocolError::Closed)));
+        assert!(matches!(read_frame::<_, Request>(&mut [].as_slice(), MAX_PAYLOAD), Err(ProtocolError::Closed)));
         let huge = u32::MAX.to_le_bytes();
-        assert!(matches!(read_frame::<_, Request>(&mut huge.as_slice()), Err(ProtocolError::Malformed(_))));
+        assert!(matches!(
+            read_frame::<_, Request>(&mut huge.as_slice(), MAX_PAYLOAD),
+            Err(ProtocolError::Malformed(_))
+        ));
+        // A reply over the reader's limit is refused from its length alone.
+        let mut frame = Vec::new();
+        let reply = Reply::Failed { kind: FailureKind::Run, message: "x".into() };
+        write_frame(&mut frame, &reply, &[&[0u8; 100]]).unwrap();
+        let err = read_frame::<_, Reply>(&mut frame.as_slice(), 99).unwrap_err();
+        assert!(matches!(err, ProtocolError::TooLarge { len: 100, limit: 99 }), "{err}");
         let h = TensorHeader { dtype: DType::F32, shape: vec![4], offset: 8, len: 16 };
         assert!(unpack(&h, &[0u8; 16]).is_err());
         let lying = TensorHeader { dtype: DType::F32, shape: vec![u64::MAX, 2], offset: 0, len: 0 };

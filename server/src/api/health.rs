@@ -34,6 +34,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
         database: db.is_ok(),
         store: store.is_ok(),
         runtimes: s.runtimes.names(),
+        torchscript_sandbox: s.runtimes.sandbox_status(),
     };
     (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
 }
@@ -62,14 +63,20 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     let (model, path_version) = (param("name"), param("version"));
     let response = next.run(Request::from_parts(parts, body)).await;
     let status = response.status().as_u16();
-    // Names the registry never accepted would make the label set unbounded.
-    let known = !matches!(status, 401 | 403 | 404) && zoo_api::names::valid_model_name(&model);
-    let version = response
-        .headers()
-        .get(zoo_api::headers::MODEL_VERSION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .unwrap_or(path_version);
+    // Only names the registry accepted become labels (unbounded label sets from
+    // made-up names in paths would grow the server's memory): the model of a
+    // request that succeeded, or of one this server resolved before; the version
+    // that answered, or the path's version of a request that succeeded.
+    let ok = response.status().is_success();
+    let answered = response.headers().get(zoo_api::headers::MODEL_VERSION).and_then(|v| v.to_str().ok());
+    let known = zoo_api::names::valid_model_name(&model)
+        && (ok || answered.is_some() || state.services.knows_model(&model))
+        && !matches!(status, 401 | 403 | 404);
+    let version = match answered {
+        Some(v) => v.to_string(),
+        None if ok && zoo_api::names::valid_version(&path_version) => path_version,
+        None => String::new(),
+    };
     let (model, version) = if known { (model, version) } else { (String::new(), String::new()) };
     state.services.metrics.request(&route, &model, &version, status, started.elapsed());
     response

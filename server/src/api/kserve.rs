@@ -39,8 +39,14 @@ impl IntoResponse for V2Failure {
             _ => self.0.to_string(),
         };
         let mut response = (status_of(code), Json(V2Error { error: format!("{code}: {message}") })).into_response();
-        if let Error::Overloaded { retry_after_secs, .. } = self.0 {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        match self.0 {
+            Error::Overloaded { retry_after_secs, .. } => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            Error::Busy(_) => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
+            }
+            _ => {}
         }
         response
     }
@@ -91,8 +97,8 @@ async fn metadata(
     check_names(&name, version.as_deref())?;
     caller(c, Scope::Read, Some(&name))?;
     let target = version.as_deref().map_or(Target::Default, Target::Version);
-    let (_, served) = state.services.prepare(&name, target).await?;
-    Ok(Json(state.services.v2_metadata(&served).await?))
+    let record = state.services.resolve(&name, target).await?;
+    Ok(Json(state.services.v2_metadata(&record).await?))
 }
 
 /// A model's metadata: its versions, platform, inputs and outputs (the default
@@ -134,11 +140,22 @@ async fn model_ready_inner(
     check_names(&name, version.as_deref())?;
     caller(c, Scope::Read, Some(&name))?;
     let target = version.as_deref().map_or(Target::Default, Target::Version);
-    state.services.prepare(&name, target).await?;
+    // Ready: loaded, or servable and loaded by its first inference request. Asking
+    // loads nothing (a read key cannot make the server load models).
+    let record = state.services.resolve(&name, target).await?;
+    if !record.servable {
+        return Err(Error::NotServable(format!(
+            "version '{}' of model '{name}' cannot be served: {}",
+            record.version,
+            record.reason.as_deref().unwrap_or("no reason recorded")
+        ))
+        .into());
+    }
     Ok(Json(V2Ready { ready: true, name: Some(name) }))
 }
 
-/// 200 when the model's default version can answer (it is loaded if it was not).
+/// 200 when the model's default version can answer: it is loaded, or servable and
+/// loaded by its first inference request (asking loads nothing).
 #[utoipa::path(get, path = "/v2/models/{name}/ready", tag = "kserve", params(("name" = String, Path)),
     responses((status = 200, body = V2Ready), (status = 400, description = "invalid_name", body = V2Error),
         (status = 401, body = V2Error), (status = 403, body = V2Error), (status = 404, body = V2Error),
@@ -189,8 +206,7 @@ async fn infer(
         }
         None => bytes.len(),
     };
-    let req: V2InferRequest = serde_json::from_slice(&bytes[..json_len])
-        .map_err(|e| Error::InvalidRequest(format!("the body is not a valid inference request: {e}")))?;
+    let req: V2InferRequest = super::parse_json(&bytes[..json_len])?;
     let started = std::time::Instant::now();
     let (response, binary) = state.services.v2_infer(&served, req, &bytes[json_len..]).await?;
     state.services.metrics.predict(&served.model, &served.version, crate::metrics::Phase::Total, started.elapsed());

@@ -139,6 +139,25 @@ pub async fn read_json<T: DeserializeOwned>(
     limit: usize,
     deadline: std::time::Duration,
 ) -> Result<T> {
+    read_json_from(headers, body, limit, deadline, Sender::Authenticated).await
+}
+
+/// [`read_json`] for a given sender.
+pub async fn read_json_from<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    deadline: std::time::Duration,
+    sender: Sender,
+) -> Result<T> {
+    check_json_type(headers)?;
+    let bytes = read_body_from(body, limit, deadline, sender).await?;
+    parse_json(&bytes)
+}
+
+/// JSON is accepted with any JSON-ish or absent Content-Type, and with curl's
+/// default form type (`curl -d`).
+pub fn check_json_type(headers: &HeaderMap) -> Result<()> {
     if let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
         let ct = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         let ok = ct.is_empty()
@@ -150,9 +169,66 @@ pub async fn read_json<T: DeserializeOwned>(
             return Err(Error::UnsupportedMediaType(format!("expected a JSON body (application/json), got '{ct}'")));
         }
     }
-    let bytes = read_body(body, limit, deadline).await?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Error::InvalidRequest(format!("the body is not valid JSON for this route: {e}")))
+    Ok(())
+}
+
+/// Parse a JSON body; a value that is valid JSON but not what the route takes is
+/// reported with the field and the rule it breaks, not as a syntax error.
+pub fn parse_json<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Data => "the body does not fit this route",
+            serde_json::error::Category::Eof => "the body ends before the JSON value does",
+            _ => "the body is not valid JSON",
+        };
+        Error::InvalidRequest(format!("{what}: {e}"))
+    })
+}
+
+/// Request bodies held in memory at once, across requests.
+static BODY_BUDGET: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+
+/// Set how many bytes of request bodies may be held in memory at once (once, at start).
+pub fn set_body_budget(bytes: u64) {
+    let permits = usize::try_from(bytes).unwrap_or(usize::MAX).min(tokio::sync::Semaphore::MAX_PERMITS);
+    let _ = BODY_BUDGET.set(std::sync::Arc::new(tokio::sync::Semaphore::new(permits)));
+}
+
+fn body_budget() -> &'static std::sync::Arc<tokio::sync::Semaphore> {
+    BODY_BUDGET.get_or_init(|| std::sync::Arc::new(tokio::sync::Semaphore::new(512 << 20)))
+}
+
+/// Bodies of requests that carry no key yet (sign-in) share a small budget of
+/// their own, so that clients without a key cannot make the server hold much.
+const ANONYMOUS_BODY_BUDGET: usize = 8 << 20;
+
+fn anonymous_budget() -> &'static std::sync::Arc<tokio::sync::Semaphore> {
+    static BUDGET: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    BUDGET.get_or_init(|| std::sync::Arc::new(tokio::sync::Semaphore::new(ANONYMOUS_BODY_BUDGET)))
+}
+
+/// Whose bodies a read counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sender {
+    /// A request whose key (or session) was checked before its body is read.
+    Authenticated,
+    /// A request that carries no key yet (signing in).
+    Anonymous,
+}
+
+/// A request body read into memory; its bytes count against the server's
+/// in-flight body budget until this is dropped.
+pub struct BodyBytes {
+    bytes: bytes::Bytes,
+    _held: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl std::ops::Deref for BodyBytes {
+    type Target = bytes::Bytes;
+
+    fn deref(&self) -> &bytes::Bytes {
+        &self.bytes
+    }
 }
 
 /// The most of a refused body that is read and discarded (and for how long) so
@@ -165,29 +241,80 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 /// memory stays bounded) before the 413 is sent: a connection closed on unread
 /// data is reset, and most HTTP clients then report a broken pipe instead of
 /// the answer.
-pub async fn read_body(body: Body, limit: usize, deadline: std::time::Duration) -> Result<bytes::Bytes> {
+///
+/// Every chunk kept counts against the in-flight budget (`set_body_budget`): when
+/// the bodies being held reach it, the request is refused with 429.
+pub async fn read_body(body: Body, limit: usize, deadline: std::time::Duration) -> Result<BodyBytes> {
+    read_body_from(body, limit, deadline, Sender::Authenticated).await
+}
+
+/// [`read_body`] for a given sender.
+pub async fn read_body_from(
+    body: Body,
+    limit: usize,
+    deadline: std::time::Duration,
+    sender: Sender,
+) -> Result<BodyBytes> {
     use futures::StreamExt;
+    let budget = match sender {
+        Sender::Authenticated => body_budget(),
+        Sender::Anonymous => anonymous_budget(),
+    };
     let too_large = || Error::PayloadTooLarge(format!("the request body is larger than the limit of {limit} bytes"));
     let timeout = || Error::Timeout(format!("the request body did not arrive within {} seconds", deadline.as_secs()));
+    // Content-Length, when sent, sizes the buffer once (never past the limit).
+    let hint = usize::try_from(axum::body::HttpBody::size_hint(&body).lower()).unwrap_or(0).min(limit);
     let mut body = body.into_data_stream();
-    // Chunks are kept as they come: a body in one chunk (the usual case) is used
-    // as it is, without a copy.
+    // A body in one chunk (the usual case) is used as it is, without a copy; more
+    // chunks are copied into one buffer as they come, so at most one chunk is held
+    // twice.
     let read = tokio::time::timeout(deadline, async {
-        let (mut chunks, mut len) = (Vec::<bytes::Bytes>::new(), 0usize);
+        let (mut first, mut rest, mut len) = (None::<bytes::Bytes>, None::<bytes::BytesMut>, 0usize);
+        let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| Error::InvalidRequest(format!("could not read the request body: {e}")))?;
             len += chunk.len();
             if len > limit {
                 return Ok(None);
             }
-            chunks.push(chunk);
+            if chunk.is_empty() {
+                continue;
+            }
+            let n = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
+            let permit = budget.clone().try_acquire_many_owned(n).map_err(|_| {
+                Error::Busy("the server holds as much request data in memory as it may right now; retry".into())
+            })?;
+            match &mut held {
+                Some(h) => h.merge(permit),
+                None => held = Some(permit),
+            }
+            match (&mut rest, first.take()) {
+                (Some(buf), _) => buf.extend_from_slice(&chunk),
+                (None, None) => first = Some(chunk),
+                (None, Some(head)) => {
+                    let mut buf = bytes::BytesMut::with_capacity(hint.max(head.len() + chunk.len()));
+                    buf.extend_from_slice(&head);
+                    buf.extend_from_slice(&chunk);
+                    rest = Some(buf);
+                }
+            }
         }
-        Ok::<_, Error>(Some(if chunks.len() == 1 { chunks.swap_remove(0) } else { chunks.concat().into() }))
+        let bytes = match (rest, first) {
+            (Some(buf), _) => buf.freeze(),
+            (None, Some(one)) => one,
+            (None, None) => bytes::Bytes::new(),
+        };
+        Ok::<_, Error>(Some(BodyBytes { bytes, _held: held }))
     })
     .await
     .map_err(|_| timeout())??;
     if let Some(bytes) = read {
         return Ok(bytes);
+    }
+    // A client without a key gets the answer and a closed connection: the
+    // server spends nothing on reading what it will throw away.
+    if sender == Sender::Anonymous {
+        return Err(too_large());
     }
     let mut drained = 0usize;
     let _ = tokio::time::timeout(DRAIN_TIME, async {

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use zoo_api::{ErrorBody, PredictRequest, PredictResponse, Scope, headers};
 
-use super::{ApiPath, read_json};
+use super::{ApiPath, check_json_type, read_body};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::Result;
@@ -34,8 +34,9 @@ async fn predict(
     // The version first: its body limit applies to the body.
     let (_, served) = state.services.prepare(&model, target).await?;
     let limit = usize::try_from(served.effective.max_body_bytes).unwrap_or(usize::MAX);
-    let req: PredictRequest = read_json(&h, body, limit, state.services.config.upload_idle_timeout()).await?;
-    let p = state.services.predict_on(&served, req).await?;
+    check_json_type(&h)?;
+    let bytes = read_body(body, limit, state.services.config.upload_idle_timeout()).await?;
+    let p = state.services.predict_on(&served, &bytes).await?;
     let mut response = Json(p.response).into_response();
     let hs = response.headers_mut();
     let ms = |d: std::time::Duration| HeaderValue::from_str(&format!("{:.3}", d.as_secs_f64() * 1000.0));

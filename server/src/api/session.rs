@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use zoo_api::{ErrorBody, SessionInfo, SessionRequest};
 
-use super::read_json;
+use super::{Sender, read_json_from};
 use crate::AppState;
 use crate::auth::session::{Claims, session_cookie};
 use crate::auth::{Caller, presented_key};
@@ -41,7 +41,8 @@ pub async fn create_session(State(state): State<AppState>, headers: HeaderMap, b
     let req: SessionRequest = if from_header.is_some() && headers.get(header::CONTENT_LENGTH).is_none_or(|l| l == "0") {
         SessionRequest::default()
     } else {
-        read_json(&headers, body, 16 * 1024, state.services.config.upload_idle_timeout()).await?
+        let deadline = state.services.config.upload_idle_timeout();
+        read_json_from(&headers, body, 16 * 1024, deadline, Sender::Anonymous).await?
     };
     let key =
         req.key.or(from_header).ok_or_else(|| Error::Unauthorized("send the API key as {\"key\": \"...\"}".into()))?;
@@ -54,8 +55,7 @@ pub async fn create_session(State(state): State<AppState>, headers: HeaderMap, b
 /// Check a key and issue its session: the caller, the `Set-Cookie` value, the claims.
 pub async fn open(state: &AppState, key: &str) -> Result<(Caller, String, Claims)> {
     let caller = state.keys.check(key.trim()).await?;
-    let expires = state.keys.expires_at(&caller.key_id).await?;
-    let (token, claims) = state.sessions.issue(&caller.key_id, expires)?;
+    let (token, claims) = state.sessions.issue(&caller.key_id, &caller.fingerprint, caller.expires_at)?;
     tracing::info!(key = %caller.key_id, "session opened");
     Ok((caller, state.sessions.cookie(&token, &claims), claims))
 }

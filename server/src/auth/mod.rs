@@ -95,6 +95,27 @@ pub fn pattern_matches(pattern: &str, name: &str) -> bool {
     true
 }
 
+/// Whether every name `inner` matches is matched by `outer` (both patterns where
+/// `*` stands for any run of characters): `outer`'s `*` may stand for `inner`'s
+/// `*`, a literal only for the same literal. Sound: never true when some name
+/// matches `inner` but not `outer`.
+pub fn pattern_covers(outer: &str, inner: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (outer.chars().collect(), inner.chars().collect());
+    // m[i][j]: p[..i] matches t[..j].
+    let mut m = vec![vec![false; t.len() + 1]; p.len() + 1];
+    m[0][0] = true;
+    for i in 1..=p.len() {
+        for j in 0..=t.len() {
+            m[i][j] = if p[i - 1] == '*' {
+                m[i - 1][j] || (j > 0 && m[i][j - 1])
+            } else {
+                j > 0 && t[j - 1] != '*' && t[j - 1] == p[i - 1] && m[i - 1][j - 1]
+            };
+        }
+    }
+    m[p.len()][t.len()]
+}
+
 /// Who is calling, after the key checked out.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -102,6 +123,19 @@ pub struct Caller {
     pub key_id: String,
     pub scopes: Vec<Scope>,
     pub models: Vec<String>,
+    /// When the key expires.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// A fingerprint of the key's secret (a hash of its stored hash): a session
+    /// carries it, so that a session ends when its key is replaced.
+    pub fingerprint: String,
+}
+
+/// The fingerprint of a key from its stored hash (or the configured admin key's).
+fn fingerprint(hash: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"zoo-session-key-v1\0");
+    h.update(hash);
+    hex::encode(&h.finalize()[..16])
 }
 
 impl Caller {
@@ -124,6 +158,14 @@ impl Caller {
 
     pub fn may_use(&self, model: &str) -> bool {
         self.models.is_empty() || self.models.iter().any(|p| pattern_matches(p, model))
+    }
+
+    /// Whether every model a key limited to `patterns` (none: every model) may use
+    /// is one this caller may use.
+    pub fn covers(&self, patterns: &[String]) -> bool {
+        self.models.is_empty()
+            || (!patterns.is_empty()
+                && patterns.iter().all(|inner| self.models.iter().any(|outer| pattern_covers(outer, inner))))
     }
 }
 
@@ -156,7 +198,7 @@ impl KeyChecker {
         if let Some(admin) = &self.admin_hash {
             let given: [u8; 32] = Sha256::digest(key.as_bytes()).into();
             if bool::from(given.ct_eq(admin)) {
-                return Ok(Caller { key_id: ADMIN_ENV.into(), scopes: vec![Scope::Admin], models: vec![] });
+                return Ok(self.env_admin(admin));
             }
         }
         let unknown = || Error::Unauthorized("the API key is not valid".into());
@@ -164,24 +206,32 @@ impl KeyChecker {
         self.valid(id, Some(secret)).await
     }
 
-    /// The caller of a session opened with key `id`: the key must still be valid
-    /// (not revoked, not expired).
-    pub async fn check_id(&self, id: &str) -> Result<Caller> {
-        if id == ADMIN_ENV {
-            return match self.admin_hash {
-                Some(_) => Ok(Caller { key_id: ADMIN_ENV.into(), scopes: vec![Scope::Admin], models: vec![] }),
-                None => Err(Error::Unauthorized("the session's key is not valid: sign in again".into())),
-            };
+    fn env_admin(&self, hash: &[u8; 32]) -> Caller {
+        Caller {
+            key_id: ADMIN_ENV.into(),
+            scopes: vec![Scope::Admin],
+            models: vec![],
+            expires_at: None,
+            fingerprint: fingerprint(hash),
         }
-        self.valid(id, None).await
     }
 
-    /// Expiry of a key (for the sessions it opens).
-    pub async fn expires_at(&self, id: &str) -> Result<Option<DateTime<Utc>>> {
-        if id == ADMIN_ENV {
-            return Ok(None);
+    /// The caller of a session opened with key `id` whose fingerprint was `fp`: the
+    /// key must still be valid (not revoked, not expired) and the same key (a
+    /// rotated `ZOO_ADMIN_KEY` ends the sessions of the old one).
+    pub async fn check_id(&self, id: &str, fp: &str) -> Result<Caller> {
+        let caller = if id == ADMIN_ENV {
+            match &self.admin_hash {
+                Some(h) => self.env_admin(h),
+                None => return Err(Error::Unauthorized("the session's key is not valid: sign in again".into())),
+            }
+        } else {
+            self.valid(id, None).await?
+        };
+        if !bool::from(caller.fingerprint.as_bytes().ct_eq(fp.as_bytes())) {
+            return Err(Error::Unauthorized("the session's key has been replaced: sign in again".into()));
         }
-        Ok(self.registry.get_key(id).await?.and_then(|r| r.expires_at))
+        Ok(caller)
     }
 
     async fn valid(&self, id: &str, secret: Option<&str>) -> Result<Caller> {
@@ -234,7 +284,14 @@ impl KeyChecker {
                 }
             });
         }
-        Ok(Caller { key_id: record.id, scopes: record.scopes, models: record.models })
+        let fingerprint = fingerprint(record.hash.as_bytes());
+        Ok(Caller {
+            key_id: record.id,
+            scopes: record.scopes,
+            models: record.models,
+            expires_at: record.expires_at,
+            fingerprint,
+        })
     }
 }
 
@@ -289,7 +346,7 @@ impl FromRequestParts<AppState> for Caller {
                 )));
             }
         }
-        let caller = state.keys.check_id(&claims.sub).await?;
+        let caller = state.keys.check_id(&claims.sub, &claims.kfp).await?;
         tracing::Span::current().record("key", caller.key_id.as_str());
         Ok(caller)
     }
@@ -334,6 +391,39 @@ mod tests {
         assert!(!pattern_matches("exact", "exactly"));
         assert!(!pattern_matches("text-*", "mlp"));
         assert!(!pattern_matches("a*a", "a"));
+    }
+
+    #[test]
+    fn pattern_coverage_is_sound() {
+        assert!(pattern_covers("text-*", "text-a*"));
+        assert!(pattern_covers("text-*", "text-classifier"));
+        assert!(pattern_covers("*", "anything*"));
+        assert!(pattern_covers("*a*", "*a*a*"));
+        assert!(!pattern_covers("text-*", "*"));
+        assert!(!pattern_covers("text-*", "te*"));
+        assert!(!pattern_covers("a*", "*a"));
+        assert!(!pattern_covers("exact", "exact*"));
+        assert!(pattern_covers("exact", "exact"));
+        // Spot-check soundness on names: whenever inner is covered, every name the
+        // inner pattern matches, the outer matches too.
+        let names = ["text-a", "text-ab", "texta", "a", "ba", "text-", "t", "x-text-a"];
+        for (outer, inner) in [("text-*", "text-a*"), ("*a*", "*a*a*"), ("t*", "text-*"), ("*-a", "text-*")] {
+            if pattern_covers(outer, inner) {
+                for n in names.iter().filter(|n| pattern_matches(inner, n)) {
+                    assert!(pattern_matches(outer, n), "{outer} covers {inner} but not {n}");
+                }
+            }
+        }
+        let restricted = Caller {
+            key_id: "k".into(),
+            scopes: vec![Scope::Admin],
+            models: vec!["text-*".into()],
+            expires_at: None,
+            fingerprint: String::new(),
+        };
+        assert!(restricted.covers(&["text-a*".into(), "text-b".into()]));
+        assert!(!restricted.covers(&[]), "an unrestricted key is not within text-*");
+        assert!(!restricted.covers(&["text-*".into(), "mlp".into()]));
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 pub struct Claims {
     /// The key id the session was opened with.
     pub sub: String,
+    /// The fingerprint of that key (`Caller::fingerprint`): the session ends when
+    /// the key is replaced (a rotated `ZOO_ADMIN_KEY`).
+    #[serde(default)]
+    pub kfp: String,
     /// Issued at and expiry, seconds since the Unix epoch.
     pub iat: i64,
     pub exp: i64,
@@ -76,8 +80,9 @@ impl Sessions {
         Ok(Sessions::new(secret.as_bytes(), ttl, secure))
     }
 
-    /// A token for `key_id`, expiring after the session lifetime or with the key.
-    pub fn issue(&self, key_id: &str, key_expires: Option<DateTime<Utc>>) -> Result<(String, Claims)> {
+    /// A token for `key_id` (fingerprint `kfp`), expiring after the session
+    /// lifetime or with the key.
+    pub fn issue(&self, key_id: &str, kfp: &str, key_expires: Option<DateTime<Utc>>) -> Result<(String, Claims)> {
         let now = Utc::now();
         let mut exp = now + chrono::TimeDelta::from_std(self.ttl).map_err(Error::internal)?;
         if let Some(k) = key_expires
@@ -85,8 +90,13 @@ impl Sessions {
         {
             exp = k;
         }
-        let claims =
-            Claims { sub: key_id.to_string(), iat: now.timestamp(), exp: exp.timestamp(), csrf: random_hex(16) };
+        let claims = Claims {
+            sub: key_id.to_string(),
+            kfp: kfp.to_string(),
+            iat: now.timestamp(),
+            exp: exp.timestamp(),
+            csrf: random_hex(16),
+        };
         let token =
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(Error::internal)?;
         Ok((token, claims))
@@ -149,7 +159,7 @@ mod tests {
     #[test]
     fn a_token_round_trips_and_carries_a_csrf_token() {
         let s = sessions();
-        let (token, claims) = s.issue("abc123", None).unwrap();
+        let (token, claims) = s.issue("abc123", "fp", None).unwrap();
         assert_eq!(s.verify(&token).unwrap(), claims);
         assert_eq!(claims.csrf.len(), 32);
         assert!(csrf_matches(&claims, Some(&claims.csrf)));
@@ -165,11 +175,11 @@ mod tests {
     fn expired_tampered_and_foreign_tokens_are_refused() {
         let s = sessions();
         // Expired: signed correctly, but past its expiry.
-        let old = Claims { sub: "k".into(), iat: 1, exp: 2, csrf: "c".into() };
+        let old = Claims { sub: "k".into(), kfp: "fp".into(), iat: 1, exp: 2, csrf: "c".into() };
         let expired = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &old, &s.encoding).unwrap();
         assert!(s.verify(&expired).unwrap_err().to_string().contains("expired"));
         // Tampered: another subject in the payload, the old signature.
-        let (token, _) = s.issue("reader", None).unwrap();
+        let (token, _) = s.issue("reader", "fp", None).unwrap();
         let parts: Vec<&str> = token.split('.').collect();
         use base64::Engine;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -179,13 +189,13 @@ mod tests {
         assert!(s.verify(&forged).unwrap_err().to_string().contains("not valid"));
         // Signed by another server's secret, or with no signature at all.
         let other = Sessions::new(b"another-secret-another-secret-xx", Duration::from_secs(60), false);
-        let (theirs, _) = other.issue("k", None).unwrap();
+        let (theirs, _) = other.issue("k", "fp", None).unwrap();
         assert!(s.verify(&theirs).is_err());
         let none = format!("{}.{}.", b64.encode(r#"{"alg":"none","typ":"JWT"}"#), parts[1]);
         assert!(s.verify(&none).is_err());
         // A session never outlives its key.
         let soon = Utc::now() + chrono::TimeDelta::seconds(30);
-        let (_, c) = s.issue("k", Some(soon)).unwrap();
+        let (_, c) = s.issue("k", "fp", Some(soon)).unwrap();
         assert_eq!(c.exp, soon.timestamp());
     }
 }

@@ -8,8 +8,6 @@ use zoo_api::{MlflowInfo, PredictRequest, TensorSpec};
 use crate::error::{Error, Result};
 use crate::runtime::Tensors;
 
-use super::tensor::outputs_json;
-
 fn bad(message: impl Into<String>) -> Error {
     Error::InvalidInput(message.into())
 }
@@ -210,35 +208,18 @@ pub fn request_texts(req: &PredictRequest) -> Result<Vec<String>> {
 }
 
 /// `{"predictions": ...}`: the one output's values, or one record per row of
-/// several outputs that share their first dimension (as MLflow's DataFrames do).
-pub fn predictions(outputs: &Tensors) -> Value {
-    let mut named = outputs_json(outputs);
-    if named.len() == 1 {
-        return named.into_iter().next().map(|(_, v)| v).unwrap_or(Value::Null);
+/// several outputs that share their first dimension (as MLflow's DataFrames do),
+/// written as JSON text.
+pub fn predictions(outputs: &Tensors) -> Box<serde_json::value::RawValue> {
+    use super::json::{Nested, Records, raw};
+    if let [(_, t)] = outputs.as_slice() {
+        return raw(&Nested(t));
     }
-    let rows = named.values().map(|v| v.as_array().map(Vec::len)).collect::<Option<Vec<_>>>();
-    match rows.as_deref() {
-        Some([n, rest @ ..]) if rest.iter().all(|m| m == n) => {
-            let n = *n;
-            let columns: Vec<(String, Vec<Value>)> = std::mem::take(&mut named)
-                .into_iter()
-                .map(|(k, v)| {
-                    (
-                        k,
-                        match v {
-                            Value::Array(a) => a,
-                            _ => vec![],
-                        },
-                    )
-                })
-                .collect();
-            Value::Array(
-                (0..n)
-                    .map(|i| Value::Object(columns.iter().map(|(k, v)| (k.clone(), v[i].clone())).collect()))
-                    .collect(),
-            )
-        }
-        _ => Value::Object(named),
+    let rows: Vec<Option<usize>> =
+        outputs.iter().map(|(_, t)| if t.shape().is_empty() { None } else { Some(t.shape()[0]) }).collect();
+    match rows.split_first() {
+        Some((Some(n), rest)) if rest.iter().all(|m| *m == Some(*n)) => raw(&Records { outputs, rows: *n }),
+        _ => raw(&outputs.iter().map(|(k, t)| (k.as_str(), Nested(t))).collect::<std::collections::BTreeMap<_, _>>()),
     }
 }
 

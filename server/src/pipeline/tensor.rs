@@ -1,10 +1,13 @@
 //! The `tensor` task: JSON nested arrays <-> typed tensors, checked against the
 //! signature (names, dtypes, ranks, fixed dimensions).
 
+use std::collections::BTreeMap;
+
 use ndarray::{ArrayD, IxDyn};
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
 use zoo_api::{DType, Dim, TensorSpec, ValueKind};
 
+use super::json::{self, NestedError, NestedLimits};
 use crate::error::{Error, Result};
 use crate::runtime::{Tensor, Tensors};
 
@@ -26,39 +29,37 @@ impl Default for TensorLimits {
 }
 
 /// Parse `{"inputs": {...}}` (or a bare array for single-input models) into tensors
-/// in signature order.
-pub fn parse_inputs(inputs: &Value, specs: &[TensorSpec], limits: TensorLimits) -> Result<Tensors> {
-    let named: Vec<(&TensorSpec, &Value)> = match inputs {
-        Value::Object(map) => {
-            for key in map.keys() {
-                if !specs.iter().any(|s| &s.name == key) {
-                    return Err(Error::InvalidInput(format!(
-                        "unknown input '{key}'; the model takes: {}",
-                        names(specs)
-                    )));
-                }
+/// in signature order, straight from the request's JSON text.
+pub fn parse_inputs(inputs: &RawValue, specs: &[TensorSpec], limits: TensorLimits) -> Result<Tensors> {
+    let text = inputs.get().trim_start();
+    let named: Vec<(&TensorSpec, &RawValue)> = if text.starts_with('{') {
+        let map: BTreeMap<String, &RawValue> = serde_json::from_str(inputs.get())
+            .map_err(|e| Error::InvalidInput(format!("\"inputs\" is not an object of named inputs: {e}")))?;
+        for key in map.keys() {
+            if !specs.iter().any(|s| &s.name == key) {
+                return Err(Error::InvalidInput(format!("unknown input '{key}'; the model takes: {}", names(specs))));
             }
-            specs
-                .iter()
-                .filter_map(|s| match map.get(&s.name) {
-                    Some(v) => Some(Ok((s, v))),
-                    None if s.optional => None,
-                    None => Some(Err(Error::InvalidInput(format!(
-                        "missing input '{}' ({}); the model takes: {}",
-                        s.name,
-                        s.type_text,
-                        names(specs)
-                    )))),
-                })
-                .collect::<Result<_>>()?
         }
-        Value::Array(_) if specs.len() == 1 => vec![(&specs[0], inputs)],
-        _ => {
-            return Err(Error::InvalidInput(format!(
-                "\"inputs\" must be an object mapping input names to nested arrays; the model takes: {}",
-                names(specs)
-            )));
-        }
+        specs
+            .iter()
+            .filter_map(|s| match map.get(&s.name) {
+                Some(v) => Some(Ok((s, *v))),
+                None if s.optional => None,
+                None => Some(Err(Error::InvalidInput(format!(
+                    "missing input '{}' ({}); the model takes: {}",
+                    s.name,
+                    s.type_text,
+                    names(specs)
+                )))),
+            })
+            .collect::<Result<_>>()?
+    } else if text.starts_with('[') && specs.len() == 1 {
+        vec![(&specs[0], inputs)]
+    } else {
+        return Err(Error::InvalidInput(format!(
+            "\"inputs\" must be an object mapping input names to nested arrays; the model takes: {}",
+            names(specs)
+        )));
     };
     let mut budget = limits.max_elements;
     named.into_iter().map(|(spec, v)| Ok((spec.name.clone(), parse_one(v, spec, limits, &mut budget)?))).collect()
@@ -68,26 +69,34 @@ fn names(specs: &[TensorSpec]) -> String {
     specs.iter().map(|s| format!("{} {}", s.name, s.type_text)).collect::<Vec<_>>().join(", ")
 }
 
-/// The element type of one input: the signature's, or the one a typed value
-/// `{"dtype": "int64", "data": [...]}` names where the signature names none (a
-/// TorchScript `Tensor`, which is float32 unless the request says otherwise).
-fn typed<'a>(v: &'a Value, spec: &TensorSpec) -> Result<(&'a Value, DType)> {
+/// The element type of one input and its data: the signature's type, or the one
+/// a typed value `{"dtype": "int64", "data": [...]}` names where the signature
+/// names none (a TorchScript `Tensor`, which is float32 unless the request says
+/// otherwise).
+fn typed<'a>(v: &'a RawValue, spec: &TensorSpec) -> Result<(&'a RawValue, DType)> {
     let name = &spec.name;
-    let Value::Object(o) = v else {
+    if !v.get().trim_start().starts_with('{') {
         return Ok((v, if spec.dtype == DType::Other { DType::Float32 } else { spec.dtype }));
-    };
-    let data = o.get("data").ok_or_else(|| {
+    }
+    let o: BTreeMap<String, &'a RawValue> = serde_json::from_str(v.get())
+        .map_err(|e| Error::InvalidInput(format!("input '{name}': a typed value is not valid: {e}")))?;
+    let data = *o.get("data").ok_or_else(|| {
         Error::InvalidInput(format!("input '{name}': a typed value is {{\"dtype\": \"...\", \"data\": [...]}}"))
     })?;
     if let Some(k) = o.keys().find(|k| *k != "data" && *k != "dtype") {
         return Err(Error::InvalidInput(format!("input '{name}': unknown field '{k}' in a typed value")));
     }
     let Some(given) = o.get("dtype") else { return typed(data, spec) };
-    let dtype = given.as_str().and_then(DType::parse).filter(|d| *d != DType::Other).ok_or_else(|| {
-        Error::InvalidInput(format!(
-            "input '{name}': unknown dtype {given}; use float32, float64, int64, int32, bool, ..."
-        ))
-    })?;
+    let dtype = serde_json::from_str::<String>(given.get())
+        .ok()
+        .and_then(|d| DType::parse(&d))
+        .filter(|d| *d != DType::Other)
+        .ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "input '{name}': unknown dtype {}; use float32, float64, int64, int32, bool, ...",
+                given.get()
+            ))
+        })?;
     if spec.dtype != DType::Other && spec.dtype != dtype {
         return Err(Error::InvalidInput(format!(
             "input '{name}' is {} ({}), not {}",
@@ -99,9 +108,7 @@ fn typed<'a>(v: &'a Value, spec: &TensorSpec) -> Result<(&'a Value, DType)> {
     Ok((data, dtype))
 }
 
-fn parse_one(v: &Value, spec: &TensorSpec, limits: TensorLimits, budget: &mut usize) -> Result<Tensor> {
-    let max_rank = limits.max_rank;
-    let nan = |x: &Value| if limits.null_is_nan && x.is_null() { Some(f64::NAN) } else { None };
+fn parse_one(v: &RawValue, spec: &TensorSpec, limits: TensorLimits, budget: &mut usize) -> Result<Tensor> {
     let name = &spec.name;
     if spec.kind != ValueKind::Tensor {
         return Err(Error::InvalidInput(format!(
@@ -110,24 +117,20 @@ fn parse_one(v: &Value, spec: &TensorSpec, limits: TensorLimits, budget: &mut us
         )));
     }
     let (v, dtype) = typed(v, spec)?;
-    // Shape from the first element at each depth; every array is then checked.
-    let mut shape = Vec::new();
-    let mut cur = v;
-    while let Value::Array(items) = cur {
-        shape.push(items.len());
-        if shape.len() > max_rank {
-            return Err(Error::InvalidInput(format!("input '{name}' is nested deeper than {max_rank} levels")));
+    let nested = NestedLimits { max_rank: limits.max_rank, null_is_nan: limits.null_is_nan, expected: 0 };
+    let t = json::tensor(v.get(), dtype, nested, *budget).map_err(|e| match e {
+        NestedError::TooDeep(max) => Error::InvalidInput(format!("input '{name}' is nested deeper than {max} levels")),
+        NestedError::NotRectangular(why) => Error::InvalidInput(format!("input '{name}' is not rectangular: {why}")),
+        NestedError::TooMany => {
+            Error::InvalidInput(format!("input '{name}' has more elements than a request may carry"))
         }
-        match items.first() {
-            Some(first) => cur = first,
-            None => break,
+        NestedError::Value(got) => {
+            Error::InvalidInput(format!("input '{name}' expects {} values, got {got}", dtype.as_str()))
         }
-    }
-    let count = shape.iter().try_fold(1usize, |a, d| a.checked_mul(*d)).unwrap_or(usize::MAX);
-    if count > *budget {
-        return Err(Error::InvalidInput(format!("input '{name}' has more elements than a request may carry")));
-    }
-    *budget -= count;
+        NestedError::Json(e) => Error::InvalidRequest(format!("input '{name}' is not valid JSON: {e}")),
+    })?;
+    *budget -= t.shape().iter().product::<usize>();
+    let shape = t.shape();
     if let Some(expected) = &spec.shape {
         if expected.len() != shape.len() {
             return Err(Error::InvalidInput(format!(
@@ -138,7 +141,7 @@ fn parse_one(v: &Value, spec: &TensorSpec, limits: TensorLimits, budget: &mut us
                 shape
             )));
         }
-        for (i, (d, got)) in expected.iter().zip(&shape).enumerate() {
+        for (i, (d, got)) in expected.iter().zip(shape).enumerate() {
             if let Dim::Fixed(n) = d
                 && *n as usize != *got
             {
@@ -149,108 +152,12 @@ fn parse_one(v: &Value, spec: &TensorSpec, limits: TensorLimits, budget: &mut us
             }
         }
     }
-    let mut flat = Vec::with_capacity(count);
-    flatten(v, &shape, 0, &mut flat, name)?;
-    let shape = IxDyn(&shape);
-    macro_rules! build {
-        ($t:ty, $variant:ident, $conv:expr) => {{
-            let vals =
-                flat.iter().map(|x| $conv(*x).ok_or_else(|| bad_value(name, dtype, x))).collect::<Result<Vec<$t>>>()?;
-            Tensor::$variant(
-                ArrayD::from_shape_vec(shape, vals).map_err(|e| Error::InvalidInput(format!("input '{name}': {e}")))?,
-            )
-        }};
-    }
-    Ok(match dtype {
-        DType::Float32 => build!(f32, F32, |x: &Value| x
-            .as_f64()
-            .map(|f| f as f32)
-            .filter(|f| f.is_finite())
-            .or_else(|| nan(x).map(|f| f as f32))),
-        DType::Float64 => build!(f64, F64, |x: &Value| x.as_f64().or_else(|| nan(x))),
-        DType::Int64 => build!(i64, I64, |x: &Value| x.as_i64()),
-        DType::Int32 => build!(i32, I32, |x: &Value| x.as_i64().and_then(|i| i32::try_from(i).ok())),
-        DType::Int16 => build!(i16, I16, |x: &Value| x.as_i64().and_then(|i| i16::try_from(i).ok())),
-        DType::Int8 => build!(i8, I8, |x: &Value| x.as_i64().and_then(|i| i8::try_from(i).ok())),
-        DType::Uint8 => build!(u8, U8, |x: &Value| x.as_u64().and_then(|i| u8::try_from(i).ok())),
-        DType::Uint16 => build!(u16, U16, |x: &Value| x.as_u64().and_then(|i| u16::try_from(i).ok())),
-        DType::Uint32 => build!(u32, U32, |x: &Value| x.as_u64().and_then(|i| u32::try_from(i).ok())),
-        DType::Uint64 => build!(u64, U64, |x: &Value| x.as_u64()),
-        DType::Bool => build!(bool, Bool, |x: &Value| x
-            .as_bool()
-            .or_else(|| x.as_i64().filter(|i| *i == 0 || *i == 1).map(|i| i == 1))),
-        DType::String => build!(String, Str, |x: &Value| x.as_str().map(str::to_string)),
-        other => {
-            return Err(Error::InvalidInput(format!(
-                "input '{name}' has element type {}, which zoo cannot build from JSON",
-                other.as_str()
-            )));
-        }
-    })
+    Ok(t)
 }
 
-fn bad_value(name: &str, dtype: DType, x: &Value) -> Error {
-    Error::InvalidInput(format!("input '{name}' expects {} values, got {x}", dtype.as_str()))
-}
-
-fn flatten<'a>(v: &'a Value, shape: &[usize], depth: usize, out: &mut Vec<&'a Value>, name: &str) -> Result<()> {
-    if depth == shape.len() {
-        if v.is_array() {
-            return Err(Error::InvalidInput(format!("input '{name}' is not rectangular: it nests deeper in places")));
-        }
-        out.push(v);
-        return Ok(());
-    }
-    match v {
-        Value::Array(items) if items.len() == shape[depth] => {
-            for item in items {
-                flatten(item, shape, depth + 1, out, name)?;
-            }
-            Ok(())
-        }
-        _ => Err(Error::InvalidInput(format!(
-            "input '{name}' is not rectangular: expected an array of {} at depth {depth}",
-            shape[depth]
-        ))),
-    }
-}
-
-/// Render output tensors as `{"name": nested array}`.
-pub fn outputs_json(outputs: &Tensors) -> Map<String, Value> {
-    outputs.iter().map(|(n, t)| (n.clone(), tensor_json(t))).collect()
-}
-
-/// A tensor as nested JSON arrays (non-finite floats become null).
-pub fn tensor_json(t: &Tensor) -> Value {
-    fn nest<T: Clone>(a: &ArrayD<T>, f: impl Fn(&T) -> Value + Copy) -> Value {
-        fn rec<T>(data: &[T], shape: &[usize], f: impl Fn(&T) -> Value + Copy) -> Value {
-            match shape {
-                [] => data.first().map(f).unwrap_or(Value::Null),
-                [_] => Value::Array(data.iter().map(f).collect()),
-                [n, rest @ ..] => {
-                    let stride: usize = rest.iter().product();
-                    Value::Array((0..*n).map(|i| rec(&data[i * stride..(i + 1) * stride], rest, f)).collect())
-                }
-            }
-        }
-        let std = a.as_standard_layout();
-        rec(std.as_slice().unwrap_or(&[]), a.shape(), f)
-    }
-    let float = |x: f64| serde_json::Number::from_f64(x).map(Value::Number).unwrap_or(Value::Null);
-    match t {
-        Tensor::F32(a) => nest(a, |x| float(*x as f64)),
-        Tensor::F64(a) => nest(a, |x| float(*x)),
-        Tensor::I64(a) => nest(a, |x| Value::from(*x)),
-        Tensor::I32(a) => nest(a, |x| Value::from(*x)),
-        Tensor::I16(a) => nest(a, |x| Value::from(*x)),
-        Tensor::I8(a) => nest(a, |x| Value::from(*x)),
-        Tensor::U8(a) => nest(a, |x| Value::from(*x)),
-        Tensor::U16(a) => nest(a, |x| Value::from(*x)),
-        Tensor::U32(a) => nest(a, |x| Value::from(*x)),
-        Tensor::U64(a) => nest(a, |x| Value::from(*x)),
-        Tensor::Bool(a) => nest(a, |x| Value::from(*x)),
-        Tensor::Str(a) => nest(a, |x| Value::String(x.clone())),
-    }
+/// Output tensors as `{"name": nested array}`, each written as JSON text.
+pub fn outputs_json(outputs: &Tensors) -> BTreeMap<String, Box<RawValue>> {
+    outputs.iter().map(|(n, t)| (n.clone(), json::raw(&json::Nested(t)))).collect()
 }
 
 /// Inputs of the right types and shapes (symbolic dimensions set to 1), for warm-up.
@@ -291,7 +198,15 @@ pub fn example_inputs(specs: &[TensorSpec]) -> Option<Tensors> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
+
+    fn raw(v: Value) -> Box<RawValue> {
+        serde_json::value::to_raw_value(&v).unwrap()
+    }
+
+    fn parse(v: Value, specs: &[TensorSpec], lim: TensorLimits) -> Result<Tensors> {
+        parse_inputs(&raw(v), specs, lim)
+    }
 
     fn spec(name: &str, dtype: DType, shape: Vec<Dim>) -> TensorSpec {
         TensorSpec {
@@ -308,18 +223,19 @@ mod tests {
     #[test]
     fn parses_named_and_bare_inputs() {
         let specs = vec![spec("X", DType::Float32, vec![Dim::Symbolic("N".into()), Dim::Fixed(2)])];
-        let t = parse_inputs(&json!({"X": [[1, 2], [3, 4.5]]}), &specs, TensorLimits::default()).unwrap();
+        let t = parse(json!({"X": [[1, 2], [3, 4.5]]}), &specs, TensorLimits::default()).unwrap();
         assert_eq!(t[0].1.shape(), &[2, 2]);
-        let bare = parse_inputs(&json!([[1, 2]]), &specs, TensorLimits::default()).unwrap();
+        let bare = parse(json!([[1, 2]]), &specs, TensorLimits::default()).unwrap();
         assert_eq!(bare[0].1.shape(), &[1, 2]);
-        assert_eq!(tensor_json(&t[0].1), json!([[1.0, 2.0], [3.0, 4.5]]));
+        let out: Value = serde_json::from_str(outputs_json(&t)["X"].get()).unwrap();
+        assert_eq!(out, json!([[1.0, 2.0], [3.0, 4.5]]));
     }
 
     #[test]
     fn names_the_bad_input() {
         let specs = vec![spec("X", DType::Float32, vec![Dim::Symbolic("N".into()), Dim::Fixed(2)])];
         let lim = TensorLimits::default();
-        let msg = |v: Value| parse_inputs(&v, &specs, lim).unwrap_err().to_string();
+        let msg = |v: Value| parse(v, &specs, lim).unwrap_err().to_string();
         assert!(msg(json!({"Y": [[1, 2]]})).contains("unknown input 'Y'"));
         assert!(msg(json!({})).contains("missing input 'X'"));
         assert!(msg(json!({"X": [[1, 2, 3]]})).contains("dimension 1 must be 2"));
@@ -327,7 +243,7 @@ mod tests {
         assert!(msg(json!({"X": [[1, 2], [3]]})).contains("not rectangular"));
         assert!(msg(json!({"X": [["a", 2]]})).contains("expects float32"));
         let ints = vec![spec("ids", DType::Int64, vec![Dim::Unknown(None)])];
-        assert!(parse_inputs(&json!({"ids": [1.5]}), &ints, lim).unwrap_err().to_string().contains("int64"));
+        assert!(parse(json!({"ids": [1.5]}), &ints, lim).unwrap_err().to_string().contains("int64"));
     }
 
     #[test]
@@ -338,13 +254,13 @@ mod tests {
         sr.optional = true;
         let specs = vec![any, sr];
         let lim = TensorLimits::default();
-        let t = parse_inputs(&json!({"x": [[1, 2]]}), &specs, lim).unwrap();
+        let t = parse(json!({"x": [[1, 2]]}), &specs, lim).unwrap();
         assert_eq!(t.len(), 1, "the optional input was left out");
         assert_eq!(t[0].1.dtype(), DType::Float32);
-        let t = parse_inputs(&json!({"x": {"dtype": "int64", "data": [[1, 2]]}, "sr": 16000}), &specs, lim).unwrap();
+        let t = parse(json!({"x": {"dtype": "int64", "data": [[1, 2]]}, "sr": 16000}), &specs, lim).unwrap();
         assert_eq!(t[0].1.dtype(), DType::Int64);
         assert_eq!(t[1].1.shape(), &[] as &[usize]);
-        let msg = |v: Value| parse_inputs(&v, &specs, lim).unwrap_err().to_string();
+        let msg = |v: Value| parse(v, &specs, lim).unwrap_err().to_string();
         assert!(msg(json!({"x": {"dtype": "int9", "data": [1]}})).contains("unknown dtype"));
         assert!(msg(json!({"x": {"data": [1], "shape": [1]}})).contains("unknown field 'shape'"));
         assert!(msg(json!({"x": [1], "sr": {"dtype": "float32", "data": 1.5}})).contains("is int64"));
@@ -355,7 +271,7 @@ mod tests {
     fn element_budget_is_enforced() {
         let specs = vec![spec("X", DType::Float32, vec![Dim::Unknown(None)])];
         let lim = TensorLimits { max_elements: 3, ..Default::default() };
-        assert!(parse_inputs(&json!({"X": [1, 2, 3, 4]}), &specs, lim).is_err());
-        assert!(parse_inputs(&json!({"X": [1, 2, 3]}), &specs, lim).is_ok());
+        assert!(parse(json!({"X": [1, 2, 3, 4]}), &specs, lim).is_err());
+        assert!(parse(json!({"X": [1, 2, 3]}), &specs, lim).is_ok());
     }
 }

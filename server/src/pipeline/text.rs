@@ -216,3 +216,66 @@ fn pick_output(sig: &Signature, classifier: bool, ranks: &[usize; 2]) -> Option<
         .or_else(|| sig.outputs.iter().find(|o| o.shape.as_ref().is_some_and(|s| rank_ok(s.len()))))
         .map(|o| o.name.clone())
 }
+
+/// Bytes a text may have per token of the token limit: longer texts are refused
+/// before they are tokenized.
+pub const BYTES_PER_TOKEN: usize = 16;
+
+/// The texts of a request: one string (`many` false) or a list of 1 to
+/// `max_items` strings, each at most `max_bytes` long, read from the request's
+/// JSON text without holding more than those texts.
+pub fn parse_texts(
+    raw: &serde_json::value::RawValue,
+    max_items: usize,
+    max_bytes: usize,
+) -> Result<(Vec<String>, bool)> {
+    use serde::de::{Deserializer, SeqAccess, Visitor};
+
+    struct Texts {
+        max_items: usize,
+        max_bytes: usize,
+    }
+    fn too_long(i: usize, n: usize, max: usize) -> String {
+        format!("text {i} is {n} bytes, more than the limit of {max} bytes per text; split it")
+    }
+    impl<'de> Visitor<'de> for Texts {
+        type Value = (Vec<String>, bool);
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string or a list of strings")
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> std::result::Result<Self::Value, E> {
+            if s.len() > self.max_bytes {
+                return Err(E::custom(too_long(0, s.len(), self.max_bytes)));
+            }
+            Ok((vec![s.to_string()], false))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Self::Value, A::Error> {
+            use serde::de::Error as _;
+            let mut texts = Vec::new();
+            while let Some(s) = seq.next_element::<String>()? {
+                if texts.len() == self.max_items {
+                    return Err(A::Error::custom(format!("at most {} texts per request", self.max_items)));
+                }
+                if s.len() > self.max_bytes {
+                    return Err(A::Error::custom(too_long(texts.len(), s.len(), self.max_bytes)));
+                }
+                texts.push(s);
+            }
+            if texts.is_empty() {
+                return Err(A::Error::custom("\"inputs\" is an empty list"));
+            }
+            Ok((texts, true))
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    de.deserialize_any(Texts { max_items, max_bytes }).map_err(|e| {
+        let msg = e.to_string();
+        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+        let msg = if msg.starts_with("invalid type") {
+            "\"inputs\" must be a string or a list of strings for a text model".to_string()
+        } else {
+            msg
+        };
+        Error::InvalidInput(msg)
+    })
+}

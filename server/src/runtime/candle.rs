@@ -12,7 +12,7 @@ use candle_transformers::models::bert::{BertModel, Config};
 use ndarray::{ArrayD, IxDyn};
 use zoo_api::Signature;
 
-use super::{LoadedModel, Runtime, RuntimeError, Tensor, Tensors};
+use super::{LoadedModel, RunLimits, Runtime, RuntimeError, Tensor, Tensors};
 
 pub struct CandleRuntime;
 
@@ -26,7 +26,12 @@ impl Runtime for CandleRuntime {
     }
 
     #[allow(clippy::disallowed_methods, reason = "models load on a blocking thread (service::loader)")]
-    fn load(&self, model: &Path, signature: &Signature) -> Result<Box<dyn LoadedModel>, RuntimeError> {
+    fn load(
+        &self,
+        model: &Path,
+        signature: &Signature,
+        _limits: &RunLimits,
+    ) -> Result<Box<dyn LoadedModel>, RuntimeError> {
         let dir = model.parent().ok_or_else(|| load_err("the weights file has no directory"))?;
         let config_text =
             std::fs::read_to_string(dir.join("config.json")).map_err(|e| load_err(format!("config.json: {e}")))?;

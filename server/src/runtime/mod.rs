@@ -73,6 +73,18 @@ impl Tensor {
         }
     }
 
+    /// Bytes of the element data (strings: their UTF-8 length).
+    pub fn byte_size(&self) -> u64 {
+        let n = self.shape().iter().product::<usize>() as u64;
+        match self {
+            Tensor::F64(_) | Tensor::I64(_) | Tensor::U64(_) => 8 * n,
+            Tensor::F32(_) | Tensor::I32(_) | Tensor::U32(_) => 4 * n,
+            Tensor::I16(_) | Tensor::U16(_) => 2 * n,
+            Tensor::I8(_) | Tensor::U8(_) | Tensor::Bool(_) => n,
+            Tensor::Str(a) => a.iter().map(|s| s.len() as u64 + 8).sum(),
+        }
+    }
+
     /// Values as f32 (for post-processing logits and hidden states).
     pub fn to_f32(&self) -> Option<ArrayD<f32>> {
         match self {
@@ -103,10 +115,26 @@ pub trait LoadedModel: Send {
     fn run(&mut self, inputs: Tensors) -> Result<Tensors, RuntimeError>;
 }
 
-/// A runtime that can load ONNX models.
+/// What one run of a loaded model may take. Runtimes that run the model in
+/// another process (TorchScript) enforce them there; for every runtime the
+/// outputs' size is checked again before they are answered.
+#[derive(Debug, Clone, Copy)]
+pub struct RunLimits {
+    /// Longest one run may take, in wall-clock and in CPU time.
+    pub timeout: std::time::Duration,
+    /// Largest total size of one run's output tensors, in bytes.
+    pub max_output_bytes: u64,
+}
+
+/// A runtime that can load models of some format.
 pub trait Runtime: Send + Sync {
     fn name(&self) -> &'static str;
-    fn load(&self, model: &Path, signature: &Signature) -> Result<Box<dyn LoadedModel>, RuntimeError>;
+    fn load(
+        &self,
+        model: &Path,
+        signature: &Signature,
+        limits: &RunLimits,
+    ) -> Result<Box<dyn LoadedModel>, RuntimeError>;
 }
 
 /// The runtimes this server has, chosen per version.
@@ -138,16 +166,22 @@ impl Runtimes {
                 (None, Some(why))
             }
         };
-        let torch = torch::TorchRuntime::find(
-            config.torch_worker.as_deref(),
-            config.libtorch.as_deref(),
-            &config.data_dir,
-            config.intra_op_threads,
-            config.request_timeout(),
-        );
+        let torch = torch::TorchRuntime::find(&torch::TorchSettings {
+            worker: config.torch_worker.clone(),
+            libtorch: config.libtorch.clone(),
+            data_dir: config.data_dir.clone(),
+            threads: config.intra_op_threads,
+            sandbox: config.torchscript_sandbox,
+            memory_bytes: config.torch_worker_memory,
+        });
         let (torch, torch_missing) = match torch {
             Ok(rt) => {
-                tracing::info!(worker = %rt.worker().display(), "TorchScript served by zoo-torch-worker");
+                tracing::info!(
+                    worker = %rt.worker().display(),
+                    sandbox = %rt.sandbox().summary(),
+                    mode = rt.sandbox().mode,
+                    "TorchScript served by zoo-torch-worker, confined"
+                );
                 (Some(Arc::new(rt)), None)
             }
             Err(why) => {
@@ -164,6 +198,30 @@ impl Runtimes {
             ort_missing,
             torch_missing,
         }
+    }
+
+    /// How TorchScript workers are confined here (None: no TorchScript).
+    pub fn sandbox_status(&self) -> Option<zoo_api::SandboxStatus> {
+        let report = self.torch.as_ref()?.sandbox();
+        let mut protections = Vec::new();
+        for (on, name) in [
+            (report.landlock_abi > 0, "landlock"),
+            (report.seccomp, "seccomp"),
+            (report.network_namespace, "network_namespace"),
+            (report.no_new_privs, "no_new_privs"),
+            (report.rlimits, "rlimits"),
+            (report.non_dumpable, "not_dumpable"),
+        ] {
+            if on {
+                protections.push(name.to_string());
+            }
+        }
+        Some(zoo_api::SandboxStatus {
+            mode: report.mode.clone(),
+            enforced: report.enforced(),
+            protections,
+            missing: report.missing.clone(),
+        })
     }
 
     pub fn names(&self) -> Vec<String> {

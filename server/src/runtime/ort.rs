@@ -7,7 +7,7 @@ use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, TensorElementType, ValueType};
 use zoo_api::Signature;
 
-use super::{LoadedModel, Runtime, RuntimeError, Tensor, Tensors};
+use super::{LoadedModel, RunLimits, Runtime, RuntimeError, Tensor, Tensors};
 
 pub struct OrtRuntime {
     env: Environment,
@@ -50,7 +50,12 @@ impl Runtime for OrtRuntime {
         "ort"
     }
 
-    fn load(&self, model: &Path, _signature: &Signature) -> Result<Box<dyn LoadedModel>, RuntimeError> {
+    fn load(
+        &self,
+        model: &Path,
+        _signature: &Signature,
+        _limits: &RunLimits,
+    ) -> Result<Box<dyn LoadedModel>, RuntimeError> {
         // The environment's shared thread pool runs it (no threads of its own).
         let session = Session::builder(&self.env).map_err(load_err)?.commit_from_file(model).map_err(load_err)?;
         Ok(Box::new(OrtModel { session }))

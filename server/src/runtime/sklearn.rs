@@ -9,7 +9,7 @@ use ndarray::{ArrayD, IxDyn};
 use zoo_api::Signature;
 use zoo_formats::skops::{Classes, Estimator, Model, Transform, Tree};
 
-use super::{LoadedModel, Runtime, RuntimeError, Tensor, Tensors};
+use super::{LoadedModel, RunLimits, Runtime, RuntimeError, Tensor, Tensors};
 
 pub struct SklearnRuntime;
 
@@ -18,7 +18,12 @@ impl Runtime for SklearnRuntime {
         "sklearn"
     }
 
-    fn load(&self, model: &Path, signature: &Signature) -> Result<Box<dyn LoadedModel>, RuntimeError> {
+    fn load(
+        &self,
+        model: &Path,
+        signature: &Signature,
+        _limits: &RunLimits,
+    ) -> Result<Box<dyn LoadedModel>, RuntimeError> {
         let err = |m: String| RuntimeError::Load { runtime: "sklearn", message: m };
         let (model, _) = zoo_formats::skops::load(model, &zoo_formats::Limits::default())
             .map_err(|e| err(e.to_string()))?

@@ -10,21 +10,45 @@ use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, BufWriter};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ndarray::{ArrayD, IxDyn};
 use zoo_api::Signature;
+use zoo_torch::sandbox::{self, Mode, Policy, Probe};
 use zoo_torch::{Arg, FailureKind, ProtocolError, Reply, Request, WireTensor};
 
-use super::{LoadedModel, Runtime, RuntimeError, Tensor, Tensors};
+use super::{LoadedModel, RunLimits, Runtime, RuntimeError, Tensor, Tensors};
 
 /// How long a worker may take to load a module.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long the sandbox probe at start may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Lines of a worker's output kept for error messages.
 const TAIL_LINES: usize = 20;
+/// How often a running request's CPU time is checked.
+const CPU_CHECK_EVERY: Duration = Duration::from_millis(50);
+/// Address space a worker gets beyond libtorch itself and its model, when the
+/// operator sets no limit.
+const MEMORY_HEADROOM: u64 = 1 << 30;
+/// Open files a worker may hold.
+const WORKER_OPEN_FILES: u64 = 256;
+
+/// Where the worker and libtorch are, and how workers are confined.
+#[derive(Debug, Clone)]
+pub struct TorchSettings {
+    pub worker: Option<PathBuf>,
+    pub libtorch: Option<PathBuf>,
+    pub data_dir: PathBuf,
+    pub threads: usize,
+    pub sandbox: Mode,
+    /// Address-space limit of a worker in bytes (0: libtorch's own size plus
+    /// 1 GiB plus four times the model's size).
+    pub memory_bytes: u64,
+}
 
 /// Where the worker and libtorch are.
 #[derive(Debug, Clone)]
@@ -33,8 +57,10 @@ pub struct TorchRuntime {
     /// `<libtorch>/lib` goes on the worker's library path.
     libtorch: Option<PathBuf>,
     threads: usize,
-    /// The longest one request may run before the worker is restarted.
-    run_timeout: Duration,
+    mode: Mode,
+    memory_bytes: u64,
+    /// What the sandbox probe found at start.
+    probe: Probe,
 }
 
 /// How to make TorchScript servable, for reasons shown to users.
@@ -43,17 +69,12 @@ pub const ENABLE_HINT: &str = "build zoo with the torch feature (cargo build --r
      binary, or set ZOO_TORCH_WORKER";
 
 impl TorchRuntime {
-    /// Find the worker: the configured path, else `zoo-torch-worker` next to this
-    /// executable. Err says why TorchScript cannot be served and how to fix it.
-    pub fn find(
-        configured: Option<&Path>,
-        libtorch: Option<&Path>,
-        data_dir: &Path,
-        threads: usize,
-        run_timeout: Duration,
-    ) -> Result<TorchRuntime, String> {
-        let worker = match configured {
-            Some(p) => p.to_path_buf(),
+    /// Find the worker (the configured path, else `zoo-torch-worker` next to this
+    /// executable) and check, once, that it can be confined on this machine. Err
+    /// says why TorchScript cannot be served and how to fix it.
+    pub fn find(settings: &TorchSettings) -> Result<TorchRuntime, String> {
+        let worker = match &settings.worker {
+            Some(p) => p.clone(),
             None => std::env::current_exe()
                 .ok()
                 .and_then(|exe| exe.parent().map(|d| d.join(zoo_torch::WORKER_BIN)))
@@ -66,14 +87,139 @@ impl TorchRuntime {
                 worker.display()
             ));
         }
-        let libtorch = libtorch
-            .map(Path::to_path_buf)
-            .or_else(|| libtorch_candidates(data_dir).into_iter().find(|d| d.join("lib").is_dir()));
-        Ok(TorchRuntime { worker, libtorch, threads, run_timeout })
+        let libtorch = settings
+            .libtorch
+            .clone()
+            .or_else(|| libtorch_candidates(&settings.data_dir).into_iter().find(|d| d.join("lib").is_dir()));
+        let mut rt = TorchRuntime {
+            worker,
+            libtorch,
+            threads: settings.threads,
+            mode: settings.sandbox,
+            memory_bytes: settings.memory_bytes,
+            probe: Probe::default(),
+        };
+        rt.probe.report.mode = settings.sandbox.as_str().into();
+        if settings.sandbox == Mode::UnsafeOff {
+            tracing::warn!(
+                "TorchScript runs WITHOUT a sandbox (--torchscript-sandbox unsafe-off): uploaded TorchScript can read \
+                 and write every file this server can, including its keys"
+            );
+            return Ok(rt);
+        }
+        rt.probe = rt.run_probe().map_err(|e| format!("the TorchScript sandbox could not be checked: {e}"))?;
+        let mut problems: Vec<String> = rt.probe.report.missing.clone();
+        problems.extend(rt.probe.escapes.allowed().into_iter().map(|e| format!("{e} was not refused")));
+        if !rt.probe.libtorch {
+            problems.push("libtorch does not run inside the sandbox".into());
+        }
+        if problems.is_empty() {
+            return Ok(rt);
+        }
+        let problems = problems.join("; ");
+        match settings.sandbox {
+            Mode::Required => Err(format!(
+                "the TorchScript sandbox is not available on this machine ({problems}): TorchScript versions are \
+                 stored but not served. Serving them anyway needs --torchscript-sandbox unsafe-best-effort \
+                 (ZOO_TORCHSCRIPT_SANDBOX), which lets uploaded TorchScript do what the sandbox would have stopped"
+            )),
+            _ => {
+                tracing::warn!(%problems, "TorchScript is served with an incomplete sandbox (unsafe-best-effort)");
+                Ok(rt)
+            }
+        }
     }
 
     pub fn worker(&self) -> &Path {
         &self.worker
+    }
+
+    /// The protections workers run with (from the probe at start).
+    pub fn sandbox(&self) -> &sandbox::Report {
+        &self.probe.report
+    }
+
+    /// A worker process command with a clean environment: only what libtorch needs.
+    fn command(&self, threads: usize) -> Command {
+        let mut cmd = Command::new(&self.worker);
+        cmd.env_clear().env("OMP_NUM_THREADS", threads.to_string());
+        if let Some(dir) = &self.libtorch {
+            cmd.env("LD_LIBRARY_PATH", dir.join("lib"));
+        }
+        // Its own process group: a signal to the server's group does not reach it,
+        // and it cannot be mistaken for part of the server.
+        cmd.process_group(0);
+        cmd
+    }
+
+    /// The sandbox of a worker that serves `model` (a file of `model_size` bytes).
+    fn policy(&self, model: Option<&Path>, model_size: u64) -> Policy {
+        let mut read_dirs = Vec::new();
+        if let Some(dir) = &self.libtorch {
+            read_dirs.push(dir.canonicalize().unwrap_or_else(|_| dir.clone()));
+        }
+        read_dirs.extend(Policy::system_read_dirs());
+        let mut read_files: Vec<PathBuf> =
+            model.map(|m| m.canonicalize().unwrap_or_else(|_| m.to_path_buf())).into_iter().collect();
+        read_files.extend(Policy::system_read_files());
+        let memory_bytes = match self.memory_bytes {
+            0 if self.probe.address_space > 0 => {
+                self.probe.address_space.saturating_add(MEMORY_HEADROOM).saturating_add(model_size.saturating_mul(4))
+            }
+            n => n,
+        };
+        Policy { mode: self.mode, read_dirs, read_files, memory_bytes, open_files: WORKER_OPEN_FILES }
+    }
+
+    /// Run `zoo-torch-worker probe`: confine a worker as a model's would be, and
+    /// see what it can still do.
+    #[allow(clippy::disallowed_methods, reason = "runs once at start-up, before the server accepts requests")]
+    fn run_probe(&self) -> Result<Probe, String> {
+        let dir = tempfile::Builder::new().prefix("zoo-sandbox-probe-").tempdir().map_err(|e| e.to_string())?;
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, b"zoo sandbox probe: this must not be readable").map_err(|e| e.to_string())?;
+        let write_to = dir.path().join("written");
+        let policy = serde_json::to_string(&self.policy(None, 0)).map_err(|e| e.to_string())?;
+        let mut child = self
+            .command(1)
+            .arg("probe")
+            .arg(policy)
+            .arg(&secret)
+            .arg(&write_to)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.worker.display()))?;
+        let deadline = Instant::now() + PROBE_TIMEOUT;
+        let status = loop {
+            match child.try_wait().map_err(|e| e.to_string())? {
+                Some(status) => break status,
+                None if Instant::now() > deadline => {
+                    let _ = child.kill();
+                    return Err("the probe did not finish in time".into());
+                }
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        let output = child.wait_with_output().map_err(|e| e.to_string())?;
+        if !status.success() {
+            let err = String::from_utf8_lossy(&output.stderr);
+            let mut msg = format!("the probe failed ({status}): {}", err.trim());
+            if err.contains("error while loading shared libraries") {
+                msg.push_str(
+                    "; libtorch 2.13.0 is missing: install it with scripts/fetch-libtorch or set ZOO_LIBTORCH",
+                );
+            }
+            return Err(msg);
+        }
+        let probe: Probe = serde_json::from_slice(&output.stdout)
+            .map_err(|e| format!("the probe answered {:?}: {e}", String::from_utf8_lossy(&output.stdout)))?;
+        if write_to.exists() {
+            return Err("the probe created a file outside its sandbox".into());
+        }
+        Ok(probe)
     }
 }
 
@@ -97,7 +243,12 @@ impl Runtime for TorchRuntime {
         "torch"
     }
 
-    fn load(&self, model: &Path, signature: &Signature) -> Result<Box<dyn LoadedModel>, RuntimeError> {
+    fn load(
+        &self,
+        model: &Path,
+        signature: &Signature,
+        limits: &RunLimits,
+    ) -> Result<Box<dyn LoadedModel>, RuntimeError> {
         let args = signature
             .inputs
             .iter()
@@ -107,7 +258,15 @@ impl Runtime for TorchRuntime {
                 has_default: s.optional && !s.type_text.starts_with("Optional["),
             })
             .collect();
-        let spec = WorkerSpec { runtime: self.clone(), model: model.to_path_buf(), args };
+        #[allow(clippy::disallowed_methods, reason = "loading runs on a blocking thread")]
+        let size = std::fs::metadata(model).map(|m| m.len()).unwrap_or(0);
+        let spec = WorkerSpec {
+            runtime: self.clone(),
+            model: model.to_path_buf(),
+            policy: self.policy(Some(model), size),
+            args,
+            limits: *limits,
+        };
         let worker = Worker::start(&spec).map_err(load_err)?;
         Ok(Box::new(TorchModel { spec, worker: Some(worker) }))
     }
@@ -117,7 +276,9 @@ impl Runtime for TorchRuntime {
 struct WorkerSpec {
     runtime: TorchRuntime,
     model: PathBuf,
+    policy: Policy,
     args: Vec<Arg>,
+    limits: RunLimits,
 }
 
 /// A running worker process with its socket.
@@ -126,6 +287,15 @@ struct Worker {
     reader: BufReader<UnixStream>,
     writer: BufWriter<UnixStream>,
     tail: Arc<Mutex<VecDeque<String>>>,
+    /// Its working directory: empty, and removed with the worker.
+    _scratch: tempfile::TempDir,
+}
+
+/// Why a reply did not come.
+enum Wait {
+    Protocol(ProtocolError),
+    /// The request ran past its wall-clock or CPU-time limit.
+    Overran(String),
 }
 
 impl Worker {
@@ -137,13 +307,14 @@ impl Worker {
         } else {
             rt.threads
         };
-        let mut cmd = Command::new(&rt.worker);
-        // The worker gets a clean environment: only what libtorch needs.
-        cmd.arg("serve").env_clear().env("OMP_NUM_THREADS", threads.to_string());
-        if let Some(dir) = &rt.libtorch {
-            cmd.env("LD_LIBRARY_PATH", dir.join("lib"));
-        }
-        let mut child = cmd
+        let scratch = tempfile::Builder::new()
+            .prefix("zoo-torch-worker-")
+            .tempdir()
+            .map_err(|e| format!("cannot make the worker's working directory: {e}"))?;
+        let mut child = rt
+            .command(threads)
+            .arg("serve")
+            .current_dir(scratch.path())
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -158,32 +329,85 @@ impl Worker {
             drain(err, tail.clone(), label);
         }
         let reader = BufReader::new(ours.try_clone().map_err(|e| e.to_string())?);
-        let mut worker = Worker { child, reader, writer: BufWriter::new(ours), tail };
-        let load = Request::Load { model: spec.model.display().to_string(), args: spec.args.clone(), threads };
-        let reply = worker.call(&load, &[], LOAD_TIMEOUT);
+        let mut worker = Worker { child, reader, writer: BufWriter::new(ours), tail, _scratch: scratch };
+        let load = Request::Load {
+            model: spec.model.display().to_string(),
+            args: spec.args.clone(),
+            threads,
+            sandbox: spec.policy.clone(),
+            max_output_bytes: spec.limits.max_output_bytes,
+        };
+        let reply = worker.send(&load, &[]).and_then(|()| {
+            worker.reader.get_ref().set_read_timeout(Some(LOAD_TIMEOUT))?;
+            zoo_torch::read_frame(&mut worker.reader, 0)
+        });
         match reply {
-            Ok((Reply::Loaded { stateful, libtorch }, _)) => {
-                tracing::debug!(model = %spec.model.display(), stateful, libtorch, "TorchScript worker ready");
+            Ok((Reply::Loaded { stateful, libtorch, sandbox }, _)) => {
+                if spec.policy.mode == Mode::Required && !sandbox.enforced() {
+                    return Err(format!("the worker could not be confined: {}", sandbox.summary()));
+                }
+                tracing::debug!(model = %spec.model.display(), stateful, libtorch, sandbox = %sandbox.summary(),
+                    "TorchScript worker ready");
                 Ok(worker)
             }
             Ok((Reply::Failed { message, .. }, _)) => Err(format!("libtorch cannot load the module: {message}")),
             Ok(_) => Err("the worker answered load with something else".into()),
-            Err(e) => Err(worker.died(&e)),
+            Err(e) => Err(worker.died(&Wait::Protocol(e))),
         }
-    }
-
-    fn call(&mut self, req: &Request, parts: &[&[u8]], timeout: Duration) -> Result<(Reply, Vec<u8>), ProtocolError> {
-        self.send(req, parts)?;
-        self.receive(timeout)
     }
 
     fn send(&mut self, req: &Request, parts: &[&[u8]]) -> Result<(), ProtocolError> {
         zoo_torch::write_frame(&mut self.writer, req, parts)
     }
 
-    fn receive(&mut self, timeout: Duration) -> Result<(Reply, Vec<u8>), ProtocolError> {
-        self.reader.get_ref().set_read_timeout(Some(timeout))?;
-        zoo_torch::read_frame(&mut self.reader)
+    /// The reply to a run: its outputs at most `limits.max_output_bytes`, within
+    /// `limits.timeout` of wall-clock time and of the worker's CPU time.
+    fn receive(&mut self, limits: &RunLimits) -> Result<(Reply, Vec<u8>), Wait> {
+        let started = Instant::now();
+        let cpu_at_start = self.cpu_time();
+        let io = |e: std::io::Error| Wait::Protocol(ProtocolError::Io(e));
+        if self.reader.buffer().is_empty() {
+            self.reader.get_ref().set_read_timeout(Some(CPU_CHECK_EVERY)).map_err(io)?;
+            loop {
+                // Waits for the reply's first bytes (kept in the buffer) at most
+                // CPU_CHECK_EVERY; a closed socket gives an empty buffer.
+                match self.reader.fill_buf() {
+                    Ok(_) => break,
+                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                    Err(e) => return Err(io(e)),
+                }
+                if started.elapsed() > limits.timeout {
+                    return Err(Wait::Overran(format!(
+                        "the model ran longer than this version's limit of {} s and its worker was stopped",
+                        limits.timeout.as_secs_f64()
+                    )));
+                }
+                if let (Some(then), Some(now)) = (cpu_at_start, self.cpu_time())
+                    && now.saturating_sub(then) > limits.timeout
+                {
+                    return Err(Wait::Overran(format!(
+                        "the model used more than this version's limit of {} s of CPU time and its worker was stopped",
+                        limits.timeout.as_secs_f64()
+                    )));
+                }
+            }
+        }
+        // The reply has started: the rest arrives as fast as the worker writes it.
+        let rest = limits.timeout.saturating_sub(started.elapsed()).max(Duration::from_secs(1));
+        self.reader.get_ref().set_read_timeout(Some(rest)).map_err(io)?;
+        zoo_torch::read_frame(&mut self.reader, limits.max_output_bytes).map_err(Wait::Protocol)
+    }
+
+    /// CPU time the worker has used (user + system), from `/proc/<pid>/stat`.
+    fn cpu_time(&self) -> Option<Duration> {
+        #[allow(clippy::disallowed_methods, reason = "runs on the model's inference thread")]
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // Fields after the command name (in parentheses): state is the 3rd field of
+        // the line, utime and stime the 14th and 15th.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        // NOTE: /proc counts in USER_HZ, which Linux fixes at 100 on every architecture.
+        Some(Duration::from_millis(ticks * 10))
     }
 
     /// The process has exited (it was killed, or crashed while idle).
@@ -191,20 +415,27 @@ impl Worker {
         self.child.try_wait().ok().flatten().is_some()
     }
 
-    /// Why the worker stopped answering, with the last lines it printed.
-    fn died(&mut self, e: &ProtocolError) -> String {
+    /// Why the worker stopped answering, with the last lines it printed; the
+    /// worker is stopped.
+    fn died(&mut self, why: &Wait) -> String {
         let _ = self.child.kill();
         let status = self.child.wait().ok();
         // Give the pipe readers a moment to collect the last words.
         std::thread::sleep(Duration::from_millis(50));
         let tail: Vec<String> = self.tail.lock().map(|t| t.iter().cloned().collect()).unwrap_or_default();
-        let mut msg = match e {
-            ProtocolError::Io(io)
+        let mut msg = match why {
+            Wait::Overran(m) => return m.clone(),
+            Wait::Protocol(ProtocolError::TooLarge { len, limit }) => {
+                return format!(
+                    "the model's output is {len} bytes, more than this version's output limit of {limit} bytes"
+                );
+            }
+            Wait::Protocol(ProtocolError::Io(io))
                 if matches!(io.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
             {
                 "the TorchScript worker did not answer in time and was stopped".to_string()
             }
-            _ => format!(
+            Wait::Protocol(_) => format!(
                 "the TorchScript worker exited ({})",
                 status.map(|s| s.to_string()).unwrap_or_else(|| "unknown status".into())
             ),
@@ -329,8 +560,7 @@ impl LoadedModel for TorchModel {
             return Err(RuntimeError::Run("the TorchScript worker does not take requests".into()));
         }
         let worker = self.worker.as_mut().expect("sent above");
-        let timeout = self.spec.runtime.run_timeout;
-        match worker.receive(timeout) {
+        match worker.receive(&self.spec.limits) {
             Ok((Reply::Outputs { outputs }, payload)) => outputs
                 .into_iter()
                 .map(|(name, h)| {
@@ -341,8 +571,8 @@ impl LoadedModel for TorchModel {
             Ok((Reply::Failed { kind: FailureKind::Input, message }, _)) => Err(RuntimeError::Input(message)),
             Ok((Reply::Failed { message, .. }, _)) => Err(RuntimeError::Run(message)),
             Ok(_) => Err(RuntimeError::Run("the TorchScript worker answered with something else".into())),
-            Err(e) => {
-                let why = worker.died(&e);
+            Err(wait) => {
+                let why = worker.died(&wait);
                 self.worker = None;
                 Err(RuntimeError::Run(why))
             }
@@ -370,7 +600,15 @@ mod tests {
     fn a_missing_worker_says_how_to_get_one() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope");
-        let err = TorchRuntime::find(Some(&missing), None, dir.path(), 1, Duration::from_secs(1)).unwrap_err();
+        let settings = TorchSettings {
+            worker: Some(missing),
+            libtorch: None,
+            data_dir: dir.path().to_path_buf(),
+            threads: 1,
+            sandbox: Mode::Required,
+            memory_bytes: 0,
+        };
+        let err = TorchRuntime::find(&settings).unwrap_err();
         assert!(err.contains("--features zoo-torch/torch") && err.contains("scripts/fetch-libtorch"), "{err}");
     }
 }

@@ -9,7 +9,7 @@ use tract_onnx::prelude::{
 };
 use zoo_api::Signature;
 
-use super::{LoadedModel, Runtime, RuntimeError, Tensor, Tensors};
+use super::{LoadedModel, RunLimits, Runtime, RuntimeError, Tensor, Tensors};
 
 pub struct TractRuntime;
 
@@ -22,7 +22,12 @@ impl Runtime for TractRuntime {
         "tract"
     }
 
-    fn load(&self, model: &Path, signature: &Signature) -> Result<Box<dyn LoadedModel>, RuntimeError> {
+    fn load(
+        &self,
+        model: &Path,
+        signature: &Signature,
+        _limits: &RunLimits,
+    ) -> Result<Box<dyn LoadedModel>, RuntimeError> {
         let plan = tract_onnx::onnx()
             .model_for_path(model)
             .map_err(|e| load_err(format!("{e:#}")))?

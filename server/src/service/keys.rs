@@ -32,25 +32,56 @@ impl Services {
         if req.expires_at.is_some_and(|e| e <= chrono::Utc::now()) {
             return Err(Error::InvalidRequest("expires_at is in the past".into()));
         }
+        // A key creates keys within what it may do itself: its scopes, its model
+        // patterns, its lifetime.
+        if let Some(s) = req.scopes.iter().find(|s| !caller.has(**s)) {
+            return Err(Error::Forbidden(format!("this API key cannot give the '{}' scope it lacks", s.as_str())));
+        }
+        if !caller.covers(&req.models) {
+            return Err(Error::Forbidden(format!(
+                "this API key may only use models matching {}: a key it creates must be limited to patterns within those",
+                caller.models.join(", ")
+            )));
+        }
+        let expires_at = match (req.expires_at, caller.expires_at) {
+            (Some(e), Some(limit)) if e > limit => {
+                return Err(Error::Forbidden(format!(
+                    "a key it creates cannot outlive this API key (expires {limit})"
+                )));
+            }
+            (None, Some(limit)) => Some(limit),
+            (e, _) => e,
+        };
         let mut scopes = req.scopes.clone();
         scopes.sort();
         scopes.dedup();
-        let new = auth::generate(name, scopes, req.models.clone(), req.expires_at);
+        let new = auth::generate(name, scopes, req.models.clone(), expires_at);
         self.registry.create_key(&new.record).await?;
         tracing::info!(key = %new.record.id, by = %caller.key_id, "API key created");
         Ok(CreatedKey { key: new.key, info: auth::key_info(&new.record) })
     }
 
-    /// Every key (never their secrets), newest first.
+    /// Every key (never their secrets), newest first; for an admin key limited to
+    /// some models, the keys within its patterns.
     pub async fn list_keys(&self, caller: &Caller) -> Result<Vec<KeyInfo>> {
         caller.require(Scope::Admin, None)?;
-        Ok(self.registry.list_keys().await?.iter().map(auth::key_info).collect())
+        Ok(self.registry.list_keys().await?.iter().filter(|k| caller.covers(&k.models)).map(auth::key_info).collect())
     }
 
     /// Revoke a key: it stops at once here (`keys` forgets it) and within the key
     /// cache delay on other replicas.
     pub async fn revoke_key(&self, caller: &Caller, keys: &KeyChecker, id: &str) -> Result<KeyInfo> {
         caller.require(Scope::Admin, None)?;
+        // An admin key limited to some models revokes only keys within its patterns.
+        if !caller.models.is_empty()
+            && let Some(target) = self.registry.get_key(id).await?
+            && !caller.covers(&target.models)
+        {
+            return Err(Error::Forbidden(format!(
+                "this API key may only manage keys limited to models matching {}",
+                caller.models.join(", ")
+            )));
+        }
         if !self.registry.revoke_key(id, chrono::Utc::now()).await? {
             return Err(Error::KeyNotFound(id.to_string()));
         }

@@ -6,15 +6,18 @@
 use std::sync::Arc;
 
 use ndarray::{ArrayD, IxDyn};
-use serde_json::{Map, Value};
 use zoo_api::kserve::{
-    V2InferRequest, V2InferResponse, V2ModelMetadata, V2Tensor, V2TensorMetadata, datatype, parse_datatype,
+    V2InferRequest, V2InferResponse, V2ModelMetadata, V2Parameters, V2Tensor, V2TensorMetadata, datatype,
+    parse_datatype,
 };
-use zoo_api::{DType, Dim, Task, TensorSpec, ValueKind};
+use zoo_api::{DType, Dim, Signature, Task, TensorSpec, ValueKind};
 
 use super::Services;
 use super::loader::{Pipeline, Served};
 use crate::error::{Error, Result};
+use crate::pipeline::json::{self, NestedError, NestedLimits};
+use crate::pipeline::text::BYTES_PER_TOKEN;
+use crate::registry::VersionRecord;
 use crate::runtime::{Tensor, Tensors};
 
 /// Most elements in one request's tensors together.
@@ -31,16 +34,27 @@ fn shape_of(dims: Option<&Vec<Dim>>) -> Vec<i64> {
     }
 }
 
-/// The v2 view of a version's inputs and outputs.
-pub fn tensors_metadata(served: &Served) -> (Vec<V2TensorMetadata>, Vec<V2TensorMetadata>) {
+/// Whether a version of this task takes texts (its pipeline tokenizes).
+fn text_task(task: Task) -> bool {
+    matches!(task, Task::TextClassification | Task::FeatureExtraction)
+}
+
+/// The v2 view of a version's inputs and outputs, from its stored record (no
+/// need to load it).
+pub fn tensors_metadata(
+    task: Task,
+    signature: &Signature,
+    labels: &[String],
+) -> (Vec<V2TensorMetadata>, Vec<V2TensorMetadata>) {
     let meta = |name: &str, dtype: DType, shape: Vec<i64>| V2TensorMetadata {
         name: name.into(),
         datatype: datatype(dtype).into(),
         shape,
     };
-    match (&served.pipeline, served.task) {
-        (Pipeline::Text(p), Task::TextClassification) => {
-            let n = p.info().labels.len() as i64;
+    match task {
+        Task::TextClassification => {
+            let n = if labels.is_empty() { signature.text.as_ref().map_or(0, |t| t.labels.len()) } else { labels.len() }
+                as i64;
             (
                 vec![meta("text", DType::String, vec![-1])],
                 vec![
@@ -50,20 +64,15 @@ pub fn tensors_metadata(served: &Served) -> (Vec<V2TensorMetadata>, Vec<V2Tensor
                 ],
             )
         }
-        (Pipeline::Text(_), _) => {
-            let dim = served
-                .signature
-                .outputs
-                .first()
-                .and_then(|o| o.shape.as_ref())
-                .and_then(|s| s.last())
-                .and_then(Dim::fixed);
+        Task::FeatureExtraction => {
+            let dim =
+                signature.outputs.first().and_then(|o| o.shape.as_ref()).and_then(|s| s.last()).and_then(Dim::fixed);
             (
                 vec![meta("text", DType::String, vec![-1])],
                 vec![meta("embedding", DType::Float32, vec![-1, dim.unwrap_or(-1)])],
             )
         }
-        (Pipeline::Tensor, _) => {
+        Task::Tensor => {
             let convert = |specs: &[TensorSpec]| {
                 specs
                     .iter()
@@ -71,20 +80,21 @@ pub fn tensors_metadata(served: &Served) -> (Vec<V2TensorMetadata>, Vec<V2Tensor
                     .map(|s| meta(&s.name, s.dtype, shape_of(s.shape.as_ref())))
                     .collect()
             };
-            (convert(&served.signature.inputs), convert(&served.signature.outputs))
+            (convert(&signature.inputs), convert(&signature.outputs))
         }
     }
 }
 
 impl Services {
-    /// Metadata of a loaded version, with every ready version of its model.
-    pub async fn v2_metadata(&self, served: &Served) -> Result<V2ModelMetadata> {
-        let versions = self.registry.list_versions(&served.model).await?.into_iter().map(|v| v.version).collect();
-        let (inputs, outputs) = tensors_metadata(served);
+    /// Metadata of a version, with every ready version of its model. Nothing is
+    /// loaded: a key that may only read cannot make the server load models.
+    pub async fn v2_metadata(&self, record: &VersionRecord) -> Result<V2ModelMetadata> {
+        let versions = self.registry.list_versions(&record.model).await?.into_iter().map(|v| v.version).collect();
+        let (inputs, outputs) = tensors_metadata(record.task, &record.signature, &record.labels);
         Ok(V2ModelMetadata {
-            name: served.model.clone(),
+            name: record.model.clone(),
             versions,
-            platform: format!("{}_{}", served.signature.format.as_str(), served.runtime),
+            platform: format!("{}_{}", record.signature.format.as_str(), record.runtime.as_deref().unwrap_or("none")),
             inputs,
             outputs,
         })
@@ -102,6 +112,7 @@ impl Services {
             Pipeline::Text(_) => 1,
             Pipeline::Tensor => served.signature.inputs.len(),
         };
+        debug_assert_eq!(text_task(served.task), matches!(served.pipeline, Pipeline::Text(_)));
         if req.inputs.len() > expected {
             return Err(bad(format!("{} inputs; the model takes {expected}", req.inputs.len())));
         }
@@ -132,9 +143,17 @@ impl Services {
                 if texts.is_empty() || texts.len() > rows_limit {
                     return Err(bad(format!("send 1 to {rows_limit} texts, got {}", texts.len())));
                 }
-                let enc = p.encode(&texts, served.effective.max_tokens as usize)?;
-                let done = self.run(served, enc.inputs, texts.len()).await?;
+                let max_tokens = served.effective.max_tokens as usize;
+                let max_bytes = max_tokens.saturating_mul(BYTES_PER_TOKEN);
+                if let Some((i, t)) = texts.iter().enumerate().find(|(_, t)| t.len() > max_bytes) {
+                    return Err(bad(format!(
+                        "text {i} is {} bytes, more than the limit of {max_bytes} bytes per text; split it",
+                        t.len()
+                    )));
+                }
                 let n = texts.len();
+                let enc = self.tokenize(served, texts, max_tokens).await?;
+                let done = self.run(served, enc.inputs, n).await?;
                 let outputs = if served.task == Task::TextClassification {
                     let labels = &p.info().labels;
                     let scored = p.classify(&done.outputs, None)?;
@@ -202,20 +221,11 @@ impl Services {
             }
         };
         // The outputs asked for (all by default), in JSON or binary.
-        let all_binary =
-            req.parameters.as_ref().and_then(|p| p.get("binary_data_output")).and_then(Value::as_bool).unwrap_or(false);
+        let all_binary = req.parameters.as_ref().and_then(|p| p.binary_data_output).unwrap_or(false);
         let wanted: Vec<(String, bool)> = match &req.outputs {
             Some(list) => list
                 .iter()
-                .map(|o| {
-                    let binary = o
-                        .parameters
-                        .as_ref()
-                        .and_then(|p| p.get("binary_data"))
-                        .and_then(Value::as_bool)
-                        .unwrap_or(all_binary);
-                    (o.name.clone(), binary)
-                })
+                .map(|o| (o.name.clone(), o.parameters.as_ref().and_then(|p| p.binary_data).unwrap_or(all_binary)))
                 .collect(),
             None => outputs.iter().map(|(n, _)| (n.clone(), all_binary)).collect(),
         };
@@ -273,24 +283,6 @@ fn check(spec: &TensorSpec, t: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// Every leaf of a flat or nested JSON array, row major.
-fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>, limit: usize) -> Result<()> {
-    match v {
-        Value::Array(items) => {
-            for item in items {
-                flatten(item, out, limit)?;
-            }
-        }
-        leaf => {
-            if out.len() >= limit {
-                return Err(bad("the request has more elements than it may carry"));
-            }
-            out.push(leaf);
-        }
-    }
-    Ok(())
-}
-
 /// One request tensor, from its JSON data or its slice of the binary part.
 fn decode(t: &V2Tensor, binary: &[u8], offset: &mut usize, budget: &mut usize) -> Result<Tensor> {
     let name = &t.name;
@@ -308,7 +300,7 @@ fn decode(t: &V2Tensor, binary: &[u8], offset: &mut usize, budget: &mut usize) -
         )?;
     *budget -= count;
     let shape = IxDyn(&t.shape.iter().map(|d| *d as usize).collect::<Vec<_>>());
-    let binary_size = t.parameters.as_ref().and_then(|p| p.get("binary_data_size")).and_then(Value::as_u64);
+    let binary_size = t.parameters.as_ref().and_then(|p| p.binary_data_size);
     let tensor = match (binary_size, &t.data) {
         (Some(size), None) => {
             let end = offset.checked_add(size as usize).filter(|e| *e <= binary.len()).ok_or_else(|| {
@@ -319,16 +311,23 @@ fn decode(t: &V2Tensor, binary: &[u8], offset: &mut usize, budget: &mut usize) -
             from_bytes(name, dtype, shape, count, bytes)?
         }
         (None, Some(data)) => {
-            let mut leaves = Vec::with_capacity(count);
-            flatten(data, &mut leaves, count.saturating_add(1))?;
-            if leaves.len() != count {
-                return Err(bad(format!(
-                    "input '{name}': shape {:?} needs {count} values, data has {}",
-                    t.shape,
-                    leaves.len()
-                )));
+            // Flat or nested: the elements in row-major order, `count` of them.
+            let limits = NestedLimits { max_rank: 8, null_is_nan: false, expected: count };
+            let parsed = json::tensor(data.get(), dtype, limits, count).map_err(|e| match e {
+                NestedError::TooMany => {
+                    bad(format!("input '{name}': shape {:?} needs {count} values, data has more", t.shape))
+                }
+                NestedError::Value(got) => bad(format!("input '{name}' is {}, but holds {got}", datatype(dtype))),
+                NestedError::TooDeep(_) | NestedError::NotRectangular(_) => {
+                    bad(format!("input '{name}': data must be a flat or nested array of {count} values"))
+                }
+                NestedError::Json(e) => Error::InvalidRequest(format!("input '{name}': data is not valid JSON: {e}")),
+            })?;
+            let got: usize = parsed.shape().iter().product();
+            if got != count || parsed.shape().is_empty() {
+                return Err(bad(format!("input '{name}': shape {:?} needs {count} values, data has {got}", t.shape)));
             }
-            from_json(name, dtype, shape, &leaves)?
+            reshape(parsed, shape).map_err(|e| bad(format!("input '{name}': {e}")))?
         }
         (Some(_), Some(_)) => return Err(bad(format!("input '{name}' has both data and binary_data_size"))),
         (None, None) => return Err(bad(format!("input '{name}' has no data"))),
@@ -336,31 +335,16 @@ fn decode(t: &V2Tensor, binary: &[u8], offset: &mut usize, budget: &mut usize) -
     Ok(tensor)
 }
 
-fn from_json(name: &str, dtype: DType, shape: IxDyn, leaves: &[&Value]) -> Result<Tensor> {
-    let wrong = |v: &Value| bad(format!("input '{name}' is {}, but holds {v}", datatype(dtype)));
-    macro_rules! build {
-        ($variant:ident, $conv:expr) => {{
-            let vals = leaves.iter().map(|v| $conv(*v).ok_or_else(|| wrong(v))).collect::<Result<Vec<_>>>()?;
-            Tensor::$variant(ArrayD::from_shape_vec(shape, vals).map_err(Error::internal)?)
-        }};
+/// The same elements in another shape of the same size.
+fn reshape(t: Tensor, shape: IxDyn) -> std::result::Result<Tensor, ndarray::ShapeError> {
+    macro_rules! re {
+        ($($v:ident),*) => {
+            match t {
+                $(Tensor::$v(a) => Tensor::$v(a.into_shape_with_order(shape)?),)*
+            }
+        };
     }
-    let int = |v: &Value| v.as_i64();
-    let uint = |v: &Value| v.as_u64();
-    Ok(match dtype {
-        DType::Float32 => build!(F32, |v: &Value| v.as_f64().map(|f| f as f32)),
-        DType::Float64 => build!(F64, |v: &Value| v.as_f64()),
-        DType::Int64 => build!(I64, int),
-        DType::Int32 => build!(I32, |v: &Value| int(v).and_then(|i| i32::try_from(i).ok())),
-        DType::Int16 => build!(I16, |v: &Value| int(v).and_then(|i| i16::try_from(i).ok())),
-        DType::Int8 => build!(I8, |v: &Value| int(v).and_then(|i| i8::try_from(i).ok())),
-        DType::Uint8 => build!(U8, |v: &Value| uint(v).and_then(|i| u8::try_from(i).ok())),
-        DType::Uint16 => build!(U16, |v: &Value| uint(v).and_then(|i| u16::try_from(i).ok())),
-        DType::Uint32 => build!(U32, |v: &Value| uint(v).and_then(|i| u32::try_from(i).ok())),
-        DType::Uint64 => build!(U64, uint),
-        DType::Bool => build!(Bool, |v: &Value| v.as_bool()),
-        DType::String => build!(Str, |v: &Value| v.as_str().map(str::to_string)),
-        other => return Err(bad(format!("input '{name}': {} is not supported", datatype(other)))),
-    })
+    Ok(re!(F32, F64, I64, I32, I16, I8, U8, U16, U32, U64, Bool, Str))
 }
 
 fn from_bytes(name: &str, dtype: DType, shape: IxDyn, count: usize, bytes: &[u8]) -> Result<Tensor> {
@@ -449,32 +433,20 @@ fn encode(name: &str, t: &Tensor, as_binary: bool, binary: &mut Vec<u8>) -> V2Te
                 binary.extend_from_slice(s.as_bytes());
             }),
         }
-        let mut parameters = Map::new();
-        parameters.insert("binary_data_size".into(), (binary.len() - start).into());
+        let parameters = V2Parameters { binary_data_size: Some((binary.len() - start) as u64), ..Default::default() };
         return V2Tensor { name: name.into(), shape, datatype, parameters: Some(parameters), data: None };
     }
-    let flat = match crate::pipeline::tensor::tensor_json(t) {
-        v @ Value::Array(_) => flat_values(v),
-        scalar => vec![scalar],
-    };
-    V2Tensor { name: name.into(), shape, datatype, parameters: None, data: Some(Value::Array(flat)) }
-}
-
-fn flat_values(v: Value) -> Vec<Value> {
-    match v {
-        Value::Array(items) => items.into_iter().flat_map(flat_values).collect(),
-        leaf => vec![leaf],
-    }
+    V2Tensor { name: name.into(), shape, datatype, parameters: None, data: Some(json::raw(&json::Flat(t))) }
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 
     fn tensor(v: Value) -> V2Tensor {
-        serde_json::from_value(v).unwrap()
+        serde_json::from_str(&v.to_string()).unwrap()
     }
 
     #[test]
@@ -515,10 +487,7 @@ mod tests {
         assert_eq!(t, Tensor::Str(ArrayD::from_shape_vec(IxDyn(&[2]), vec!["good".into(), "job".into()]).unwrap()));
         let mut out = Vec::new();
         let enc = encode("text", &t, true, &mut out);
-        assert_eq!(
-            (out, enc.parameters.unwrap()["binary_data_size"].as_u64()),
-            (strings.clone(), Some(strings.len() as u64))
-        );
+        assert_eq!((out, enc.parameters.unwrap().binary_data_size), (strings.clone(), Some(strings.len() as u64)));
     }
 
     #[test]

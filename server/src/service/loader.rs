@@ -14,7 +14,7 @@ use crate::pipeline::tensor::example_inputs;
 use crate::pipeline::text::TextPipeline;
 use crate::registry::VersionRecord;
 use crate::runtime::host::{BatchObserver, HostSettings, ModelHost};
-use crate::runtime::{Runtime, Tensors};
+use crate::runtime::{RunLimits, Runtime, Tensors};
 use crate::store::StorageKey;
 
 /// Pre/post-processing of a loaded version.
@@ -127,9 +127,13 @@ impl LoadJob {
             Pipeline::Tensor => example_inputs(&req.signature.inputs),
             Pipeline::Text(p) => p.encode(&["zoo warm-up".to_string()], usize::MAX).ok().map(|e| e.inputs),
         };
+        let limits = RunLimits {
+            timeout: Duration::from_secs(effective.timeout_secs.into()),
+            max_output_bytes: effective.max_output_bytes,
+        };
         let mut failures = Vec::new();
         for rt in &runtimes {
-            let loaded = match rt.load(&model_path, &req.signature) {
+            let loaded = match rt.load(&model_path, &req.signature, &limits) {
                 Ok(m) => m,
                 Err(e) => {
                     failures.push(e.to_string());
@@ -139,7 +143,7 @@ impl LoadJob {
             // More copies, each for its own inference thread.
             let mut copies = vec![loaded];
             for _ in 1..effective.instances.max(1) {
-                copies.push(rt.load(&model_path, &req.signature).map_err(|e| e.to_string())?);
+                copies.push(rt.load(&model_path, &req.signature, &limits).map_err(|e| e.to_string())?);
             }
             let mut warm_ms = None;
             let mut warm_failed = None;
@@ -221,6 +225,9 @@ impl Services {
             max_body_bytes: serving
                 .max_body_bytes
                 .map_or(c.max_predict_bytes as u64, |b| b.clamp(1024, c.max_predict_bytes as u64)),
+            max_output_bytes: serving
+                .max_output_bytes
+                .map_or(c.max_output_bytes, |b| b.clamp(1024, c.max_output_bytes.max(1024))),
         }
     }
 

@@ -86,7 +86,11 @@ impl Services {
     }
 
     pub fn limits(&self) -> zoo_formats::Limits {
-        zoo_formats::Limits { max_bundle_size: self.config.max_upload_bytes.saturating_mul(4), ..Default::default() }
+        zoo_formats::Limits {
+            max_bundle_size: self.config.max_upload_bytes.saturating_mul(4),
+            torchscript_op_check: self.config.torchscript_op_check,
+            ..Default::default()
+        }
     }
 
     /// Drop a loaded version (its thread ends once queued requests are answered).
@@ -117,6 +121,12 @@ impl Services {
             .collect();
         v.sort();
         v
+    }
+
+    /// Whether this server resolved or loaded a model of this name (so it exists).
+    pub fn knows_model(&self, model: &str) -> bool {
+        self.routes.read().expect("routes").keys().any(|(m, _)| m == model)
+            || self.served.read().expect("served map").keys().any(|(m, _)| m == model)
     }
 
     /// Forget which versions a model's routes lead to (a version, alias or the
@@ -181,6 +191,7 @@ impl Services {
             serving: v.serving.clone(),
             effective: self.effective(&v.serving, &v.signature),
             loaded: self.is_loaded(&v.model, &v.version),
+            sandbox: (v.format == zoo_api::Format::Torchscript).then(|| self.runtimes.sandbox_status()).flatten(),
             endpoints: Endpoints {
                 predict: format!("{base}/versions/{}/predict", v.version),
                 predict_default: format!("{base}/predict"),

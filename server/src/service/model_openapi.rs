@@ -271,12 +271,13 @@ pub fn document(info: &VersionInfo, example: Option<Value>, pinned: bool) -> Val
             .push_str(&format!("**Not servable**: {}\n\n", info.reason.as_deref().unwrap_or("no reason recorded")));
     }
     description.push_str(&format!(
-        "Limits: at most {} texts or rows per request, {} tokens per text, a body of {} bytes, {} s per request. \
-         Batching: {}.\n\nErrors are `{{\"error\": {{\"code\": \"...\", \"message\": \"...\"}}}}`.",
+        "Limits: at most {} texts or rows per request, {} tokens per text, a body of {} bytes, {} s per request, \
+         outputs of {} bytes per run. Batching: {}.\n\nErrors are `{{\"error\": {{\"code\": \"...\", \"message\": \"...\"}}}}`.",
         e.max_items,
         e.max_tokens,
         e.max_body_bytes,
         e.timeout_secs,
+        e.max_output_bytes,
         if e.batched && e.max_batch_size > 1 {
             format!("requests are merged into batches of up to {} rows", e.max_batch_size)
         } else {

@@ -4,15 +4,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use zoo_api::{MlflowPredictions, PredictRequest, PredictResponse, Task, TensorResponse};
 
 use super::Services;
 use super::loader::{Pipeline, Served};
 use crate::error::{Error, Result};
 use crate::metrics::Phase;
-use crate::pipeline::mlflow;
 use crate::pipeline::tensor::{TensorLimits, outputs_json, parse_inputs};
+use crate::pipeline::text::BYTES_PER_TOKEN;
+use crate::pipeline::{json, mlflow};
 use crate::registry::VersionRecord;
 use crate::runtime::Tensors;
 use crate::runtime::host::{Done, HostError};
@@ -37,22 +39,64 @@ pub struct Prediction {
     pub response: PredictResponse,
 }
 
-/// Text inputs: one string or a list of strings.
-fn texts(inputs: &Value) -> Result<(Vec<String>, bool)> {
-    match inputs {
-        Value::String(s) => Ok((vec![s.clone()], false)),
-        Value::Array(items) if !items.is_empty() => {
-            let v = items
-                .iter()
-                .map(|i| i.as_str().map(str::to_string))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| Error::InvalidInput("\"inputs\" must be a string or a list of strings".into()))?;
-            Ok((v, true))
+/// A predict request as it arrives: its bulk fields kept as JSON text (borrowed
+/// from the body) for the task to parse into exactly what it needs.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawPredict<'a> {
+    #[serde(borrow, default)]
+    pub inputs: Option<&'a RawValue>,
+    #[serde(default)]
+    pub top_k: Option<usize>,
+    #[serde(default)]
+    pub normalize: Option<bool>,
+    #[serde(borrow, default)]
+    pub dataframe_split: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub dataframe_records: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub instances: Option<&'a RawValue>,
+}
+
+/// Most JSON values an MLflow scoring request (`dataframe_split`,
+/// `dataframe_records`, `instances`) may hold: these are read as a JSON tree.
+pub const MLFLOW_MAX_VALUES: usize = 1 << 20;
+
+impl RawPredict<'_> {
+    fn uses_mlflow_format(&self) -> bool {
+        self.dataframe_split.is_some() || self.dataframe_records.is_some() || self.instances.is_some()
+    }
+
+    /// The request as a JSON tree, for MLflow's formats; its size is counted first.
+    fn to_tree(&self) -> Result<PredictRequest> {
+        let fields = [self.inputs, self.dataframe_split, self.dataframe_records, self.instances];
+        let mut total = 0usize;
+        for raw in fields.into_iter().flatten() {
+            match json::count_values(raw.get(), MLFLOW_MAX_VALUES - total).map_err(Error::InvalidRequest)? {
+                Some(n) => total += n,
+                None => {
+                    return Err(Error::InvalidInput(format!(
+                        "an MLflow request may hold at most {MLFLOW_MAX_VALUES} JSON values; send fewer rows per request"
+                    )));
+                }
+            }
         }
-        Value::Array(_) => Err(Error::InvalidInput("\"inputs\" is an empty list".into())),
-        _ => Err(Error::InvalidInput("\"inputs\" must be a string or a list of strings for a text model".into())),
+        let tree = |raw: Option<&RawValue>| -> Result<Option<serde_json::Value>> {
+            raw.map(|r| serde_json::from_str(r.get()).map_err(|e| Error::InvalidRequest(e.to_string()))).transpose()
+        };
+        Ok(PredictRequest {
+            inputs: tree(self.inputs)?.unwrap_or(serde_json::Value::Null),
+            top_k: self.top_k,
+            normalize: self.normalize,
+            dataframe_split: tree(self.dataframe_split)?,
+            dataframe_records: tree(self.dataframe_records)?,
+            instances: tree(self.instances)?,
+        })
     }
 }
+
+/// Texts up to this many bytes in all are tokenized on the request's own task
+/// (a few microseconds); longer ones on a blocking thread.
+const INLINE_TOKENIZE_BYTES: usize = 4096;
 
 impl Services {
     /// The version a target names. Answers are cached for a short time (and
@@ -119,16 +163,12 @@ impl Services {
         Ok((record, served))
     }
 
-    /// Resolve, load and predict.
-    pub async fn predict(&self, model: &str, target: Target<'_>, req: PredictRequest) -> Result<Prediction> {
-        let (_, served) = self.prepare(model, target).await?;
-        self.predict_on(&served, req).await
-    }
-
+    /// Predict with a loaded version from a request body (JSON).
     #[tracing::instrument(skip_all, fields(model = %served.model, version = %served.version))]
-    pub async fn predict_on(&self, served: &Arc<Served>, req: PredictRequest) -> Result<Prediction> {
+    pub async fn predict_on(&self, served: &Arc<Served>, body: &[u8]) -> Result<Prediction> {
         let started = Instant::now();
-        let result = self.predict_inner(served, req).await;
+        let req: RawPredict = crate::api::parse_json(body)?;
+        let result = self.predict_inner(served, &req).await;
         if let Ok(p) = &result {
             let m = &self.metrics;
             m.predict(&served.model, &served.version, Phase::Queue, p.queue);
@@ -138,22 +178,23 @@ impl Services {
         result
     }
 
-    async fn predict_inner(&self, served: &Arc<Served>, req: PredictRequest) -> Result<Prediction> {
+    async fn predict_inner(&self, served: &Arc<Served>, req: &RawPredict<'_>) -> Result<Prediction> {
         let limits = &served.effective;
         let mlflow = served.signature.mlflow.as_ref();
-        if mlflow.is_none() && mlflow::uses_mlflow_format(&req) {
+        if mlflow.is_none() && req.uses_mlflow_format() {
             return Err(Error::InvalidInput(
                 "dataframe_split, dataframe_records and instances are for MLflow versions; send {\"inputs\": ...}"
                     .into(),
             ));
         }
-        if req.inputs.is_null() && mlflow.is_none() {
+        if req.inputs.is_none() && mlflow.is_none() {
             return Err(Error::InvalidInput("the request needs \"inputs\"".into()));
         }
         let (response, done) = match (&served.pipeline, served.task) {
             (Pipeline::Tensor, _) if mlflow.is_some() => {
                 let info = mlflow.expect("checked above");
-                let given = mlflow::request_inputs(&req, &served.signature.inputs, info)?;
+                let given = mlflow::request_inputs(&req.to_tree()?, &served.signature.inputs, info)?;
+                let given = serde_json::value::to_raw_value(&given).map_err(Error::internal)?;
                 let tensor_limits = TensorLimits { null_is_nan: true, ..Default::default() };
                 let inputs = parse_inputs(&given, &served.signature.inputs, tensor_limits)?;
                 let rows = check_rows(&inputs, limits.max_items as usize)?;
@@ -161,39 +202,50 @@ impl Services {
                 (PredictResponse::Mlflow(MlflowPredictions { predictions: mlflow::predictions(&done.outputs) }), done)
             }
             (Pipeline::Tensor, _) => {
-                let inputs = parse_inputs(&req.inputs, &served.signature.inputs, TensorLimits::default())?;
+                let inputs = parse_inputs(
+                    req.inputs.expect("checked above"),
+                    &served.signature.inputs,
+                    TensorLimits::default(),
+                )?;
                 let rows = check_rows(&inputs, limits.max_items as usize)?;
                 let done = self.run(served, inputs, rows).await?;
                 (PredictResponse::Tensor(TensorResponse { outputs: outputs_json(&done.outputs) }), done)
             }
             (Pipeline::Text(p), task) => {
-                let (texts, many) = match mlflow {
-                    Some(_) => (mlflow::request_texts(&req)?, true),
-                    None => texts(&req.inputs)?,
+                let max_items = limits.max_items as usize;
+                let max_bytes = (limits.max_tokens as usize).saturating_mul(BYTES_PER_TOKEN);
+                let (texts, many) = match (mlflow, req.inputs) {
+                    (Some(_), _) => {
+                        let texts = mlflow::request_texts(&req.to_tree()?)?;
+                        if texts.len() > max_items {
+                            return Err(Error::InvalidInput(format!(
+                                "at most {max_items} texts per request, got {}",
+                                texts.len()
+                            )));
+                        }
+                        if let Some((i, t)) = texts.iter().enumerate().find(|(_, t)| t.len() > max_bytes) {
+                            return Err(Error::InvalidInput(format!(
+                                "text {i} is {} bytes, more than the limit of {max_bytes} bytes per text; split it",
+                                t.len()
+                            )));
+                        }
+                        (texts, true)
+                    }
+                    (None, Some(raw)) => crate::pipeline::text::parse_texts(raw, max_items, max_bytes)?,
+                    (None, None) => unreachable!("checked above"),
                 };
-                if texts.len() > limits.max_items as usize {
-                    let max = limits.max_items;
-                    return Err(Error::InvalidInput(format!("at most {max} texts per request, got {}", texts.len())));
-                }
-                // Tokenizing runs here, off the inference thread; a large request
-                // tells the executor it is blocking.
-                let max_tokens = limits.max_tokens as usize;
-                let enc = if texts.len() > 16 {
-                    tokio::task::block_in_place(|| p.encode(&texts, max_tokens))?
-                } else {
-                    p.encode(&texts, max_tokens)?
-                };
-                let done = self.run(served, enc.inputs, texts.len()).await?;
+                let enc = self.tokenize(served, texts, limits.max_tokens as usize).await?;
+                let rows = enc.mask.shape()[0];
+                let done = self.run(served, enc.inputs, rows).await?;
                 let out = &done.outputs;
                 let response = if mlflow.is_some() {
                     // MLflow's transformers pyfunc: one record (label, score) or one
                     // embedding per row.
                     let predictions = if task == Task::TextClassification {
-                        serde_json::to_value(p.classify(out, Some(1))?.into_iter().flatten().collect::<Vec<_>>())
-                            .map_err(Error::internal)?
+                        json::raw(&p.classify(out, Some(1))?.into_iter().flatten().collect::<Vec<_>>())
                     } else {
                         let normalize = req.normalize.unwrap_or(p.info().normalize);
-                        serde_json::to_value(p.embed(out, &enc.mask, normalize)?).map_err(Error::internal)?
+                        json::raw(&p.embed(out, &enc.mask, normalize)?)
                     };
                     PredictResponse::Mlflow(MlflowPredictions { predictions })
                 } else if task == Task::TextClassification {
@@ -216,13 +268,45 @@ impl Services {
         })
     }
 
+    /// Tokenize texts for a text version: short requests on this task, longer ones
+    /// on a blocking thread (never a long tokenization on the async threads).
+    pub async fn tokenize(
+        &self,
+        served: &Arc<Served>,
+        texts: Vec<String>,
+        max_tokens: usize,
+    ) -> Result<crate::pipeline::text::Encoded> {
+        let Pipeline::Text(p) = &served.pipeline else {
+            return Err(Error::internal("tokenize on a version without a tokenizer"));
+        };
+        if texts.iter().map(String::len).sum::<usize>() <= INLINE_TOKENIZE_BYTES {
+            return p.encode(&texts, max_tokens);
+        }
+        let served = served.clone();
+        tokio::task::spawn_blocking(move || match &served.pipeline {
+            Pipeline::Text(p) => p.encode(&texts, max_tokens),
+            Pipeline::Tensor => Err(Error::internal("tokenize on a version without a tokenizer")),
+        })
+        .await?
+    }
+
     /// Run inputs of `rows` rows on a loaded version, within its timeout.
     pub async fn run(&self, served: &Served, inputs: Tensors, rows: usize) -> Result<Done> {
         let timeout = Duration::from_secs(served.effective.timeout_secs.into());
         served.last_used.store(now_millis(), std::sync::atomic::Ordering::Relaxed);
         match tokio::time::timeout(timeout, served.host.infer(inputs, rows)).await {
             Err(_) => Err(Error::Timeout(format!("the model did not answer within {} seconds", timeout.as_secs()))),
-            Ok(Ok(r)) => Ok(r),
+            Ok(Ok(r)) => {
+                // Every runtime's answer is bounded before it is encoded.
+                let size: u64 = r.outputs.iter().map(|(_, t)| t.byte_size()).sum();
+                let limit = served.effective.max_output_bytes;
+                if size > limit {
+                    return Err(Error::Inference(format!(
+                        "the model's output is {size} bytes, more than this version's output limit of {limit} bytes"
+                    )));
+                }
+                Ok(r)
+            }
             Ok(Err(HostError::Busy)) => Err(Error::Overloaded { model: served.model.clone(), retry_after_secs: 1 }),
             Ok(Err(HostError::Stopped)) => Err(Error::Unavailable(format!(
                 "model '{}' version '{}' is being unloaded; retry",

@@ -5,9 +5,9 @@
 //! session's CSRF token. No JavaScript framework: a few lines of script (served
 //! from the binary) add copy buttons.
 
-use axum::Form;
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::body::Body;
+use axum::extract::{FromRequest, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -40,6 +40,62 @@ pub fn router() -> Router<AppState> {
         .route("/static/zoo.js", get(|| async { static_file("text/javascript; charset=utf-8", JS) }))
 }
 
+/// Largest body of the sign-in and sign-out forms (anyone can send them).
+const SMALL_FORM: usize = 16 * 1024;
+/// Largest body of the forms of a signed-in user (try-it carries a request).
+const LARGE_FORM: usize = 1024 * 1024;
+/// How long a form's body may take to arrive.
+const FORM_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A form body of at most `LIMIT` bytes, read within [`FORM_DEADLINE`] and
+/// counted against `sender`'s in-flight budget, before anything else is done.
+async fn read_form<T: serde::de::DeserializeOwned, S: Send + Sync>(
+    req: Request,
+    state: &S,
+    limit: usize,
+    sender: crate::api::Sender,
+) -> Result<T, Response> {
+    let (parts, body) = req.into_parts();
+    if !same_origin(&parts.headers) {
+        return Err(error_page(None, &Error::Forbidden("the form was sent from a page of another site".into())));
+    }
+    let bytes =
+        crate::api::read_body_from(body, limit, FORM_DEADLINE, sender).await.map_err(|e| error_page(None, &e))?;
+    let req = Request::from_parts(parts, Body::from(bytes.clone()));
+    axum::Form::<T>::from_request(req, state).await.map(|f| f.0).map_err(|e| {
+        error_page(None, &Error::InvalidRequest(format!("the form is not what this page sends: {}", e.body_text())))
+    })
+}
+
+/// The sign-in and sign-out forms: anyone can send them, so their bodies are
+/// small and share the budget of requests without a key.
+pub struct Form<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for Form<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        read_form(req, state, SMALL_FORM, crate::api::Sender::Anonymous).await.map(Form)
+    }
+}
+
+/// A form of a signed-in user: its body is read only after the session cookie
+/// checks out (a request without one is sent to the sign-in page unread).
+pub struct SessionForm<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned> FromRequest<AppState> for SessionForm<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
+        let signed_in = session_cookie(req.headers()).is_some_and(|t| state.sessions.verify(t).is_ok());
+        if !signed_in {
+            let here = req.uri().path().to_string();
+            return Err(Redirect::to(&format!("/login?next={}", urlencode(&here))).into_response());
+        }
+        read_form(req, state, LARGE_FORM, crate::api::Sender::Authenticated).await.map(SessionForm)
+    }
+}
+
 /// A page's HTML.
 fn page(m: maud::Markup) -> axum::response::Html<String> {
     axum::response::Html(m.into_string())
@@ -66,7 +122,7 @@ async fn session(state: &AppState, headers: &HeaderMap, here: &str) -> Result<Se
     let to_login = || Redirect::to(&format!("/login?next={}", urlencode(here))).into_response();
     let Some(token) = session_cookie(headers) else { return Err(to_login()) };
     let Ok(claims) = state.sessions.verify(token) else { return Err(to_login()) };
-    match state.keys.check_id(&claims.sub).await {
+    match state.keys.check_id(&claims.sub, &claims.kfp).await {
         Ok(caller) => Ok(Session { caller, claims }),
         Err(_) => Err(to_login()),
     }
@@ -91,12 +147,62 @@ fn error_page(session: Option<&Session>, e: &Error) -> Response {
     (status, page(pages::error(session, status.as_u16(), e.code().as_str(), &message))).into_response()
 }
 
-/// Only local paths are followed after signing in.
+/// Only a path on this server is followed after signing in: it starts with one
+/// `/` and holds only the characters of a URL path and query (browsers drop tabs
+/// and newlines and read `\` as `/`, so `/\t/evil.example` would leave the site).
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && n.len() <= 2048
+                && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-._~%?=&+:@!$'()*,;".contains(&b)) =>
+        {
+            n.to_string()
+        }
         _ => "/".to_string(),
     }
+}
+
+/// The cookie that carries the sign-in form's CSRF token (login CSRF: another site
+/// cannot sign a browser in with the attacker's key).
+const LOGIN_COOKIE: &str = "zoo_login";
+
+fn login_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(LOGIN_COOKIE).and_then(|rest| rest.strip_prefix('=')))
+        .filter(|t| !t.is_empty())
+}
+
+/// Whether a form comes from a page of this server: a browser names the page's
+/// origin in `Origin`, which must be this server's (`Host`); clients that send no
+/// `Origin` (not browsers) pass.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let authority = origin.split_once("://").map(|(_, a)| a).unwrap_or("");
+    !host.is_empty() && authority.eq_ignore_ascii_case(host)
+}
+
+/// The sign-in page with its form token, and the cookie that holds the token.
+fn login_form(state: &AppState, headers: &HeaderMap, next: &str, error: Option<&str>, status: StatusCode) -> Response {
+    let token = login_cookie(headers).map(str::to_string).unwrap_or_else(|| {
+        use rand::RngCore;
+        let mut b = [0u8; 16];
+        rand::rng().fill_bytes(&mut b);
+        hex::encode(b)
+    });
+    let secure = if state.sessions.secure { "; Secure" } else { "" };
+    let cookie = format!("{LOGIN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/login; Max-Age=3600{secure}");
+    let mut r = (status, page(pages::login(next, &token, error))).into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
 }
 
 #[derive(Deserialize)]
@@ -104,18 +210,28 @@ struct NextQuery {
     next: Option<String>,
 }
 
-async fn login_page(Query(q): Query<NextQuery>) -> Response {
-    page(pages::login(&safe_next(q.next.as_deref()), None)).into_response()
+async fn login_page(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<NextQuery>) -> Response {
+    login_form(&state, &headers, &safe_next(q.next.as_deref()), None, StatusCode::OK)
 }
 
 #[derive(Deserialize)]
 struct LoginForm {
     key: String,
     next: Option<String>,
+    #[serde(default)]
+    csrf: String,
 }
 
-async fn login(State(state): State<AppState>, Form(f): Form<LoginForm>) -> Response {
+async fn login(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<LoginForm>) -> Response {
     let next = safe_next(f.next.as_deref());
+    let token_ok = login_cookie(&headers).is_some_and(|t| {
+        use subtle::ConstantTimeEq;
+        bool::from(t.as_bytes().ct_eq(f.csrf.as_bytes()))
+    });
+    if !token_ok {
+        let why = "the sign-in form has expired or came from another site: sign in again from this page";
+        return login_form(&state, &headers, &next, Some(why), StatusCode::FORBIDDEN);
+    }
     match crate::api::session::open(&state, &f.key).await {
         Ok((_, cookie, _)) => {
             let mut r = Redirect::to(&next).into_response();
@@ -124,7 +240,7 @@ async fn login(State(state): State<AppState>, Form(f): Form<LoginForm>) -> Respo
             }
             r
         }
-        Err(e) => (StatusCode::UNAUTHORIZED, page(pages::login(&next, Some(&e.to_string())))).into_response(),
+        Err(e) => login_form(&state, &headers, &next, Some(&e.to_string()), StatusCode::UNAUTHORIZED),
     }
 }
 
@@ -255,7 +371,7 @@ async fn try_model(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiPath(name): ApiPath<String>,
-    Form(f): Form<TryForm>,
+    SessionForm(f): SessionForm<TryForm>,
 ) -> Response {
     let s = match session(&state, &headers, &format!("/models/{name}")).await {
         Ok(s) => s,
@@ -268,14 +384,14 @@ async fn try_model(
     let result = async {
         s.caller.require(Scope::Predict, Some(&name))?;
         let (_, served) = state.services.prepare(&name, Target::Version(&f.version)).await?;
-        let req: PredictRequest = match served.task {
+        let body = match served.task {
             Task::TextClassification | Task::FeatureExtraction if served.signature.mlflow.is_none() => {
-                PredictRequest { inputs: serde_json::Value::String(f.input.clone()), ..Default::default() }
+                let req = PredictRequest { inputs: serde_json::Value::String(f.input.clone()), ..Default::default() };
+                serde_json::to_vec(&req).map_err(Error::internal)?
             }
-            _ => serde_json::from_str(&f.input)
-                .map_err(|e| Error::InvalidRequest(format!("the request is not valid JSON: {e}")))?,
+            _ => f.input.clone().into_bytes(),
         };
-        let p = state.services.predict_on(&served, req).await?;
+        let p = state.services.predict_on(&served, &body).await?;
         serde_json::to_string_pretty(&p.response).map_err(Error::internal)
     }
     .await;
@@ -301,7 +417,7 @@ async fn move_alias(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiPath(name): ApiPath<String>,
-    Form(f): Form<AliasForm>,
+    SessionForm(f): SessionForm<AliasForm>,
 ) -> Response {
     let s = match session(&state, &headers, &format!("/models/{name}")).await {
         Ok(s) => s,
@@ -348,7 +464,11 @@ struct KeyForm {
     expires_in_days: Option<String>,
 }
 
-async fn create_key(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<KeyForm>) -> Response {
+async fn create_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    SessionForm(f): SessionForm<KeyForm>,
+) -> Response {
     let s = match session(&state, &headers, "/keys").await {
         Ok(s) => s,
         Err(r) => return r,
@@ -411,7 +531,7 @@ async fn revoke_key(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
-    Form(f): Form<CsrfForm>,
+    SessionForm(f): SessionForm<CsrfForm>,
 ) -> Response {
     let s = match session(&state, &headers, "/keys").await {
         Ok(s) => s,

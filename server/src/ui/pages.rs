@@ -64,7 +64,7 @@ fn layout(title: &str, session: Option<&Session>, body: Markup) -> Markup {
     }
 }
 
-pub fn login(next: &str, error: Option<&str>) -> Markup {
+pub fn login(next: &str, csrf: &str, error: Option<&str>) -> Markup {
     layout(
         "Sign in",
         None,
@@ -78,6 +78,7 @@ pub fn login(next: &str, error: Option<&str>) -> Markup {
                 }
                 form method="post" action="/login" {
                     input type="hidden" name="next" value=(next);
+                    input type="hidden" name="csrf" value=(csrf);
                     label for="key" { "API key" }
                     input #key type="password" name="key" required autocomplete="current-password" placeholder="zk_…" autofocus;
                     button type="submit" { "Sign in" }

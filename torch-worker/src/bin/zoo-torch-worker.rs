@@ -2,9 +2,13 @@
 //!
 //! `zoo-torch-worker serve` (what the server starts) talks the `zoo_torch` protocol
 //! on the Unix socket it gets as stdin: one `load`, then `run` requests until the
-//! socket closes. `--version` prints the libtorch version it is built for, and
-//! `example-mlp OUT` writes a small TorchScript MLP traced with libtorch (for tests
-//! and demos; its weights are given by `example_mlp_weights`).
+//! socket closes. Between reading `load` and opening the model it confines itself
+//! (`zoo_torch::sandbox`). `probe POLICY SECRET WRITE_TO` applies a sandbox policy
+//! (JSON) to itself, tries to read `SECRET`, create `WRITE_TO`, open a socket and
+//! start a program, runs libtorch, and prints what happened as JSON (the server
+//! runs it once at start). `--version` prints the libtorch version it is built
+//! for, and `example-mlp OUT` writes a small TorchScript MLP traced with libtorch
+//! (for tests and demos; its weights are given by `example_mlp_weights`).
 
 use std::io::{BufReader, BufWriter};
 use std::os::fd::AsFd;
@@ -13,27 +17,30 @@ use std::process::ExitCode;
 
 use tch::{CModule, Device, IValue, Kind, Tensor};
 use zoo_torch::{
-    Arg, DType, FailureKind, LIBTORCH_VERSION, ProtocolError, Reply, Request, Scalar, WireTensor, pack, read_frame,
-    unpack, write_frame,
+    Arg, DType, FailureKind, LIBTORCH_VERSION, MAX_PAYLOAD, ProtocolError, Reply, Request, Scalar, WireTensor, pack,
+    read_frame, sandbox, unpack, write_frame,
 };
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("--version") => {
-            // Touch libtorch so that a missing or broken library shows here.
-            let t = Tensor::from_slice(&[1.0f32, 2.0]).sum(Kind::Float);
-            println!(
-                "zoo-torch-worker {} libtorch {LIBTORCH_VERSION} ({})",
-                env!("CARGO_PKG_VERSION"),
-                t.double_value(&[])
-            );
-            Ok(())
-        }
-        Some("example-mlp") if args.len() == 2 => example_mlp(&args[1]),
-        Some("serve") => serve(),
-        _ => Err("usage: zoo-torch-worker serve | --version | example-mlp OUT.pt".to_string()),
-    };
+    let result =
+        match args.first().map(String::as_str) {
+            Some("--version") => {
+                // Touch libtorch so that a missing or broken library shows here.
+                let t = Tensor::from_slice(&[1.0f32, 2.0]).sum(Kind::Float);
+                println!(
+                    "zoo-torch-worker {} libtorch {LIBTORCH_VERSION} ({})",
+                    env!("CARGO_PKG_VERSION"),
+                    t.double_value(&[])
+                );
+                Ok(())
+            }
+            Some("example-mlp") if args.len() == 2 => example_mlp(&args[1]),
+            Some("probe") if args.len() == 4 => probe(&args[1], &args[2], &args[3]),
+            Some("serve") => serve(),
+            _ => Err("usage: zoo-torch-worker serve | probe POLICY SECRET WRITE_TO | --version | example-mlp OUT.pt"
+                .to_string()),
+        };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -51,9 +58,19 @@ fn serve() -> Result<(), String> {
     let send = |w: &mut BufWriter<UnixStream>, reply: &Reply, parts: &[&[u8]]| {
         write_frame(w, reply, parts).map_err(|e| format!("cannot answer the server: {e}"))
     };
-    let (first, _): (Request, Vec<u8>) = read_frame(&mut reader).map_err(|e| e.to_string())?;
-    let Request::Load { model, args, threads } = first else {
+    let (first, _): (Request, Vec<u8>) = read_frame(&mut reader, MAX_PAYLOAD).map_err(|e| e.to_string())?;
+    let Request::Load { model, args, threads, sandbox: policy, max_output_bytes } = first else {
         return Err("the first request must be load".into());
+    };
+    // Confined before the model is opened: nothing in it runs outside the sandbox.
+    use std::os::fd::AsRawFd;
+    let keep = [reader.get_ref().as_raw_fd(), writer.get_ref().as_raw_fd()];
+    let report = match sandbox::apply(&policy, &keep) {
+        Ok(r) => r,
+        Err(e) => {
+            let reply = Reply::Failed { kind: FailureKind::Load, message: e };
+            return send(&mut writer, &reply, &[]);
+        }
     };
     tch::set_num_threads(threads.max(1) as i32);
     tch::set_num_interop_threads(1);
@@ -67,9 +84,9 @@ fn serve() -> Result<(), String> {
     // A module with reset_states() (streaming models such as Silero VAD) keeps
     // state between calls; resetting before each request keeps requests independent.
     let stateful = module.method_is::<IValue>("reset_states", &[]).is_ok();
-    send(&mut writer, &Reply::Loaded { stateful, libtorch: LIBTORCH_VERSION.into() }, &[])?;
+    send(&mut writer, &Reply::Loaded { stateful, libtorch: LIBTORCH_VERSION.into(), sandbox: report }, &[])?;
     loop {
-        let (request, payload): (Request, Vec<u8>) = match read_frame(&mut reader) {
+        let (request, payload): (Request, Vec<u8>) = match read_frame(&mut reader, MAX_PAYLOAD) {
             Ok(r) => r,
             Err(ProtocolError::Closed) => return Ok(()),
             Err(e) => return Err(e.to_string()),
@@ -77,7 +94,7 @@ fn serve() -> Result<(), String> {
         let Request::Run { inputs } = request else {
             return Err("only run requests may follow load".into());
         };
-        match run(&module, stateful, &args, &inputs, &payload) {
+        match run(&module, stateful, &args, &inputs, &payload, max_output_bytes) {
             Ok(outputs) => {
                 let (headers, parts) = pack(outputs.iter().map(|(_, t)| Some(t)));
                 let named =
@@ -122,12 +139,32 @@ fn classify(message: &str) -> Failure {
     (FailureKind::Run, error_line.map_or_else(|| short(message), |l| l.to_string()))
 }
 
+/// Apply a sandbox policy to this process, try to leave it, run libtorch, and
+/// print what happened (`sandbox::Probe`) as JSON.
+fn probe(policy: &str, secret: &str, write_to: &str) -> Result<(), String> {
+    let policy: sandbox::Policy = serde_json::from_str(policy).map_err(|e| format!("policy: {e}"))?;
+    let address_space = sandbox::address_space();
+    let report = sandbox::apply(&policy, &[])?;
+    let escapes = sandbox::try_escapes(std::path::Path::new(secret), std::path::Path::new(write_to));
+    let _no_grad = tch::no_grad_guard();
+    // A product of two 512 x 512 matrices of ones, on libtorch's threads: what a
+    // small model does, within the sandbox's limits.
+    let libtorch = Tensor::f_ones([512, 512], (Kind::Float, Device::Cpu))
+        .and_then(|a| a.f_matmul(&a))
+        .and_then(|p| p.f_double_value(&[7, 7]))
+        .is_ok_and(|v| v == 512.0);
+    let out = sandbox::Probe { report, escapes, libtorch, address_space };
+    println!("{}", serde_json::to_string(&out).map_err(|e| e.to_string())?);
+    Ok(())
+}
+
 fn run(
     module: &CModule,
     stateful: bool,
     args: &[Arg],
     inputs: &[Option<zoo_torch::TensorHeader>],
     payload: &[u8],
+    max_output_bytes: u64,
 ) -> Result<Vec<(String, WireTensor)>, Failure> {
     let _no_grad = tch::no_grad_guard();
     if inputs.len() != args.len() {
@@ -148,6 +185,16 @@ fn run(
         module.method_is::<IValue>("reset_states", &[]).map_err(|e| (FailureKind::Run, short(&e.to_string())))?;
     }
     let out = module.forward_is(&values).map_err(|e| classify(&e.to_string()))?;
+    // The outputs' size is checked before they are copied out of libtorch.
+    let size = output_bytes(&out);
+    if size > max_output_bytes {
+        return Err((
+            FailureKind::Run,
+            format!(
+                "the model's output is {size} bytes, more than this version's output limit of {max_output_bytes} bytes"
+            ),
+        ));
+    }
     let mut outputs = Vec::new();
     match out {
         IValue::Tuple(items) => {
@@ -159,6 +206,22 @@ fn run(
         v => flatten(v, "output_0".into(), &mut outputs)?,
     }
     Ok(outputs)
+}
+
+/// Bytes of every tensor in an output value (lists, tuples and dicts included).
+fn output_bytes(v: &IValue) -> u64 {
+    match v {
+        IValue::Tensor(t) => (t.numel() as u64).saturating_mul(t.kind().elt_size_in_bytes() as u64),
+        IValue::TensorList(ts) => {
+            ts.iter().map(|t| (t.numel() as u64).saturating_mul(t.kind().elt_size_in_bytes() as u64)).sum()
+        }
+        IValue::IntList(v) => 8 * v.len() as u64,
+        IValue::DoubleList(v) => 8 * v.len() as u64,
+        IValue::BoolList(v) => v.len() as u64,
+        IValue::Tuple(items) | IValue::GenericList(items) => items.iter().map(output_bytes).sum(),
+        IValue::GenericDict(pairs) => pairs.iter().map(|(_, v)| output_bytes(v)).sum(),
+        _ => 8,
+    }
 }
 
 fn kind_of(d: DType) -> Kind {

@@ -24,6 +24,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The in-process floor runs without a server's limits.
+const INPROC_LIMITS: zoo_server::runtime::RunLimits =
+    zoo_server::runtime::RunLimits { timeout: std::time::Duration::from_secs(3600), max_output_bytes: u64::MAX };
+
 use anyhow::Context;
 use zoo_api::Task;
 use zoo_formats::build;
@@ -191,7 +195,7 @@ fn inproc(args: &[String]) -> anyhow::Result<()> {
             let artifact = zoo_formats::inspect_dir(&dir, files, &limits)?;
             let text = artifact.signature.text.clone().context("not a text bundle")?;
             let classifier = artifact.task == Task::TextClassification;
-            let model = rt.load(&artifact.model_path, &artifact.signature)?;
+            let model = rt.load(&artifact.model_path, &artifact.signature, &INPROC_LIMITS)?;
             let pipeline = TextPipeline::load(&dir, &artifact.signature, text, classifier)?;
             // Tokenizer, runtime and post-processing, as zoo runs them.
             let f = move |m: &mut Box<dyn zoo_server::runtime::LoadedModel>, i: usize| -> anyhow::Result<()> {
@@ -210,7 +214,7 @@ fn inproc(args: &[String]) -> anyhow::Result<()> {
         None => {
             let bytes = prost::bytes::Bytes::from(std::fs::read(&model_path)?);
             let signature = zoo_formats::onnx::inspect(bytes, None, &limits)?;
-            let model = rt.load(&model_path, &signature)?;
+            let model = rt.load(&model_path, &signature, &INPROC_LIMITS)?;
             let input = signature.inputs[0].clone();
             let width = input.shape.as_ref().and_then(|s| s.get(1)).and_then(|d| d.fixed()).unwrap_or(1) as usize;
             let f = move |m: &mut Box<dyn zoo_server::runtime::LoadedModel>, _: usize| -> anyhow::Result<()> {
