@@ -13,10 +13,10 @@ use crate::onnx_proto::{
 };
 use crate::{Error, Limits};
 
-/// IR versions zoo accepts (ONNX 1.0 .. 1.18 write 3..=11).
-const IR_VERSIONS: std::ops::RangeInclusive<i64> = 3..=11;
-/// Versions of the default `ai.onnx` operator set zoo accepts.
-const DEFAULT_OPSETS: std::ops::RangeInclusive<i64> = 1..=24;
+/// The oldest IR version zoo reads (ONNX 1.0). Newer versions than a runtime
+/// reads are stored and described, and not served by that runtime (the server
+/// decides: `zoo_server::runtime::ort::MAX_IR_VERSION`).
+const MIN_IR_VERSION: i64 = 3;
 
 fn invalid(rule: &'static str, message: impl Into<String>) -> Error {
     Error::Invalid { format: Format::Onnx, rule, message: message.into() }
@@ -47,14 +47,12 @@ pub fn inspect(bytes: Bytes, bundle_dir: Option<&Path>, limits: &Limits) -> Resu
     let model = ModelProto::decode(bytes)
         .map_err(|e| invalid("protobuf", format!("not a valid ONNX protobuf (truncated or corrupt?): {e}")))?;
 
-    if !IR_VERSIONS.contains(&model.ir_version) {
+    if model.ir_version < MIN_IR_VERSION {
         return Err(invalid(
             "ir_version",
             format!(
-                "IR version {} is not supported (zoo accepts {}..={})",
-                model.ir_version,
-                IR_VERSIONS.start(),
-                IR_VERSIONS.end()
+                "IR version {} is older than any ONNX release (zoo reads {MIN_IR_VERSION} and later)",
+                model.ir_version
             ),
         ));
     }
@@ -63,18 +61,6 @@ pub fn inspect(bytes: Bytes, bundle_dir: Option<&Path>, limits: &Limits) -> Resu
     }
     let mut opsets = Vec::new();
     for o in &model.opset_import {
-        let default = o.domain.is_empty() || o.domain == "ai.onnx";
-        if default && !DEFAULT_OPSETS.contains(&o.version) {
-            return Err(invalid(
-                "opset",
-                format!(
-                    "opset {} of the default domain is not supported (zoo accepts {}..={})",
-                    o.version,
-                    DEFAULT_OPSETS.start(),
-                    DEFAULT_OPSETS.end()
-                ),
-            ));
-        }
         if o.version < 1 {
             return Err(invalid("opset", format!("opset version {} of domain '{}' is invalid", o.version, o.domain)));
         }

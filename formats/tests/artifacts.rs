@@ -139,9 +139,15 @@ fn graph_rules() {
     assert!(inspect(&p).unwrap_err().to_string().contains("has 10 bytes"));
 
     let mut m = build::mlp(&[0.5; 32], &[0.1; 8], &[0.25; 24], &[0.0; 3], 4, 8, 3);
-    m.ir_version = 99;
+    m.ir_version = 2;
     let p = write(tmp.path(), "ir.onnx", &build::encode(&m));
-    assert!(inspect(&p).unwrap_err().to_string().contains("IR version 99"));
+    assert!(inspect(&p).unwrap_err().to_string().contains("IR version 2"));
+    // A newer IR version than today's runtimes read is valid ONNX: described, not refused.
+    m.ir_version = 14;
+    m.opset_import[0].version = 28;
+    let p = write(tmp.path(), "ir14.onnx", &build::encode(&m));
+    let onnx = inspect(&p).unwrap().signature.onnx.unwrap();
+    assert_eq!((onnx.ir_version, onnx.opsets[0].version), (14, 28));
 
     let mut m = build::mlp(&[0.5; 32], &[0.1; 8], &[0.25; 24], &[0.0; 3], 4, 8, 3);
     m.opset_import.clear();

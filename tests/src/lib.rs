@@ -244,3 +244,40 @@ pub fn test_python() -> PathBuf {
 pub fn python_script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join(name)
 }
+
+/// The fetched ONNX Runtime, loaded into this (test) process once.
+pub fn ort_in_process() -> &'static zoo_server::runtime::ort::OrtRuntime {
+    static ORT: std::sync::OnceLock<zoo_server::runtime::ort::OrtRuntime> = std::sync::OnceLock::new();
+    ORT.get_or_init(|| {
+        zoo_server::runtime::ort::OrtRuntime::init(&models_cache().join("lib/libonnxruntime.so.1.31.1"), 0)
+            .expect("ONNX Runtime")
+    })
+}
+
+/// A text classifier run in this process, one text at a time, through the same
+/// ONNX Runtime library, tokenizer and post-processing that zoo serves it with:
+/// the reference for scores that depend on this CPU's kernels (int8 matrix
+/// products differ between AVX2, AVX-512 VNNI and ARM), computed where the test runs.
+pub fn classify_in_process(bundle: &Path, texts: &[&str]) -> Vec<Vec<zoo_api::LabelScore>> {
+    use zoo_server::runtime::Runtime;
+    let rt = ort_in_process();
+    let files: Vec<zoo_api::BundleFile> = std::fs::read_dir(bundle)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| zoo_api::BundleFile { path: e.file_name().to_string_lossy().into_owned(), size: 0 })
+        .collect();
+    let artifact = zoo_formats::inspect_dir(bundle, files, &zoo_formats::Limits::default()).unwrap();
+    let text = artifact.signature.text.clone().expect("a text bundle");
+    let limits = zoo_server::runtime::RunLimits { timeout: Duration::from_secs(60), max_output_bytes: u64::MAX };
+    let mut model = rt.load(&artifact.model_path, &artifact.signature, &limits).unwrap();
+    let pipeline =
+        zoo_server::pipeline::text::TextPipeline::load(bundle, &artifact.signature, text, true).expect("tokenizer");
+    texts
+        .iter()
+        .map(|t| {
+            let enc = pipeline.encode(&[t.to_string()], usize::MAX).unwrap();
+            let out = model.run(enc.inputs).unwrap();
+            pipeline.classify(&out, None).unwrap().remove(0)
+        })
+        .collect()
+}

@@ -155,12 +155,19 @@ async fn text_classifier_labels() {
     let out = ok(&s.cli(&["deploy", fx.dir.to_str().unwrap(), "--name", "text-classifier", "--version", "1"]));
     assert!(out.contains("text-classification"), "{out}");
 
-    for (text, label, score) in &fx.cases {
+    // Scores are compared with the same runtime run here, one text at a time: the
+    // shared classifier is int8, whose kernels differ from one CPU to the next
+    // (0.927 on the CPU its documentation was made on, 0.934 on an AVX2-only EPYC).
+    let texts: Vec<&str> = fx.cases.iter().map(|c| c.0).collect();
+    let reference = zoo_tests::classify_in_process(&fx.dir, &texts);
+    for ((text, label, documented), want) in fx.cases.iter().zip(&reference) {
         let out = ok(&s.cli(&["predict", "text-classifier", text, "-o", "json"]));
         let body: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(body[0]["label"], *label, "{text}: {body}");
+        assert_eq!(body[0]["label"], want[0].label, "{text}: {body}");
         let got = body[0]["score"].as_f64().unwrap();
-        assert!((got - f64::from(*score)).abs() < 2e-3, "{text}: score {got}, expected {score}");
+        println!("{text}: {label} {got:.4} (in-process {:.4}, documented {documented})", want[0].score);
+        assert!((got - f64::from(want[0].score)).abs() < 1e-5, "{text}: score {got}, in-process {}", want[0].score);
         let sum: f64 = body.as_array().unwrap().iter().map(|l| l["score"].as_f64().unwrap()).sum();
         assert!((sum - 1.0).abs() < 1e-4);
     }

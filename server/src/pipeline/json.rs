@@ -88,6 +88,24 @@ impl Elem for f32 {
     }
 }
 
+impl Elem for half::f16 {
+    fn from_leaf(leaf: Leaf<'_>, null_is_nan: bool) -> Option<Self> {
+        match leaf {
+            Leaf::Null if null_is_nan => Some(half::f16::NAN),
+            other => f64::from_leaf(other, false).map(half::f16::from_f64).filter(|x| x.is_finite()),
+        }
+    }
+}
+
+impl Elem for half::bf16 {
+    fn from_leaf(leaf: Leaf<'_>, null_is_nan: bool) -> Option<Self> {
+        match leaf {
+            Leaf::Null if null_is_nan => Some(half::bf16::NAN),
+            other => f64::from_leaf(other, false).map(half::bf16::from_f64).filter(|x| x.is_finite()),
+        }
+    }
+}
+
 impl Elem for bool {
     fn from_leaf(leaf: Leaf<'_>, _: bool) -> Option<Self> {
         match leaf {
@@ -293,6 +311,8 @@ pub fn tensor(raw: &str, dtype: DType, limits: NestedLimits, budget: usize) -> R
         DType::Uint16 => build::<u16>(raw, limits, budget, Tensor::U16),
         DType::Uint32 => build::<u32>(raw, limits, budget, Tensor::U32),
         DType::Uint64 => build::<u64>(raw, limits, budget, Tensor::U64),
+        DType::Float16 => build::<half::f16>(raw, limits, budget, Tensor::F16),
+        DType::Bfloat16 => build::<half::bf16>(raw, limits, budget, Tensor::BF16),
         DType::Bool => build::<bool>(raw, limits, budget, Tensor::Bool),
         DType::String => build::<String>(raw, limits, budget, Tensor::Str),
         other => Err(NestedError::Value(format!("element type {}", other.as_str()))),
@@ -459,6 +479,21 @@ macro_rules! with_data {
             }
             Tensor::U64(a) => {
                 let c = a.as_standard_layout();
+                let $data = c.as_slice().unwrap_or(&[]);
+                let $shape = a.shape();
+                $body
+            }
+            // Half-precision values are written as the f32 they widen to.
+            Tensor::F16(a) => {
+                let wide = a.mapv(half::f16::to_f32);
+                let c = wide.as_standard_layout();
+                let $data = c.as_slice().unwrap_or(&[]);
+                let $shape = a.shape();
+                $body
+            }
+            Tensor::BF16(a) => {
+                let wide = a.mapv(half::bf16::to_f32);
+                let c = wide.as_standard_layout();
                 let $data = c.as_slice().unwrap_or(&[]);
                 let $shape = a.shape();
                 $body

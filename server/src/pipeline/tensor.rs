@@ -186,6 +186,8 @@ pub fn example_inputs(specs: &[TensorSpec]) -> Option<Tensors> {
                 DType::Uint16 => Tensor::U16(ArrayD::zeros(shape)),
                 DType::Uint32 => Tensor::U32(ArrayD::zeros(shape)),
                 DType::Uint64 => Tensor::U64(ArrayD::zeros(shape)),
+                DType::Float16 => Tensor::F16(ArrayD::from_elem(shape, half::f16::ZERO)),
+                DType::Bfloat16 => Tensor::BF16(ArrayD::from_elem(shape, half::bf16::ZERO)),
                 DType::Bool => Tensor::Bool(ArrayD::from_elem(shape, false)),
                 DType::String => Tensor::Str(ArrayD::from_elem(shape, String::new())),
                 _ => return None,

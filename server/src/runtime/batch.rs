@@ -19,6 +19,8 @@ macro_rules! map_variant {
             Tensor::U16($a) => Tensor::U16($body),
             Tensor::U32($a) => Tensor::U32($body),
             Tensor::U64($a) => Tensor::U64($body),
+            Tensor::F16($a) => Tensor::F16($body),
+            Tensor::BF16($a) => Tensor::BF16($body),
             Tensor::Bool($a) => Tensor::Bool($body),
             Tensor::Str($a) => Tensor::Str($body),
         }
@@ -80,6 +82,8 @@ pub fn concat(parts: &[&Tensor], pad: Option<i64>) -> Result<Tensor, String> {
         Tensor::U16(_) => stack!(U16, None::<u16>),
         Tensor::U32(_) => stack!(U32, None::<u32>),
         Tensor::U64(_) => stack!(U64, None::<u64>),
+        Tensor::F16(_) => stack!(F16, None::<half::f16>),
+        Tensor::BF16(_) => stack!(BF16, None::<half::bf16>),
         Tensor::Bool(_) => stack!(Bool, None::<bool>),
         Tensor::Str(_) => stack!(Str, None::<String>),
     })

@@ -33,6 +33,8 @@ pub enum Tensor {
     U16(ArrayD<u16>),
     U32(ArrayD<u32>),
     U64(ArrayD<u64>),
+    F16(ArrayD<half::f16>),
+    BF16(ArrayD<half::bf16>),
     Bool(ArrayD<bool>),
     /// UTF-8 strings (ONNX `string`, KServe `BYTES`, class labels).
     Str(ArrayD<String>),
@@ -51,6 +53,8 @@ impl Tensor {
             Tensor::U16(a) => a.shape(),
             Tensor::U32(a) => a.shape(),
             Tensor::U64(a) => a.shape(),
+            Tensor::F16(a) => a.shape(),
+            Tensor::BF16(a) => a.shape(),
             Tensor::Bool(a) => a.shape(),
             Tensor::Str(a) => a.shape(),
         }
@@ -68,6 +72,8 @@ impl Tensor {
             Tensor::U16(_) => DType::Uint16,
             Tensor::U32(_) => DType::Uint32,
             Tensor::U64(_) => DType::Uint64,
+            Tensor::F16(_) => DType::Float16,
+            Tensor::BF16(_) => DType::Bfloat16,
             Tensor::Bool(_) => DType::Bool,
             Tensor::Str(_) => DType::String,
         }
@@ -79,7 +85,7 @@ impl Tensor {
         match self {
             Tensor::F64(_) | Tensor::I64(_) | Tensor::U64(_) => 8 * n,
             Tensor::F32(_) | Tensor::I32(_) | Tensor::U32(_) => 4 * n,
-            Tensor::I16(_) | Tensor::U16(_) => 2 * n,
+            Tensor::I16(_) | Tensor::U16(_) | Tensor::F16(_) | Tensor::BF16(_) => 2 * n,
             Tensor::I8(_) | Tensor::U8(_) | Tensor::Bool(_) => n,
             Tensor::Str(a) => a.iter().map(|s| s.len() as u64 + 8).sum(),
         }
@@ -90,6 +96,8 @@ impl Tensor {
         match self {
             Tensor::F32(a) => Some(a.clone()),
             Tensor::F64(a) => Some(a.mapv(|v| v as f32)),
+            Tensor::F16(a) => Some(a.mapv(half::f16::to_f32)),
+            Tensor::BF16(a) => Some(a.mapv(half::bf16::to_f32)),
             _ => None,
         }
     }
@@ -265,6 +273,10 @@ impl Runtimes {
                 }
             }
             Some(Engine::Onnx) => {
+                // What the ONNX runtime zoo ships reads decides what is servable.
+                if let Some(why) = ort::beyond(signature) {
+                    return Err(why);
+                }
                 let ort = self.ort.clone().map(|o| o as Arc<dyn Runtime>);
                 let tract = self.tract.clone() as Arc<dyn Runtime>;
                 match choice {

@@ -9,6 +9,35 @@ use zoo_api::Signature;
 
 use super::{LoadedModel, RunLimits, Runtime, RuntimeError, Tensor, Tensors};
 
+/// The newest IR version ONNX Runtime 1.31 reads ("max supported IR version: 13").
+pub const MAX_IR_VERSION: i64 = 13;
+/// The newest version of the default `ai.onnx` operator set it supports ("official
+/// support for domain ai.onnx is till opset 26"). Both are checked against the
+/// loaded library by the tests (`tests/tests/onnx_conformance.rs`).
+pub const MAX_DEFAULT_OPSET: i64 = 26;
+/// The release the two limits above belong to.
+pub const RELEASE: &str = "1.31";
+
+/// Why ONNX Runtime cannot run a model of this IR version and these opsets, if it cannot.
+pub fn beyond(signature: &zoo_api::Signature) -> Option<String> {
+    let onnx = signature.onnx.as_ref()?;
+    let opset = onnx.opsets.iter().filter(|o| o.domain.is_empty() || o.domain == "ai.onnx").map(|o| o.version).max();
+    if onnx.ir_version > MAX_IR_VERSION {
+        return Some(format!(
+            "the model's IR version {} is newer than ONNX Runtime {RELEASE} reads (up to {MAX_IR_VERSION}); it is stored \
+             and described, and is served once zoo runs a newer ONNX Runtime",
+            onnx.ir_version
+        ));
+    }
+    match opset {
+        Some(v) if v > MAX_DEFAULT_OPSET => Some(format!(
+            "the model uses opset {v} of ai.onnx, newer than ONNX Runtime {RELEASE} supports (up to \
+             {MAX_DEFAULT_OPSET}); it is stored and described, and is served once zoo runs a newer ONNX Runtime"
+        )),
+        _ => None,
+    }
+}
+
 pub struct OrtRuntime {
     env: Environment,
 }
@@ -83,6 +112,8 @@ fn to_value(t: Tensor) -> Result<SessionInputValue<'static>, RuntimeError> {
         Tensor::U16(a) => OrtTensor::from_array(a).map_err(run_err)?.into(),
         Tensor::U32(a) => OrtTensor::from_array(a).map_err(run_err)?.into(),
         Tensor::U64(a) => OrtTensor::from_array(a).map_err(run_err)?.into(),
+        Tensor::F16(a) => OrtTensor::from_array(a).map_err(run_err)?.into(),
+        Tensor::BF16(a) => OrtTensor::from_array(a).map_err(run_err)?.into(),
         Tensor::Bool(a) => OrtTensor::from_array(a).map_err(run_err)?.into(),
         Tensor::Str(a) => OrtTensor::from_string_array(&a).map_err(run_err)?.into(),
     })
@@ -109,6 +140,8 @@ fn from_value(name: &str, v: &DynValue) -> Result<Option<Tensor>, RuntimeError> 
         TensorElementType::Uint16 => extract!(u16, U16),
         TensorElementType::Uint32 => extract!(u32, U32),
         TensorElementType::Uint64 => extract!(u64, U64),
+        TensorElementType::Float16 => extract!(half::f16, F16),
+        TensorElementType::Bfloat16 => extract!(half::bf16, BF16),
         TensorElementType::Bool => extract!(bool, Bool),
         TensorElementType::String => Tensor::Str(v.try_extract_string_array().map_err(run_err)?),
         other => {

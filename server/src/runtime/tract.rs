@@ -59,6 +59,8 @@ fn to_tract(t: Tensor) -> TractTensor {
         Tensor::U16(a) => a.into(),
         Tensor::U32(a) => a.into(),
         Tensor::U64(a) => a.into(),
+        Tensor::F16(a) => a.into(),
+        Tensor::BF16(a) => a.mapv(half::bf16::to_f32).into(),
         Tensor::Bool(a) => a.into(),
         Tensor::Str(a) => a.into(),
     }
@@ -82,6 +84,7 @@ fn from_tract(name: &str, t: &TractTensor) -> Result<Tensor, RuntimeError> {
         DatumType::U16 => extract!(u16, U16),
         DatumType::U32 => extract!(u32, U32),
         DatumType::U64 => extract!(u64, U64),
+        DatumType::F16 => extract!(half::f16, F16),
         DatumType::Bool => extract!(bool, Bool),
         DatumType::String => extract!(String, Str),
         other => {

@@ -288,9 +288,6 @@ fn decode(t: &V2Tensor, binary: &[u8], offset: &mut usize, budget: &mut usize) -
     let name = &t.name;
     let dtype =
         parse_datatype(&t.datatype).ok_or_else(|| bad(format!("input '{name}': unknown datatype '{}'", t.datatype)))?;
-    if matches!(dtype, DType::Float16 | DType::Bfloat16) {
-        return Err(bad(format!("input '{name}': {} tensors are not supported; send FP32", t.datatype)));
-    }
     if t.shape.iter().any(|d| *d < 0) || t.shape.len() > 8 {
         return Err(bad(format!("input '{name}': shape {:?} must be at most 8 sizes >= 0", t.shape)));
     }
@@ -344,7 +341,7 @@ fn reshape(t: Tensor, shape: IxDyn) -> std::result::Result<Tensor, ndarray::Shap
             }
         };
     }
-    Ok(re!(F32, F64, I64, I32, I16, I8, U8, U16, U32, U64, Bool, Str))
+    Ok(re!(F32, F64, I64, I32, I16, I8, U8, U16, U32, U64, F16, BF16, Bool, Str))
 }
 
 fn from_bytes(name: &str, dtype: DType, shape: IxDyn, count: usize, bytes: &[u8]) -> Result<Tensor> {
@@ -369,7 +366,7 @@ fn from_bytes(name: &str, dtype: DType, shape: IxDyn, count: usize, bytes: &[u8]
     let size = match dtype {
         DType::Float64 | DType::Int64 | DType::Uint64 => 8,
         DType::Float32 | DType::Int32 | DType::Uint32 => 4,
-        DType::Int16 | DType::Uint16 => 2,
+        DType::Int16 | DType::Uint16 | DType::Float16 | DType::Bfloat16 => 2,
         _ => 1,
     };
     if bytes.len() != count * size {
@@ -398,6 +395,8 @@ fn from_bytes(name: &str, dtype: DType, shape: IxDyn, count: usize, bytes: &[u8]
         DType::Uint16 => le!(U16, u16),
         DType::Uint32 => le!(U32, u32),
         DType::Uint64 => le!(U64, u64),
+        DType::Float16 => le!(F16, half::f16),
+        DType::Bfloat16 => le!(BF16, half::bf16),
         DType::Bool => Tensor::Bool(
             ArrayD::from_shape_vec(shape, bytes.iter().map(|b| *b != 0).collect()).map_err(Error::internal)?,
         ),
@@ -427,6 +426,8 @@ fn encode(name: &str, t: &Tensor, as_binary: bool, binary: &mut Vec<u8>) -> V2Te
             Tensor::U16(a) => put!(a),
             Tensor::U32(a) => put!(a),
             Tensor::U64(a) => put!(a),
+            Tensor::F16(a) => put!(a),
+            Tensor::BF16(a) => put!(a),
             Tensor::Bool(a) => a.iter().for_each(|b| binary.push(u8::from(*b))),
             Tensor::Str(a) => a.iter().for_each(|s| {
                 binary.extend_from_slice(&(s.len() as u32).to_le_bytes());
