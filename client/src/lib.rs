@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::io::ReaderStream;
 use zoo_api::{
     AliasInfo, CreateKeyRequest, CreatedKey, DeployQuery, ErrorBody, ErrorCode, KeyInfo, KeyList, ListModelsQuery,
-    ModelDetail, ModelList, PredictRequest, SetAliasRequest, VersionInfo, headers,
+    ModelDetail, ModelList, PredictRequest, VersionInfo, headers,
 };
 
 pub mod config;
@@ -193,7 +193,8 @@ impl Client {
 
     /// Point an alias at a version.
     pub async fn set_alias(&self, name: &str, alias: &str, version: &str) -> Result<AliasInfo> {
-        let body = SetAliasRequest { version: version.to_string() };
+        // The server checks the names (and says which rule a bad one breaks).
+        let body = serde_json::json!({ "version": version });
         self.json(self.request(Method::PUT, &format!("/v1/models/{name}/aliases/{alias}")).json(&body)).await
     }
 
@@ -214,8 +215,10 @@ impl Client {
         self.json(self.request(Method::GET, "/v1/keys")).await
     }
 
-    pub async fn revoke_key(&self, id: &str) -> Result<KeyInfo> {
-        self.json(self.request(Method::DELETE, &format!("/v1/keys/{id}"))).await
+    /// Revoke a key; `confirm` is needed to revoke the key this client uses.
+    pub async fn revoke_key(&self, id: &str, confirm: bool) -> Result<KeyInfo> {
+        let path = if confirm { format!("/v1/keys/{id}?confirm=true") } else { format!("/v1/keys/{id}") };
+        self.json(self.request(Method::DELETE, &path)).await
     }
 }
 

@@ -226,6 +226,9 @@ enum KeysCommand {
     List,
     Revoke {
         id: String,
+        /// Revoke it even if it is the key this command uses.
+        #[arg(long)]
+        confirm: bool,
     },
 }
 
@@ -323,7 +326,7 @@ async fn run(cli: Cli, malloc: Option<&'static str>) -> anyhow::Result<()> {
                 runtime: *runtime,
                 labels: labels.clone(),
                 description: description.clone(),
-                alias: alias.clone(),
+                alias: alias.as_deref().map(zoo_api::AliasName::parse).transpose()?,
                 max_batch_size: serving.max_batch_size,
                 max_queue_delay_ms: serving.max_queue_delay_ms,
                 instances: serving.instances,
@@ -516,7 +519,7 @@ async fn run(cli: Cli, malloc: Option<&'static str>) -> anyhow::Result<()> {
                         .create_key(&CreateKeyRequest {
                             name: name.clone(),
                             scopes: scopes.clone(),
-                            models: models.clone(),
+                            models: models.iter().map(|m| zoo_api::ModelPattern::parse(m)).collect::<Result<_, _>>()?,
                             expires_at,
                         })
                         .await?;
@@ -557,8 +560,8 @@ async fn run(cli: Cli, malloc: Option<&'static str>) -> anyhow::Result<()> {
                     }
                     Ok(())
                 }
-                KeysCommand::Revoke { id } => {
-                    let k = c.revoke_key(id).await?;
+                KeysCommand::Revoke { id, confirm } => {
+                    let k = c.revoke_key(id, *confirm).await?;
                     if json {
                         return print_json(&k);
                     }

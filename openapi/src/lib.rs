@@ -57,6 +57,11 @@ pub enum ErrorCode {
     VersionExists,
     /// An alias points at the version: move or remove the alias first (409).
     VersionInUse,
+    /// The key is the last active key with every right: revoking it would leave
+    /// the server without an admin (409).
+    LastAdminKey,
+    /// The request revokes the key it is made with: repeat it with `confirm=true` (409).
+    ConfirmationRequired,
     /// A model or version name does not follow the naming rules (400).
     InvalidName,
     /// The request body or query is malformed (400).
@@ -101,6 +106,8 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::VersionExists,
         ErrorCode::VersionInUse,
+        ErrorCode::LastAdminKey,
+        ErrorCode::ConfirmationRequired,
         ErrorCode::InvalidName,
         ErrorCode::InvalidRequest,
         ErrorCode::InvalidInput,
@@ -130,6 +137,8 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::VersionExists => "version_exists",
             ErrorCode::VersionInUse => "version_in_use",
+            ErrorCode::LastAdminKey => "last_admin_key",
+            ErrorCode::ConfirmationRequired => "confirmation_required",
             ErrorCode::InvalidName => "invalid_name",
             ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::InvalidInput => "invalid_input",
@@ -306,6 +315,7 @@ pub struct ListModelsQuery {
     /// Only models whose latest version has this task.
     pub task: Option<Task>,
     /// Page size (1..=1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// Opaque cursor from a previous page.
     pub cursor: Option<String>,
@@ -324,7 +334,8 @@ pub struct DeployQuery {
     /// Model description (set when the model is created or when given).
     pub description: Option<String>,
     /// Point this alias (e.g. `production`) at the new version once it is ready.
-    pub alias: Option<String>,
+    #[param(value_type = Option<AliasName>)]
+    pub alias: Option<AliasName>,
     /// Most rows (texts, tensor rows) merged into one batch (1 = no batching).
     pub max_batch_size: Option<u32>,
     /// Longest a request waits for others to join its batch, in milliseconds.
@@ -460,7 +471,7 @@ pub struct SessionInfo {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SetAliasRequest {
     /// The version the alias points at from now on.
-    pub version: String,
+    pub version: VersionName,
 }
 
 /// An alias after it was set or removed.
@@ -517,22 +528,24 @@ pub struct PredictRequest {
     pub inputs: serde_json::Value,
     /// text-classification: how many labels to return per text (default: all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 1)]
     pub top_k: Option<usize>,
     /// feature-extraction: L2-normalise the embeddings (default from the bundle's
     /// sentence-transformers config, else false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub normalize: Option<bool>,
     /// MLflow versions: a pandas DataFrame in `split` orientation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Object>, nullable = false)]
     pub dataframe_split: Option<serde_json::Value>,
     /// MLflow versions: a pandas DataFrame in `records` orientation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[schema(value_type = Option<Vec<Object>>, nullable = false)]
     pub dataframe_records: Option<serde_json::Value>,
     /// MLflow versions: TF-serving style rows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[schema(value_type = Option<Vec<Object>>, nullable = false)]
     pub instances: Option<serde_json::Value>,
 }
 
@@ -613,15 +626,27 @@ impl Scope {
 /// Body of `POST /v1/keys`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CreateKeyRequest {
-    /// A label for people (who or what uses the key).
+    /// A label for people (who or what uses the key): 1-200 characters, not only
+    /// spaces, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub name: String,
+    /// At least one; `admin` includes every other.
+    #[schema(min_items = 1)]
     pub scopes: Vec<Scope>,
     /// Model-name patterns the key is limited to (`*` matches any run of
-    /// characters); empty means every model.
+    /// characters); empty means every model. At most 100.
     #[serde(default)]
-    pub models: Vec<String>,
-    /// When the key stops working; absent means never.
+    #[schema(max_items = 100)]
+    pub models: Vec<ModelPattern>,
+    /// When the key stops working (RFC 3339, in the future); absent means never.
     #[serde(default)]
+    #[schema(
+        pattern = "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+    )]
     pub expires_at: Option<DateTime<Utc>>,
 }
 
@@ -647,6 +672,14 @@ pub struct CreatedKey {
     pub info: KeyInfo,
 }
 
+/// Query of `DELETE /v1/keys/{id}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RevokeQuery {
+    /// `true` to revoke the key this request is made with.
+    pub confirm: Option<bool>,
+}
+
 /// `GET /v1/keys`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct KeyList {
@@ -670,6 +703,9 @@ pub mod headers {
     /// Request id, echoed or generated.
     pub const REQUEST_ID: &str = "x-request-id";
 }
+
+pub mod typed;
+pub use typed::{AliasName, KeyId, ModelName, ModelPattern, NameError, Sha256Hex, VersionName};
 
 /// Naming rules shared by client and server.
 pub mod names {

@@ -30,6 +30,13 @@ pub enum Error {
         "version '{version}' of model '{model}' is what alias(es) {aliases} point at: move or remove them first (zoo alias set|rm)"
     )]
     VersionInUse { model: String, version: String, aliases: String },
+    #[error(
+        "key '{0}' is the last active admin key (admin scope, every model, not expired): revoking it would leave \
+         the server without an admin; create another admin key first"
+    )]
+    LastAdminKey(String),
+    #[error("this request is made with key '{0}', which it would revoke: repeat it with confirm=true to do so")]
+    ConfirmationRequired(String),
     #[error("{0}")]
     InvalidName(String),
     #[error("{0}")]
@@ -81,6 +88,8 @@ impl Error {
             Error::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
             Error::VersionExists(_) => ErrorCode::VersionExists,
             Error::VersionInUse { .. } => ErrorCode::VersionInUse,
+            Error::LastAdminKey(_) => ErrorCode::LastAdminKey,
+            Error::ConfirmationRequired(_) => ErrorCode::ConfirmationRequired,
             Error::InvalidName(_) => ErrorCode::InvalidName,
             Error::InvalidRequest(_) => ErrorCode::InvalidRequest,
             Error::InvalidInput(_) => ErrorCode::InvalidInput,
@@ -115,7 +124,11 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
             StatusCode::NOT_FOUND
         }
         ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-        ErrorCode::VersionExists | ErrorCode::VersionInUse | ErrorCode::NotServable => StatusCode::CONFLICT,
+        ErrorCode::VersionExists
+        | ErrorCode::VersionInUse
+        | ErrorCode::NotServable
+        | ErrorCode::LastAdminKey
+        | ErrorCode::ConfirmationRequired => StatusCode::CONFLICT,
         ErrorCode::InvalidName | ErrorCode::InvalidRequest | ErrorCode::InvalidInput | ErrorCode::Sha256Mismatch => {
             StatusCode::BAD_REQUEST
         }

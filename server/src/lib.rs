@@ -110,7 +110,8 @@ impl AppState {
 
 /// The HTTP application.
 pub fn build_app(state: AppState) -> Router {
-    let (router, openapi) = api::router().split_for_parts();
+    let (router, mut openapi) = api::router().split_for_parts();
+    api::finish(&mut openapi);
     let request_id = HeaderName::from_static(zoo_api::headers::REQUEST_ID);
     router
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), api::health::track))

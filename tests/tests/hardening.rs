@@ -323,3 +323,35 @@ async fn sessions_of_a_replaced_admin_key_end() {
     assert_eq!(status, 401, "a session of the old admin key still works: {body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("replaced"), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_last_admin_key_stays_and_revoking_ones_own_key_needs_confirmation() {
+    let s = Server::start_with(with_ort());
+    let http = reqwest::Client::new();
+    let id_of = |k: &str| k.split('_').nth(1).unwrap().to_string();
+    let revoke = |key: String, id: String, confirm: bool| {
+        let q = if confirm { "?confirm=true" } else { "" };
+        let req = http.delete(s.at(&format!("/v1/keys/{id}{q}"))).bearer_auth(key);
+        async move { json_of(req.send().await.unwrap()).await }
+    };
+    let me = id_of(&s.admin_key);
+    let (status, body) = revoke(s.admin_key.clone(), me.clone(), false).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("confirmation_required")), "{body}");
+    let (status, body) = revoke(s.admin_key.clone(), me.clone(), true).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("last_admin_key")), "{body}");
+    // A key limited to some models or expiring does not count as the server's admin.
+    let out = ok(&s.cli(&["keys", "create", "--name", "limited", "--scope", "admin", "--model", "x-*", "-o", "json"]));
+    let limited: Value = serde_json::from_str(&out).unwrap();
+    let (status, _) = revoke(s.admin_key.clone(), me.clone(), true).await;
+    assert_eq!(status, 409);
+    // With a second admin key, the first can go.
+    let out = ok(&s.cli(&["keys", "create", "--name", "second", "--scope", "admin", "-o", "json"]));
+    let second: Value = serde_json::from_str(&out).unwrap();
+    let (status, body) = revoke(s.admin_key.clone(), me.clone(), true).await;
+    assert_eq!(status, 200, "{body}");
+    // And the second, now the last, stays.
+    let second_key = second["key"].as_str().unwrap().to_string();
+    let (status, body) = revoke(second_key.clone(), id_of(&second_key), true).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("last_admin_key")), "{body}");
+    assert!(limited["key"].is_string());
+}

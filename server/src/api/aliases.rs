@@ -4,13 +4,12 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use zoo_api::{AliasInfo, AliasList, ErrorBody, Scope, SetAliasRequest};
+use zoo_api::{AliasInfo, AliasList, AliasName, ErrorBody, ModelName, Scope, SetAliasRequest};
 
 use super::{ApiPath, read_json};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::Result;
-use crate::service::deploy::{check_alias, check_names};
 
 /// Body limit of alias requests: they carry a version string.
 const ALIAS_BODY_LIMIT: usize = 4096;
@@ -19,8 +18,8 @@ const ALIAS_BODY_LIMIT: usize = 4096;
 /// loaded and warmed before the alias moves, so no request fails; requests in
 /// flight on the previous version finish there. Every move is recorded.
 #[utoipa::path(put, path = "/v1/models/{name}/aliases/{alias}", tag = "models",
-    params(("name" = String, Path, description = "Model name"),
-        ("alias" = String, Path, description = "Alias, e.g. production: a-z, 0-9, '.', '_', '-', starting with a letter")),
+    params(("name" = ModelName, Path, description = "Model name"),
+        ("alias" = AliasName, Path, description = "Alias, e.g. production: a-z, 0-9, '.', '_', '-', starting with a letter")),
     request_body(content = SetAliasRequest, example = json!({"version": "2"})),
     responses(
         (status = 200, description = "The alias now points at the version", body = AliasInfo),
@@ -36,23 +35,20 @@ const ALIAS_BODY_LIMIT: usize = 4096;
 pub async fn set_alias(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath((name, alias)): ApiPath<(String, String)>,
+    ApiPath((name, alias)): ApiPath<(ModelName, AliasName)>,
     h: HeaderMap,
     body: Body,
 ) -> Result<Json<AliasInfo>> {
-    check_names(&name, None)?;
-    check_alias(&alias)?;
     caller.require(Scope::Deploy, Some(&name))?;
     let req: SetAliasRequest =
         read_json(&h, body, ALIAS_BODY_LIMIT, state.services.config.upload_idle_timeout()).await?;
-    check_names(&name, Some(&req.version))?;
     Ok(Json(state.services.set_alias(&caller, &name, &alias, &req.version).await?))
 }
 
 /// Remove an alias. Predictions through it get 404 from then on; the default
 /// route falls back to the newest version when `production` is removed.
 #[utoipa::path(delete, path = "/v1/models/{name}/aliases/{alias}", tag = "models",
-    params(("name" = String, Path, description = "Model name"), ("alias" = String, Path, description = "Alias")),
+    params(("name" = ModelName, Path, description = "Model name"), ("alias" = AliasName, Path, description = "Alias")),
     responses(
         (status = 200, description = "Removed; `previous` is the version it pointed at", body = AliasInfo),
         (status = 400, description = "invalid_name", body = ErrorBody),
@@ -64,10 +60,8 @@ pub async fn set_alias(
 pub async fn delete_alias(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath((name, alias)): ApiPath<(String, String)>,
+    ApiPath((name, alias)): ApiPath<(ModelName, AliasName)>,
 ) -> Result<Json<AliasInfo>> {
-    check_names(&name, None)?;
-    check_alias(&alias)?;
     caller.require(Scope::Deploy, Some(&name))?;
     Ok(Json(state.services.delete_alias(&caller, &name, &alias).await?))
 }
@@ -75,7 +69,7 @@ pub async fn delete_alias(
 /// The model's aliases and their history: who moved which alias from which
 /// version to which, and when (newest first).
 #[utoipa::path(get, path = "/v1/models/{name}/aliases", tag = "models",
-    params(("name" = String, Path, description = "Model name")),
+    params(("name" = ModelName, Path, description = "Model name")),
     responses(
         (status = 200, body = AliasList),
         (status = 400, description = "invalid_name", body = ErrorBody),
@@ -87,9 +81,8 @@ pub async fn delete_alias(
 pub async fn list_aliases(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(name): ApiPath<String>,
+    ApiPath(name): ApiPath<ModelName>,
 ) -> Result<Json<AliasList>> {
-    check_names(&name, None)?;
     caller.require(Scope::Read, Some(&name))?;
     Ok(Json(state.services.list_aliases(&name).await?))
 }

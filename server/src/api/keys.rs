@@ -4,9 +4,9 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use zoo_api::{CreateKeyRequest, CreatedKey, ErrorBody, KeyInfo, KeyList};
+use zoo_api::{CreateKeyRequest, CreatedKey, ErrorBody, KeyId, KeyInfo, KeyList, RevokeQuery};
 
-use super::{ApiPath, read_json};
+use super::{ApiPath, ApiQuery, read_json};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::Result;
@@ -43,19 +43,25 @@ pub async fn list_keys(State(state): State<AppState>, caller: Caller) -> Result<
     Ok(Json(KeyList { keys: state.services.list_keys(&caller).await? }))
 }
 
-/// Revoke a key: it stops working at once on this server, and within 5 seconds on others.
+/// Revoke a key: it stops working at once on this server, and within 5 seconds on
+/// others. The last active admin key for every model cannot be revoked (unless
+/// the server has `ZOO_ADMIN_KEY`), and revoking the key the request is made with
+/// needs `confirm=true`.
 #[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys",
-    params(("id" = String, Path, description = "Key id (the part after zk_)")),
+    params(("id" = KeyId, Path, description = "Key id (the part after zk_)"), RevokeQuery),
     responses(
         (status = 200, body = KeyInfo),
+        (status = 400, description = "invalid_request: a malformed query", body = ErrorBody),
         (status = 401, description = "unauthorized", body = ErrorBody),
-        (status = 403, description = "forbidden: admin scope needed", body = ErrorBody),
-        (status = 404, description = "key_not_found", body = ErrorBody)
+        (status = 403, description = "forbidden: admin scope needed, or a key outside this key's models", body = ErrorBody),
+        (status = 404, description = "key_not_found", body = ErrorBody),
+        (status = 409, description = "last_admin_key, or confirmation_required: the key of this request", body = ErrorBody)
     ))]
 pub async fn revoke_key(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(id): ApiPath<KeyId>,
+    ApiQuery(q): ApiQuery<RevokeQuery>,
 ) -> Result<Json<KeyInfo>> {
-    Ok(Json(state.services.revoke_key(&caller, &state.keys, &id).await?))
+    Ok(Json(state.services.revoke_key(&caller, &state.keys, &id, q.confirm.unwrap_or(false)).await?))
 }

@@ -7,16 +7,15 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use zoo_api::Scope;
 use zoo_api::kserve::{
     HEADER_CONTENT_LENGTH, V2Error, V2InferRequest, V2InferResponse, V2Live, V2ModelMetadata, V2Ready, V2ServerMetadata,
 };
+use zoo_api::{ModelName, Scope, VersionName};
 
 use super::ApiPath;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{Error, status_of};
-use crate::service::deploy::check_names;
 use crate::service::predict::Target;
 
 /// An error in the protocol's shape: `{"error": "<code>: <message>"}`.
@@ -53,6 +52,17 @@ impl IntoResponse for V2Failure {
 }
 
 type V2Result<T> = std::result::Result<T, V2Failure>;
+
+/// `Path` for the v2 routes: a bad name is answered in the protocol's error shape.
+pub struct V2Path<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> axum::extract::FromRequestParts<S> for V2Path<T> {
+    type Rejection = V2Failure;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> V2Result<Self> {
+        ApiPath::<T>::from_request_parts(parts, state).await.map(|p| V2Path(p.0)).map_err(V2Failure)
+    }
+}
 
 fn caller(c: std::result::Result<Caller, Error>, scope: Scope, model: Option<&str>) -> V2Result<Caller> {
     let c = c?;
@@ -91,10 +101,9 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<V2Ready>)
 async fn metadata(
     state: AppState,
     c: std::result::Result<Caller, Error>,
-    name: String,
-    version: Option<String>,
+    name: ModelName,
+    version: Option<VersionName>,
 ) -> V2Result<Json<V2ModelMetadata>> {
-    check_names(&name, version.as_deref())?;
     caller(c, Scope::Read, Some(&name))?;
     let target = version.as_deref().map_or(Target::Default, Target::Version);
     let record = state.services.resolve(&name, target).await?;
@@ -103,7 +112,7 @@ async fn metadata(
 
 /// A model's metadata: its versions, platform, inputs and outputs (the default
 /// version's).
-#[utoipa::path(get, path = "/v2/models/{name}", tag = "kserve", params(("name" = String, Path)),
+#[utoipa::path(get, path = "/v2/models/{name}", tag = "kserve", params(("name" = ModelName, Path)),
     responses((status = 200, body = V2ModelMetadata), (status = 400, description = "invalid_name", body = V2Error),
         (status = 401, body = V2Error), (status = 403, body = V2Error),
         (status = 404, body = V2Error), (status = 409, description = "not servable", body = V2Error),
@@ -111,14 +120,14 @@ async fn metadata(
 pub async fn model_metadata(
     State(state): State<AppState>,
     c: std::result::Result<Caller, Error>,
-    ApiPath(name): ApiPath<String>,
+    V2Path(name): V2Path<ModelName>,
 ) -> V2Result<Json<V2ModelMetadata>> {
     metadata(state, c, name, None).await
 }
 
 /// One version's metadata.
 #[utoipa::path(get, path = "/v2/models/{name}/versions/{version}", tag = "kserve",
-    params(("name" = String, Path), ("version" = String, Path)),
+    params(("name" = ModelName, Path), ("version" = VersionName, Path)),
     responses((status = 200, body = V2ModelMetadata), (status = 400, description = "invalid_name", body = V2Error),
         (status = 401, body = V2Error), (status = 403, body = V2Error),
         (status = 404, body = V2Error), (status = 409, description = "not servable", body = V2Error),
@@ -126,7 +135,7 @@ pub async fn model_metadata(
 pub async fn version_metadata(
     State(state): State<AppState>,
     c: std::result::Result<Caller, Error>,
-    ApiPath((name, version)): ApiPath<(String, String)>,
+    V2Path((name, version)): V2Path<(ModelName, VersionName)>,
 ) -> V2Result<Json<V2ModelMetadata>> {
     metadata(state, c, name, Some(version)).await
 }
@@ -134,10 +143,9 @@ pub async fn version_metadata(
 async fn model_ready_inner(
     state: AppState,
     c: std::result::Result<Caller, Error>,
-    name: String,
-    version: Option<String>,
+    name: ModelName,
+    version: Option<VersionName>,
 ) -> V2Result<Json<V2Ready>> {
-    check_names(&name, version.as_deref())?;
     caller(c, Scope::Read, Some(&name))?;
     let target = version.as_deref().map_or(Target::Default, Target::Version);
     // Ready: loaded, or servable and loaded by its first inference request. Asking
@@ -151,33 +159,33 @@ async fn model_ready_inner(
         ))
         .into());
     }
-    Ok(Json(V2Ready { ready: true, name: Some(name) }))
+    Ok(Json(V2Ready { ready: true, name: Some(name.into_string()) }))
 }
 
 /// 200 when the model's default version can answer: it is loaded, or servable and
 /// loaded by its first inference request (asking loads nothing).
-#[utoipa::path(get, path = "/v2/models/{name}/ready", tag = "kserve", params(("name" = String, Path)),
+#[utoipa::path(get, path = "/v2/models/{name}/ready", tag = "kserve", params(("name" = ModelName, Path)),
     responses((status = 200, body = V2Ready), (status = 400, description = "invalid_name", body = V2Error),
         (status = 401, body = V2Error), (status = 403, body = V2Error), (status = 404, body = V2Error),
         (status = 409, description = "not servable", body = V2Error), (status = 503, description = "unavailable", body = V2Error)))]
 pub async fn model_ready(
     State(state): State<AppState>,
     c: std::result::Result<Caller, Error>,
-    ApiPath(name): ApiPath<String>,
+    V2Path(name): V2Path<ModelName>,
 ) -> V2Result<Json<V2Ready>> {
     model_ready_inner(state, c, name, None).await
 }
 
 /// 200 when the version can answer.
 #[utoipa::path(get, path = "/v2/models/{name}/versions/{version}/ready", tag = "kserve",
-    params(("name" = String, Path), ("version" = String, Path)),
+    params(("name" = ModelName, Path), ("version" = VersionName, Path)),
     responses((status = 200, body = V2Ready), (status = 400, description = "invalid_name", body = V2Error),
         (status = 401, body = V2Error), (status = 403, body = V2Error), (status = 404, body = V2Error),
         (status = 409, description = "not servable", body = V2Error), (status = 503, description = "unavailable", body = V2Error)))]
 pub async fn version_ready(
     State(state): State<AppState>,
     c: std::result::Result<Caller, Error>,
-    ApiPath((name, version)): ApiPath<(String, String)>,
+    V2Path((name, version)): V2Path<(ModelName, VersionName)>,
 ) -> V2Result<Json<V2Ready>> {
     model_ready_inner(state, c, name, Some(version)).await
 }
@@ -185,12 +193,11 @@ pub async fn version_ready(
 async fn infer(
     state: AppState,
     c: std::result::Result<Caller, Error>,
-    name: String,
-    version: Option<String>,
+    name: ModelName,
+    version: Option<VersionName>,
     headers: HeaderMap,
     body: Body,
 ) -> V2Result<Response> {
-    check_names(&name, version.as_deref())?;
     caller(c, Scope::Predict, Some(&name))?;
     let target = version.as_deref().map_or(Target::Default, Target::Version);
     let (_, served) = state.services.prepare(&name, target).await?;
@@ -230,7 +237,7 @@ async fn infer(
 /// Run an inference on the model's default version: typed tensors in JSON (flat or
 /// nested `data`) or in the binary tensor data extension
 /// (`Inference-Header-Content-Length`), requested outputs, `id` echoed.
-#[utoipa::path(post, path = "/v2/models/{name}/infer", tag = "kserve", params(("name" = String, Path)),
+#[utoipa::path(post, path = "/v2/models/{name}/infer", tag = "kserve", params(("name" = ModelName, Path)),
     request_body(content = V2InferRequest, example = json!({"id": "1", "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1.0, 2.0, 3.0, 4.0]}]})),
     responses((status = 200, body = V2InferResponse), (status = 400, body = V2Error), (status = 401, body = V2Error),
         (status = 403, body = V2Error), (status = 404, body = V2Error), (status = 408, body = V2Error),
@@ -239,7 +246,7 @@ async fn infer(
 pub async fn model_infer(
     State(state): State<AppState>,
     c: std::result::Result<Caller, Error>,
-    ApiPath(name): ApiPath<String>,
+    V2Path(name): V2Path<ModelName>,
     headers: HeaderMap,
     body: Body,
 ) -> V2Result<Response> {
@@ -248,7 +255,7 @@ pub async fn model_infer(
 
 /// Run an inference on one version.
 #[utoipa::path(post, path = "/v2/models/{name}/versions/{version}/infer", tag = "kserve",
-    params(("name" = String, Path), ("version" = String, Path)),
+    params(("name" = ModelName, Path), ("version" = VersionName, Path)),
     request_body(content = V2InferRequest),
     responses((status = 200, body = V2InferResponse), (status = 400, body = V2Error), (status = 401, body = V2Error),
         (status = 403, body = V2Error), (status = 404, body = V2Error), (status = 408, body = V2Error),
@@ -257,7 +264,7 @@ pub async fn model_infer(
 pub async fn version_infer(
     State(state): State<AppState>,
     c: std::result::Result<Caller, Error>,
-    ApiPath((name, version)): ApiPath<(String, String)>,
+    V2Path((name, version)): V2Path<(ModelName, VersionName)>,
     headers: HeaderMap,
     body: Body,
 ) -> V2Result<Response> {

@@ -36,7 +36,17 @@ pub mod versions;
         license(name = "Apache-2.0")
     ),
     modifiers(&Security),
-    components(schemas(zoo_api::RuntimeChoice, zoo_api::LoadPolicy, zoo_api::Task, zoo_api::Format)),
+    components(schemas(
+        zoo_api::RuntimeChoice,
+        zoo_api::LoadPolicy,
+        zoo_api::Task,
+        zoo_api::Format,
+        zoo_api::ModelName,
+        zoo_api::VersionName,
+        zoo_api::AliasName,
+        zoo_api::KeyId,
+        zoo_api::Sha256Hex
+    )),
     security(("bearer" = []), ("api_key" = [])),
     tags(
         (name = "health", description = "Liveness and readiness"),
@@ -99,7 +109,20 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of the server.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    router().split_for_parts().1
+    let mut doc = router().split_for_parts().1;
+    finish(&mut doc);
+    doc
+}
+
+/// What the route annotations cannot say: the session route takes its key in the
+/// body or in `Authorization`, so its body is optional.
+pub fn finish(doc: &mut utoipa::openapi::OpenApi) {
+    if let Some(item) = doc.paths.paths.get_mut("/v1/auth/session")
+        && let Some(post) = item.post.as_mut()
+        && let Some(body) = post.request_body.as_mut()
+    {
+        body.required = Some(utoipa::openapi::Required::False);
+    }
 }
 
 /// `Path` with errors in the API's format.
@@ -109,10 +132,22 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
-        axum::extract::Path::<T>::from_request_parts(parts, state)
-            .await
-            .map(|p| ApiPath(p.0))
-            .map_err(|e: PathRejection| Error::InvalidRequest(e.body_text()))
+        axum::extract::Path::<T>::from_request_parts(parts, state).await.map(|p| ApiPath(p.0)).map_err(
+            |e: PathRejection| {
+                // A typed name (`ModelName`, ...) refused by its own rule.
+                if let PathRejection::FailedToDeserializePathParams(d) = &e {
+                    let message = match d.kind() {
+                        axum::extract::path::ErrorKind::DeserializeError { message, .. } => Some(message.as_str()),
+                        axum::extract::path::ErrorKind::Message(m) => Some(m.as_str()),
+                        _ => None,
+                    };
+                    if let Some(rule) = message.and_then(|m| m.split_once(zoo_api::typed::INVALID_NAME)) {
+                        return Error::InvalidName(rule.1.to_string());
+                    }
+                }
+                Error::InvalidRequest(e.body_text())
+            },
+        )
     }
 }
 
@@ -123,10 +158,15 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiQuer
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|q| ApiQuery(q.0))
-            .map_err(|e: QueryRejection| Error::InvalidRequest(e.body_text()))
+        axum::extract::Query::<T>::from_request_parts(parts, state).await.map(|q| ApiQuery(q.0)).map_err(
+            |e: QueryRejection| {
+                let text = e.body_text();
+                match text.split_once(zoo_api::typed::INVALID_NAME) {
+                    Some((_, rule)) => Error::InvalidName(rule.to_string()),
+                    None => Error::InvalidRequest(text),
+                }
+            },
+        )
     }
 }
 
@@ -175,14 +215,30 @@ pub fn check_json_type(headers: &HeaderMap) -> Result<()> {
 /// Parse a JSON body; a value that is valid JSON but not what the route takes is
 /// reported with the field and the rule it breaks, not as a syntax error.
 pub fn parse_json<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        let what = match e.classify() {
-            serde_json::error::Category::Data => "the body does not fit this route",
-            serde_json::error::Category::Eof => "the body ends before the JSON value does",
-            _ => "the body is not valid JSON",
-        };
-        Error::InvalidRequest(format!("{what}: {e}"))
-    })
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        json_error(&field, e.into_inner())
+    })?;
+    de.end().map_err(|e| json_error(".", e))?;
+    Ok(value)
+}
+
+fn json_error(field: &str, e: serde_json::Error) -> Error {
+    let rule = e.to_string();
+    // serde_json's position suffix says nothing a client needs.
+    let rule = rule.split(" at line ").next().unwrap_or(&rule).to_string();
+    if let Some((_, name_rule)) = rule.split_once(zoo_api::typed::INVALID_NAME) {
+        return Error::InvalidName(format!("field '{field}': {name_rule}"));
+    }
+    match e.classify() {
+        serde_json::error::Category::Data if field != "." => {
+            Error::InvalidRequest(format!("field '{field}' is not valid: {rule}"))
+        }
+        serde_json::error::Category::Data => Error::InvalidRequest(format!("the body does not fit this route: {rule}")),
+        serde_json::error::Category::Eof => Error::InvalidRequest(format!("the body ends early: {rule}")),
+        _ => Error::InvalidRequest(format!("the body is not valid JSON: {rule}")),
+    }
 }
 
 /// Request bodies held in memory at once, across requests.

@@ -6,13 +6,12 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use serde_json::Value;
-use zoo_api::{ErrorBody, Scope};
+use zoo_api::{ErrorBody, ModelName, Scope, VersionName};
 
 use super::ApiPath;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::Result;
-use crate::service::deploy::check_names;
 use crate::service::predict::Target;
 
 /// The OpenAPI 3.1 document of the model's default version (alias production,
@@ -20,7 +19,7 @@ use crate::service::predict::Target;
 /// from the signature (input names, dtypes, shapes), the labels of a classifier,
 /// the limits, and an example request.
 #[utoipa::path(get, path = "/v1/models/{name}/openapi.json", tag = "models",
-    params(("name" = String, Path, description = "Model name")),
+    params(("name" = ModelName, Path, description = "Model name")),
     responses(
         (status = 200, description = "An OpenAPI 3.1 document", body = Object),
         (status = 400, description = "invalid_name", body = ErrorBody),
@@ -32,16 +31,15 @@ use crate::service::predict::Target;
 pub async fn model_openapi(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(name): ApiPath<String>,
+    ApiPath(name): ApiPath<ModelName>,
 ) -> Result<Json<Value>> {
-    check_names(&name, None)?;
     caller.require(Scope::Read, Some(&name))?;
     Ok(Json(state.services.model_openapi(&name, Target::Default).await?))
 }
 
 /// The OpenAPI 3.1 document of one version.
 #[utoipa::path(get, path = "/v1/models/{name}/versions/{version}/openapi.json", tag = "models",
-    params(("name" = String, Path), ("version" = String, Path)),
+    params(("name" = ModelName, Path), ("version" = VersionName, Path)),
     responses(
         (status = 200, description = "An OpenAPI 3.1 document", body = Object),
         (status = 400, description = "invalid_name", body = ErrorBody),
@@ -53,9 +51,8 @@ pub async fn model_openapi(
 pub async fn version_openapi(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath((name, version)): ApiPath<(String, String)>,
+    ApiPath((name, version)): ApiPath<(ModelName, VersionName)>,
 ) -> Result<Json<Value>> {
-    check_names(&name, Some(&version))?;
     caller.require(Scope::Read, Some(&name))?;
     Ok(Json(state.services.model_openapi(&name, Target::Version(&version)).await?))
 }
@@ -63,8 +60,7 @@ pub async fn version_openapi(
 /// Swagger UI for a model's own API (served from the binary; works offline). The
 /// document is fetched with the browser's session, or with the key entered on
 /// the page (kept in the tab's session storage only).
-pub async fn model_docs_page(ApiPath(name): ApiPath<String>) -> Result<impl IntoResponse> {
-    check_names(&name, None)?;
+pub async fn model_docs_page(ApiPath(name): ApiPath<ModelName>) -> Result<impl IntoResponse> {
     let page = DOCS_PAGE.replace("{{NAME}}", &name);
     Ok(([(header::CACHE_CONTROL, "no-store")], Html(page)))
 }

@@ -2,13 +2,12 @@
 
 use axum::Json;
 use axum::extract::State;
-use zoo_api::{ErrorBody, ListModelsQuery, ModelDetail, ModelList, Scope, VersionInfo};
+use zoo_api::{ErrorBody, ListModelsQuery, ModelDetail, ModelList, ModelName, Scope, VersionInfo};
 
 use super::{ApiPath, ApiQuery};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::Result;
-use crate::service::deploy::check_names;
 
 /// List models (filter by name/description substring, format, task; paginated).
 #[utoipa::path(get, path = "/v1/models", tag = "models", params(ListModelsQuery),
@@ -29,7 +28,7 @@ pub async fn list_models(
 
 /// A model with its ready versions (newest first) and aliases.
 #[utoipa::path(get, path = "/v1/models/{name}", tag = "models",
-    params(("name" = String, Path, description = "Model name")),
+    params(("name" = ModelName, Path, description = "Model name")),
     responses(
         (status = 200, body = ModelDetail),
         (status = 400, description = "invalid_name", body = ErrorBody),
@@ -40,16 +39,15 @@ pub async fn list_models(
 pub async fn show_model(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(name): ApiPath<String>,
+    ApiPath(name): ApiPath<ModelName>,
 ) -> Result<Json<ModelDetail>> {
-    check_names(&name, None)?;
     caller.require(Scope::Read, Some(&name))?;
     Ok(Json(state.services.show_model(&name).await?))
 }
 
 /// Delete a model and every version of it. Returns the deleted versions.
 #[utoipa::path(delete, path = "/v1/models/{name}", tag = "models",
-    params(("name" = String, Path, description = "Model name")),
+    params(("name" = ModelName, Path, description = "Model name")),
     responses(
         (status = 200, body = Vec<VersionInfo>),
         (status = 400, description = "invalid_name", body = ErrorBody),
@@ -60,9 +58,8 @@ pub async fn show_model(
 pub async fn delete_model(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(name): ApiPath<String>,
+    ApiPath(name): ApiPath<ModelName>,
 ) -> Result<Json<Vec<VersionInfo>>> {
-    check_names(&name, None)?;
     caller.require(Scope::Deploy, Some(&name))?;
     Ok(Json(state.services.delete_model(&name).await?))
 }

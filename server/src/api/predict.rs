@@ -5,31 +5,22 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use zoo_api::{ErrorBody, PredictRequest, PredictResponse, Scope, headers};
+use zoo_api::{AliasName, ErrorBody, ModelName, PredictRequest, PredictResponse, Scope, VersionName, headers};
 
 use super::{ApiPath, check_json_type, read_body};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::Result;
-use crate::service::deploy::{check_alias, check_names};
 use crate::service::predict::Target;
 
 async fn predict(
     state: AppState,
     caller: Caller,
-    model: String,
+    model: ModelName,
     target: Target<'_>,
     h: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    let version = match &target {
-        Target::Version(v) => Some(*v),
-        Target::Default | Target::Alias(_) => None,
-    };
-    check_names(&model, version)?;
-    if let Target::Alias(a) = &target {
-        check_alias(a)?;
-    }
     caller.require(Scope::Predict, Some(&model))?;
     // The version first: its body limit applies to the body.
     let (_, served) = state.services.prepare(&model, target).await?;
@@ -56,7 +47,7 @@ async fn predict(
 /// Predict with the model's default version: alias `production` if set, else the
 /// newest version. The body's shape depends on the task (see `PredictRequest`).
 #[utoipa::path(post, path = "/v1/models/{name}/predict", tag = "predict",
-    params(("name" = String, Path, description = "Model name")),
+    params(("name" = ModelName, Path, description = "Model name")),
     request_body(content = PredictRequest, examples(
         ("text" = (summary = "Text task", value = json!({"inputs": "good job"}))),
         ("tensor" = (summary = "Tensor task", value = json!({"inputs": {"X": [[1.0, 2.0, 3.0, 4.0]]}})))
@@ -82,7 +73,7 @@ async fn predict(
 pub async fn predict_default(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(name): ApiPath<String>,
+    ApiPath(name): ApiPath<ModelName>,
     h: HeaderMap,
     body: Body,
 ) -> Result<Response> {
@@ -91,7 +82,7 @@ pub async fn predict_default(
 
 /// Predict with an explicit version.
 #[utoipa::path(post, path = "/v1/models/{name}/versions/{version}/predict", tag = "predict",
-    params(("name" = String, Path), ("version" = String, Path)),
+    params(("name" = ModelName, Path), ("version" = VersionName, Path)),
     request_body(content = PredictRequest),
     responses(
         (status = 200, body = PredictResponse, headers(
@@ -114,7 +105,7 @@ pub async fn predict_default(
 pub async fn predict_version(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath((name, version)): ApiPath<(String, String)>,
+    ApiPath((name, version)): ApiPath<(ModelName, VersionName)>,
     h: HeaderMap,
     body: Body,
 ) -> Result<Response> {
@@ -123,7 +114,7 @@ pub async fn predict_version(
 
 /// Predict with the version an alias (e.g. `production`, `staging`) points at.
 #[utoipa::path(post, path = "/v1/models/{name}/aliases/{alias}/predict", tag = "predict",
-    params(("name" = String, Path), ("alias" = String, Path)),
+    params(("name" = ModelName, Path), ("alias" = AliasName, Path)),
     request_body(content = PredictRequest),
     responses(
         (status = 200, body = PredictResponse, headers(
@@ -146,7 +137,7 @@ pub async fn predict_version(
 pub async fn predict_alias(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath((name, alias)): ApiPath<(String, String)>,
+    ApiPath((name, alias)): ApiPath<(ModelName, AliasName)>,
     h: HeaderMap,
     body: Body,
 ) -> Result<Response> {

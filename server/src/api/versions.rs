@@ -5,13 +5,13 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use zoo_api::{DeployQuery, ErrorBody, Scope, VersionInfo, headers};
+use zoo_api::{DeployQuery, ErrorBody, ModelName, Scope, Sha256Hex, VersionInfo, VersionName, headers};
 
 use super::{ApiPath, ApiQuery};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{Error, Result};
-use crate::service::deploy::{Upload, check_names};
+use crate::service::deploy::Upload;
 use crate::store::Range;
 
 fn check_upload_type(h: &HeaderMap) -> Result<()> {
@@ -34,13 +34,12 @@ fn check_upload_type(h: &HeaderMap) -> Result<()> {
 async fn upload(
     state: AppState,
     caller: Caller,
-    model: String,
-    version: Option<String>,
+    model: ModelName,
+    version: Option<VersionName>,
     query: DeployQuery,
     h: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    check_names(&model, version.as_deref())?;
     caller.require(Scope::Deploy, Some(&model))?;
     check_upload_type(&h)?;
     let upload = Upload {
@@ -64,8 +63,8 @@ async fn upload(
 /// artifact: an ONNX file, or a tar archive of a bundle directory
 /// (`model.onnx` + `tokenizer.json` + `config.json`).
 #[utoipa::path(post, path = "/v1/models/{name}/versions", tag = "models",
-    params(("name" = String, Path, description = "Model name; created if new"), DeployQuery,
-        ("x-zoo-sha256" = Option<String>, Header, description = "Hex sha256 of the body; a mismatch stores nothing")),
+    params(("name" = ModelName, Path, description = "Model name; created if new"), DeployQuery,
+        ("x-zoo-sha256" = Option<Sha256Hex>, Header, nullable = false, description = "Hex sha256 of the body; a mismatch stores nothing")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The artifact bytes"),
     responses(
         (status = 201, description = "Deployed", body = VersionInfo),
@@ -82,7 +81,7 @@ async fn upload(
 pub async fn create_version(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(name): ApiPath<String>,
+    ApiPath(name): ApiPath<ModelName>,
     ApiQuery(query): ApiQuery<DeployQuery>,
     h: HeaderMap,
     body: Body,
@@ -92,9 +91,9 @@ pub async fn create_version(
 
 /// Deploy a version with an explicit version string. The body is the artifact.
 #[utoipa::path(put, path = "/v1/models/{name}/versions/{version}", tag = "models",
-    params(("name" = String, Path, description = "Model name; created if new"),
-        ("version" = String, Path, description = "Version, e.g. 1 or 1.2.0"), DeployQuery,
-        ("x-zoo-sha256" = Option<String>, Header, description = "Hex sha256 of the body; a mismatch stores nothing")),
+    params(("name" = ModelName, Path, description = "Model name; created if new"),
+        ("version" = VersionName, Path, description = "Version, e.g. 1 or 1.2.0"), DeployQuery,
+        ("x-zoo-sha256" = Option<Sha256Hex>, Header, nullable = false, description = "Hex sha256 of the body; a mismatch stores nothing")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The artifact bytes"),
     responses(
         (status = 201, description = "Deployed", body = VersionInfo),
@@ -111,7 +110,7 @@ pub async fn create_version(
 pub async fn put_version(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath((name, version)): ApiPath<(String, String)>,
+    ApiPath((name, version)): ApiPath<(ModelName, VersionName)>,
     ApiQuery(query): ApiQuery<DeployQuery>,
     h: HeaderMap,
     body: Body,
@@ -121,7 +120,7 @@ pub async fn put_version(
 
 /// A version's metadata, including its signature.
 #[utoipa::path(get, path = "/v1/models/{name}/versions/{version}", tag = "models",
-    params(("name" = String, Path), ("version" = String, Path)),
+    params(("name" = ModelName, Path), ("version" = VersionName, Path)),
     responses(
         (status = 200, body = VersionInfo),
         (status = 400, description = "invalid_name", body = ErrorBody),
@@ -132,16 +131,15 @@ pub async fn put_version(
 pub async fn show_version(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath((name, version)): ApiPath<(String, String)>,
+    ApiPath((name, version)): ApiPath<(ModelName, VersionName)>,
 ) -> Result<Json<VersionInfo>> {
-    check_names(&name, Some(&version))?;
     caller.require(Scope::Read, Some(&name))?;
     Ok(Json(state.services.show_version(&name, &version).await?))
 }
 
 /// Delete a version (its artifact goes when no other version shares it).
 #[utoipa::path(delete, path = "/v1/models/{name}/versions/{version}", tag = "models",
-    params(("name" = String, Path), ("version" = String, Path)),
+    params(("name" = ModelName, Path), ("version" = VersionName, Path)),
     responses(
         (status = 200, description = "The deleted version", body = VersionInfo),
         (status = 400, description = "invalid_name", body = ErrorBody),
@@ -154,9 +152,8 @@ pub async fn show_version(
 pub async fn delete_version(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath((name, version)): ApiPath<(String, String)>,
+    ApiPath((name, version)): ApiPath<(ModelName, VersionName)>,
 ) -> Result<Json<VersionInfo>> {
-    check_names(&name, Some(&version))?;
     caller.require(Scope::Deploy, Some(&name))?;
     Ok(Json(state.services.delete_version(&name, &version).await?))
 }
@@ -198,7 +195,7 @@ fn parse_range(h: &HeaderMap, size: u64) -> Result<Option<Range>> {
 /// Download a version's artifact (the ONNX file, or the bundle as a tar archive).
 /// Supports a single `Range`.
 #[utoipa::path(get, path = "/v1/models/{name}/versions/{version}/artifact", tag = "models",
-    params(("name" = String, Path), ("version" = String, Path),
+    params(("name" = ModelName, Path), ("version" = VersionName, Path),
         ("Range" = Option<String>, Header, description = "bytes=START-END")),
     responses(
         (status = 200, description = "The artifact", content_type = "application/octet-stream", body = Vec<u8>),
@@ -212,10 +209,9 @@ fn parse_range(h: &HeaderMap, size: u64) -> Result<Option<Range>> {
 pub async fn download_artifact(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath((name, version)): ApiPath<(String, String)>,
+    ApiPath((name, version)): ApiPath<(ModelName, VersionName)>,
     h: HeaderMap,
 ) -> Result<Response> {
-    check_names(&name, Some(&version))?;
     caller.require(Scope::Read, Some(&name))?;
     let s = &state.services;
     let v = s.show_version(&name, &version).await?;

@@ -452,7 +452,7 @@ mod tests {
         let forged = format!("zk_{}_{}", read.record.id, "0".repeat(64));
         assert!(matches!(checker.check(&forged).await, Err(Error::Unauthorized(_))));
 
-        reg.revoke_key(&read.record.id, Utc::now()).await.unwrap();
+        reg.revoke_key(&read.record.id, Utc::now(), true).await.unwrap();
         checker.forget(&read.record.id);
         let err = checker.check(&read.key).await.unwrap_err();
         assert!(err.to_string().contains("revoked"), "{err}");

@@ -237,9 +237,26 @@ pub async fn keys(r: &dyn Registry) {
     assert_eq!(got.models, ["text-*"]);
     r.touch_key(&k.record.id, Utc::now()).await.unwrap();
     assert!(r.get_key(&k.record.id).await.unwrap().unwrap().last_used_at.is_some());
-    assert!(r.revoke_key(&k.record.id, Utc::now()).await.unwrap());
-    assert!(!r.revoke_key("nope", Utc::now()).await.unwrap());
+    assert_eq!(r.revoke_key(&k.record.id, Utc::now(), true).await.unwrap(), super::Revoked::Done);
+    assert_eq!(r.revoke_key("nope", Utc::now(), true).await.unwrap(), super::Revoked::NotFound);
     assert!(r.list_keys().await.unwrap()[0].revoked_at.is_some());
+
+    // The last active admin key stays, even when two revocations race.
+    let a = crate::auth::generate("a", vec![zoo_api::Scope::Admin], vec![], None);
+    let b = crate::auth::generate("b", vec![zoo_api::Scope::Admin], vec![], None);
+    let limited = crate::auth::generate("l", vec![zoo_api::Scope::Admin], vec!["text-*".into()], None);
+    for k in [&a, &b, &limited] {
+        r.create_key(&k.record).await.unwrap();
+    }
+    let now = Utc::now();
+    let (ra, rb) = tokio::join!(r.revoke_key(&a.record.id, now, true), r.revoke_key(&b.record.id, now, true));
+    let mut outcomes = [ra.unwrap(), rb.unwrap()];
+    outcomes.sort_by_key(|o| format!("{o:?}"));
+    assert_eq!(outcomes, [super::Revoked::Done, super::Revoked::LastAdmin]);
+    let active: Vec<_> = r.list_keys().await.unwrap().into_iter().filter(|k| k.full_admin_at(Utc::now())).collect();
+    assert_eq!(active.len(), 1, "one admin key for every model stays active");
+    // Without the guard (an admin key in the environment remains), it goes.
+    assert_eq!(r.revoke_key(&active[0].id, Utc::now(), false).await.unwrap(), super::Revoked::Done);
 }
 
 mod sqlite {

@@ -232,10 +232,31 @@ pub trait Registry: Send + Sync + 'static {
     async fn create_key(&self, key: &KeyRecord) -> Result<()>;
     async fn get_key(&self, id: &str) -> Result<Option<KeyRecord>>;
     async fn list_keys(&self) -> Result<Vec<KeyRecord>>;
-    /// Mark a key revoked; false when it does not exist.
-    async fn revoke_key(&self, id: &str, at: DateTime<Utc>) -> Result<bool>;
+    /// Mark a key revoked. With `keep_an_admin`, the last active key with every
+    /// right (admin scope, no model patterns, not expired) is not revoked: checked
+    /// and done in one transaction, so two revocations cannot both pass.
+    async fn revoke_key(&self, id: &str, at: DateTime<Utc>, keep_an_admin: bool) -> Result<Revoked>;
     async fn touch_key(&self, id: &str, at: DateTime<Utc>) -> Result<()>;
     async fn count_keys(&self) -> Result<i64>;
+}
+
+/// What a revocation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    Done,
+    NotFound,
+    /// Refused: the key is the last active admin key.
+    LastAdmin,
+}
+
+impl KeyRecord {
+    /// An admin key for every model that is neither revoked nor expired.
+    pub fn full_admin_at(&self, now: DateTime<Utc>) -> bool {
+        self.scopes.contains(&zoo_api::Scope::Admin)
+            && self.models.is_empty()
+            && self.revoked_at.is_none()
+            && self.expires_at.is_none_or(|e| e > now)
+    }
 }
 
 /// Open the registry named by a database URL and run its migrations.

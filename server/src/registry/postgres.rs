@@ -54,6 +54,12 @@ impl PgRegistry {
         self.pool.begin().await
     }
 
+    /// Serialize changes to the keys with this transaction (readers go on).
+    async fn lock_keys(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> Result<()> {
+        sqlx::query("LOCK TABLE api_keys IN SHARE ROW EXCLUSIVE MODE").execute(&mut **tx).await?;
+        Ok(())
+    }
+
     /// Announce a change; delivered to listeners when the transaction commits.
     async fn notify(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, event: &RegistryEvent) -> Result<()> {
         let payload = serde_json::to_string(event).map_err(Error::internal)?;

@@ -566,8 +566,17 @@ macro_rules! sql_registry {
                 rows.iter().map(key_from_row).collect()
             }
 
-            async fn revoke_key(&self, id: &str, at: DateTime<Utc>) -> Result<bool> {
+            async fn revoke_key(&self, id: &str, at: DateTime<Utc>, keep_an_admin: bool) -> Result<super::Revoked> {
                 let mut tx = self.begin().await?;
+                if keep_an_admin {
+                    Self::lock_keys(&mut tx).await?;
+                    let rows = sqlx::query(&Self::q("SELECT * FROM api_keys")).fetch_all(&mut *tx).await?;
+                    let keys = rows.iter().map(key_from_row).collect::<Result<Vec<_>>>()?;
+                    let Some(target) = keys.iter().find(|k| k.id == id) else { return Ok(super::Revoked::NotFound) };
+                    if target.full_admin_at(at) && !keys.iter().any(|k| k.id != id && k.full_admin_at(at)) {
+                        return Ok(super::Revoked::LastAdmin);
+                    }
+                }
                 let r = sqlx::query(&Self::q("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?"))
                     .bind(at)
                     .bind(id)
@@ -575,7 +584,7 @@ macro_rules! sql_registry {
                     .await?;
                 Self::notify(&mut tx, &RegistryEvent::KeyRevoked { id: id.to_string() }).await?;
                 tx.commit().await?;
-                Ok(r.rows_affected() == 1)
+                Ok(if r.rows_affected() == 1 { super::Revoked::Done } else { super::Revoked::NotFound })
             }
 
             async fn touch_key(&self, id: &str, at: DateTime<Utc>) -> Result<()> {

@@ -64,6 +64,11 @@ impl SqliteRegistry {
         self.pool.begin_with("BEGIN IMMEDIATE").await
     }
 
+    /// Transactions begin IMMEDIATE: they are already one at a time.
+    async fn lock_keys(_tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>) -> Result<()> {
+        Ok(())
+    }
+
     /// SQLite has one server process: nobody else to tell.
     async fn notify(_tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, _event: &RegistryEvent) -> Result<()> {
         Ok(())

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
-use zoo_api::{DeployQuery, LoadPolicy, RuntimeChoice, Task, VersionInfo, names};
+use zoo_api::{DeployQuery, LoadPolicy, ModelName, RuntimeChoice, Task, VersionInfo, VersionName};
 
 use super::loader::LoadRequest;
 use super::{Services, remove_dir_quietly};
@@ -18,40 +18,13 @@ use crate::store::StorageKey;
 
 /// An upload as it arrives.
 pub struct Upload<S> {
-    pub model: String,
+    pub model: ModelName,
     /// `None` takes the next integer version.
-    pub version: Option<String>,
+    pub version: Option<VersionName>,
     pub query: DeployQuery,
     pub expected_sha256: Option<String>,
     pub content_length: Option<u64>,
     pub body: S,
-}
-
-/// Check an alias name.
-pub fn check_alias(alias: &str) -> Result<()> {
-    if names::valid_alias(alias) {
-        return Ok(());
-    }
-    Err(Error::InvalidName(format!(
-        "'{alias}' is not a valid alias: use 1-64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter"
-    )))
-}
-
-/// Check a name and version before anything is reserved.
-pub fn check_names(model: &str, version: Option<&str>) -> Result<()> {
-    if !names::valid_model_name(model) {
-        return Err(Error::InvalidName(format!(
-            "'{model}' is not a valid model name: use 1-128 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit"
-        )));
-    }
-    if let Some(v) = version
-        && !names::valid_version(v)
-    {
-        return Err(Error::InvalidName(format!(
-            "'{v}' is not a valid version: use 1-64 characters of A-Z, a-z, 0-9, '.', '_' or '-', starting with a letter or digit"
-        )));
-    }
-    Ok(())
 }
 
 struct Received {
@@ -67,10 +40,6 @@ impl Services {
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin + Send,
         E: std::fmt::Display,
     {
-        check_names(&upload.model, upload.version.as_deref())?;
-        if let Some(alias) = &upload.query.alias {
-            check_alias(alias)?;
-        }
         if let Some(expected) = &upload.expected_sha256
             && !crate::store::is_sha256_hex(expected)
         {
@@ -224,7 +193,7 @@ impl Services {
             labels,
             warmup_ms: outcome.warmup_ms,
             serving: upload.query.serving(),
-            alias: alias.clone(),
+            alias: alias.as_ref().map(|a| a.to_string()),
         };
         let record = self.registry.finish_version(model, version, &ready).await?;
         self.forget_routes(model);

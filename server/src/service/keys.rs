@@ -6,38 +6,37 @@ use zoo_api::{CreateKeyRequest, CreatedKey, KeyInfo, Scope};
 use super::Services;
 use crate::auth::{self, Caller, KeyChecker};
 use crate::error::{Error, Result};
+use crate::registry::Revoked;
 
 impl Services {
     /// Create a key; its secret is in the answer only.
     pub async fn create_key(&self, caller: &Caller, req: &CreateKeyRequest) -> Result<CreatedKey> {
         caller.require(Scope::Admin, None)?;
-        let name = req.name.trim();
-        if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
-            return Err(Error::InvalidRequest("name must be 1-200 printable characters".into()));
-        }
-        if req.scopes.is_empty() {
-            return Err(Error::InvalidRequest("scopes must name at least one of read, predict, deploy, admin".into()));
-        }
-        if req.models.len() > 100
-            || req.models.iter().any(|p| {
-                p.is_empty()
-                    || p.len() > 128
-                    || !p.chars().all(|c| c == '*' || c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
-            })
-        {
+        if !zoo_api::typed::valid_key_name(&req.name) {
             return Err(Error::InvalidRequest(
-                "models must be up to 100 patterns of a-z, 0-9, '.', '_', '-' and '*'".into(),
+                "field 'name' must be 1-200 characters, not only spaces, without control characters".into(),
             ));
         }
+        let name = req.name.trim();
+        if req.scopes.is_empty() {
+            return Err(Error::InvalidRequest(
+                "field 'scopes' must name at least one of read, predict, deploy, admin".into(),
+            ));
+        }
+        // Each pattern was checked as it was read (`ModelPattern`).
+        if req.models.len() > 100 {
+            return Err(Error::InvalidRequest("field 'models' holds at most 100 patterns".into()));
+        }
+        let models: Vec<String> = req.models.iter().map(|m| m.to_string()).collect();
         if req.expires_at.is_some_and(|e| e <= chrono::Utc::now()) {
-            return Err(Error::InvalidRequest("expires_at is in the past".into()));
+            return Err(Error::InvalidRequest("field 'expires_at' is in the past".into()));
         }
         // A key creates keys within what it may do itself: its scopes, its model
         // patterns, its lifetime.
         if let Some(s) = req.scopes.iter().find(|s| !caller.has(**s)) {
             return Err(Error::Forbidden(format!("this API key cannot give the '{}' scope it lacks", s.as_str())));
         }
-        if !caller.covers(&req.models) {
+        if !caller.covers(&models) {
             return Err(Error::Forbidden(format!(
                 "this API key may only use models matching {}: a key it creates must be limited to patterns within those",
                 caller.models.join(", ")
@@ -55,7 +54,7 @@ impl Services {
         let mut scopes = req.scopes.clone();
         scopes.sort();
         scopes.dedup();
-        let new = auth::generate(name, scopes, req.models.clone(), expires_at);
+        let new = auth::generate(name, scopes, models, expires_at);
         self.registry.create_key(&new.record).await?;
         tracing::info!(key = %new.record.id, by = %caller.key_id, "API key created");
         Ok(CreatedKey { key: new.key, info: auth::key_info(&new.record) })
@@ -69,8 +68,10 @@ impl Services {
     }
 
     /// Revoke a key: it stops at once here (`keys` forgets it) and within the key
-    /// cache delay on other replicas.
-    pub async fn revoke_key(&self, caller: &Caller, keys: &KeyChecker, id: &str) -> Result<KeyInfo> {
+    /// cache delay on other replicas. The last active admin key for every model is
+    /// kept (unless `ZOO_ADMIN_KEY` gives another way in), and revoking the key of
+    /// the request itself needs `confirm`.
+    pub async fn revoke_key(&self, caller: &Caller, keys: &KeyChecker, id: &str, confirm: bool) -> Result<KeyInfo> {
         caller.require(Scope::Admin, None)?;
         // An admin key limited to some models revokes only keys within its patterns.
         if !caller.models.is_empty()
@@ -82,8 +83,14 @@ impl Services {
                 caller.models.join(", ")
             )));
         }
-        if !self.registry.revoke_key(id, chrono::Utc::now()).await? {
-            return Err(Error::KeyNotFound(id.to_string()));
+        if id == caller.key_id && !confirm {
+            return Err(Error::ConfirmationRequired(id.to_string()));
+        }
+        let keep_an_admin = self.config.admin_key.is_none();
+        match self.registry.revoke_key(id, chrono::Utc::now(), keep_an_admin).await? {
+            Revoked::Done => {}
+            Revoked::NotFound => return Err(Error::KeyNotFound(id.to_string())),
+            Revoked::LastAdmin => return Err(Error::LastAdminKey(id.to_string())),
         }
         keys.forget(id);
         tracing::info!(key = %id, by = %caller.key_id, "API key revoked");

@@ -100,7 +100,7 @@ fn texts_schema(max_items: u32) -> Value {
     json!({
         "description": "a text, or a list of texts (one answer per text)",
         "oneOf": [
-            {"type": "string", "minLength": 1},
+            {"type": "string"},
             {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": max_items}
         ]
     })

@@ -1,6 +1,7 @@
 //! Predict: resolve the version, prepare inputs for its task, run it on its host,
 //! and shape the response.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,20 +42,28 @@ pub struct Prediction {
 
 /// A predict request as it arrives: its bulk fields kept as JSON text (borrowed
 /// from the body) for the task to parse into exactly what it needs.
+///
+/// A field that is present must hold a value: `null` is refused like any other
+/// wrong type (each model's OpenAPI document gives no field a null).
 #[derive(Debug, Default, Deserialize)]
 pub struct RawPredict<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub inputs: Option<&'a RawValue>,
-    #[serde(default)]
-    pub top_k: Option<usize>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
+    pub top_k: Option<NonZeroUsize>,
+    #[serde(default, deserialize_with = "present")]
     pub normalize: Option<bool>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub dataframe_split: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub dataframe_records: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     pub instances: Option<&'a RawValue>,
+}
+
+/// An optional field that, when present, is never `null`.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> std::result::Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 /// Most JSON values an MLflow scoring request (`dataframe_split`,
@@ -85,7 +94,7 @@ impl RawPredict<'_> {
         };
         Ok(PredictRequest {
             inputs: tree(self.inputs)?.unwrap_or(serde_json::Value::Null),
-            top_k: self.top_k,
+            top_k: self.top_k.map(NonZeroUsize::get),
             normalize: self.normalize,
             dataframe_split: tree(self.dataframe_split)?,
             dataframe_records: tree(self.dataframe_records)?,
@@ -249,7 +258,7 @@ impl Services {
                     };
                     PredictResponse::Mlflow(MlflowPredictions { predictions })
                 } else if task == Task::TextClassification {
-                    let mut labels = p.classify(out, req.top_k)?;
+                    let mut labels = p.classify(out, req.top_k.map(NonZeroUsize::get))?;
                     if many { PredictResponse::LabelsBatch(labels) } else { PredictResponse::Labels(labels.remove(0)) }
                 } else {
                     let normalize = req.normalize.unwrap_or(p.info().normalize);

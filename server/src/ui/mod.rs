@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use zoo_api::{CreateKeyRequest, ListModelsQuery, PredictRequest, Scope, Task};
+use zoo_api::{CreateKeyRequest, KeyId, ListModelsQuery, ModelName, PredictRequest, Scope, Task};
 
 use crate::AppState;
 use crate::api::ApiPath;
@@ -349,7 +349,7 @@ async fn render_model(
 async fn model_page(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiPath(name): ApiPath<String>,
+    ApiPath(name): ApiPath<ModelName>,
     Query(q): Query<VersionQuery>,
 ) -> Response {
     let s = match session(&state, &headers, &format!("/models/{name}")).await {
@@ -370,7 +370,7 @@ struct TryForm {
 async fn try_model(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiPath(name): ApiPath<String>,
+    ApiPath(name): ApiPath<ModelName>,
     SessionForm(f): SessionForm<TryForm>,
 ) -> Response {
     let s = match session(&state, &headers, &format!("/models/{name}")).await {
@@ -416,7 +416,7 @@ struct AliasForm {
 async fn move_alias(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiPath(name): ApiPath<String>,
+    ApiPath(name): ApiPath<ModelName>,
     SessionForm(f): SessionForm<AliasForm>,
 ) -> Response {
     let s = match session(&state, &headers, &format!("/models/{name}")).await {
@@ -428,8 +428,9 @@ async fn move_alias(
     }
     let moved = async {
         s.caller.require(Scope::Deploy, Some(&name))?;
-        crate::service::deploy::check_alias(f.alias.trim())?;
-        state.services.set_alias(&s.caller, &name, f.alias.trim(), &f.version).await
+        let alias = zoo_api::AliasName::parse(f.alias.trim()).map_err(|e| Error::InvalidName(e.to_string()))?;
+        let version = zoo_api::VersionName::parse(f.version.trim()).map_err(|e| Error::InvalidName(e.to_string()))?;
+        state.services.set_alias(&s.caller, &name, &alias, &version).await
     }
     .await;
     match moved {
@@ -495,8 +496,8 @@ async fn create_key(
             .split([',', ' ', '\n'])
             .map(str::trim)
             .filter(|m| !m.is_empty())
-            .map(str::to_string)
-            .collect();
+            .map(|m| zoo_api::ModelPattern::parse(m).map_err(|e| Error::InvalidRequest(e.to_string())))
+            .collect::<Result<Vec<_>, Error>>()?;
         let expires_at = match f.expires_in_days.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
             Some(d) => {
                 let days: i64 = d
@@ -517,12 +518,14 @@ async fn create_key(
             Ok(keys) => (StatusCode::CREATED, page(pages::keys(&s, &keys, Some(&new), None))).into_response(),
             Err(e) => error_page(Some(&s), &e),
         },
-        Err(e @ Error::InvalidRequest(_)) => match state.services.list_keys(&s.caller).await {
-            Ok(keys) => {
-                (StatusCode::BAD_REQUEST, page(pages::keys(&s, &keys, None, Some(&e.to_string())))).into_response()
+        Err(e @ (Error::InvalidRequest(_) | Error::InvalidName(_))) => {
+            match state.services.list_keys(&s.caller).await {
+                Ok(keys) => {
+                    (StatusCode::BAD_REQUEST, page(pages::keys(&s, &keys, None, Some(&e.to_string())))).into_response()
+                }
+                Err(e) => error_page(Some(&s), &e),
             }
-            Err(e) => error_page(Some(&s), &e),
-        },
+        }
         Err(e) => error_page(Some(&s), &e),
     }
 }
@@ -530,7 +533,7 @@ async fn create_key(
 async fn revoke_key(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(id): ApiPath<KeyId>,
     SessionForm(f): SessionForm<CsrfForm>,
 ) -> Response {
     let s = match session(&state, &headers, "/keys").await {
@@ -540,9 +543,10 @@ async fn revoke_key(
     if !csrf_matches(&s.claims, Some(&f.csrf)) {
         return error_page(Some(&s), &Error::Forbidden("the form's CSRF token does not match the session".into()));
     }
-    match state.services.revoke_key(&s.caller, &state.keys, &id).await {
+    // The page asks before it sends the form: that is the confirmation.
+    match state.services.revoke_key(&s.caller, &state.keys, &id, true).await {
         // Revoking the key of this very session ends it.
-        Ok(_) if id == s.caller.key_id => Redirect::to("/login").into_response(),
+        Ok(_) if *id == *s.caller.key_id => Redirect::to("/login").into_response(),
         Ok(_) => Redirect::to("/keys").into_response(),
         Err(e) => error_page(Some(&s), &e),
     }
