@@ -24,11 +24,12 @@ pub enum ClientError {
     /// The server answered something that is not zoo's.
     #[error("unexpected response (HTTP {status}): {body}")]
     Unexpected { status: u16, body: String },
-    #[error("cannot reach the zoo server at {url}: {source}")]
+    /// Each cause is printed once: by `{:#}` (anyhow's chain), not by this message.
+    #[error("cannot reach the zoo server at {url}")]
     Connect { url: String, source: reqwest::Error },
-    #[error("{0}")]
+    #[error(transparent)]
     Http(#[from] reqwest::Error),
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Other(String),

@@ -177,9 +177,10 @@ pub fn inspect_upload(path: &Path, work_dir: &Path, limits: &Limits) -> Result<A
                 if bytes.first() == Some(&0x08) {
                     onnx::inspect(bytes.clone(), None, limits)?;
                 }
-                return Err(Error::UnknownFormat(
-                    "not a recognised model format: zoo accepts ONNX files and tar bundles (model.onnx + tokenizer.json + config.json)".into(),
-                ));
+                return Err(Error::UnknownFormat(format!(
+                    "not a recognised model format: zoo accepts {}",
+                    ACCEPTED.join("; ")
+                )));
             }
             let signature = onnx::inspect(bytes, None, limits)?;
             let derived = derive_task(&signature, None, limits)?;
@@ -453,6 +454,16 @@ pub fn bundle_model_path(signature: &Signature) -> Result<&str, Error> {
     }
     bundle_model_file(&signature.files)
 }
+
+/// What an upload may be, one entry per format `detect` recognises: the
+/// `unknown_format` message lists them, so it stays true as formats are added.
+pub const ACCEPTED: &[&str] = &[
+    "an ONNX file (.onnx)",
+    "a TorchScript archive (torch.jit.save, .pt)",
+    "a safetensors file (stored, not served alone)",
+    "a tar bundle of a model directory (model.onnx with optional tokenizer.json, config.json and external data; or a Hugging Face config.json + model.safetensors + tokenizer.json)",
+    "a tar bundle of an MLflow model directory (MLmodel and its files)",
+];
 
 /// The model file of a bundle: its only `.onnx` file, or `model.onnx` among several.
 pub fn bundle_model_file(files: &[BundleFile]) -> Result<&str, Error> {

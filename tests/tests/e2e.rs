@@ -570,7 +570,10 @@ async fn cli_exit_codes() {
         .output()
         .unwrap();
     assert_eq!(down.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&down.stderr).contains("cannot reach"));
+    let said = String::from_utf8_lossy(&down.stderr);
+    assert!(said.contains("cannot reach"), "{said}");
+    // Each cause of the failure is printed once.
+    assert_eq!(said.matches("error sending request").count(), 1, "{said}");
 
     // login saves the URL and key; later commands use them.
     let cfg = s.cli_config.clone();
