@@ -58,6 +58,29 @@ def elem_type(tp):
     return tp.tensor_type.elem_type if tp.WhichOneof("value") == "tensor_type" else None
 
 
+def v1_differs(out1, outputs, ort_out):
+    """The outputs whose v1 JSON answer is not ONNX Runtime's (integers exactly)."""
+    diff = []
+    for o, w in zip(outputs, ort_out):
+        w = np.asarray(w)
+        et = elem_type(o.type)
+        v = out1.get(o.name)
+        a = np.array(v, dtype=object if et == TensorProto.STRING else np.float64)
+        if et != TensorProto.STRING and (a.size != w.size):
+            diff.append(o.name)
+            continue
+        a = a.reshape(w.shape)
+        if et == TensorProto.STRING:
+            ok1 = same(a, w, et)
+        elif np.issubdtype(w.dtype, np.integer) or w.dtype == np.bool_:
+            ok1 = np.array_equal(np.array(v, dtype=object).reshape(w.shape).astype(w.dtype), w)
+        else:
+            ok1 = same(a, w.astype(np.float64), et)
+        if not ok1:
+            diff.append(o.name)
+    return diff
+
+
 def bf16_bits(a):
     return np.asarray(a).astype(np.float32).view(np.uint32).__rshift__(16).astype(np.uint16)
 
@@ -295,24 +318,7 @@ def main():
             if err1 != "skip":
                 counts["v1_checked"] += 1
                 if err1 is None:
-                    diff = []
-                    for o, w in zip(g.output, ort_out):
-                        w = np.asarray(w)
-                        et = elem_type(o.type)
-                        v = out1.get(o.name)
-                        a = np.array(v, dtype=object if et == TensorProto.STRING else np.float64)
-                        if et != TensorProto.STRING and (a.size != w.size):
-                            diff.append(o.name)
-                            continue
-                        a = a.reshape(w.shape)
-                        if et == TensorProto.STRING:
-                            ok1 = same(a, w, et)
-                        elif np.issubdtype(w.dtype, np.integer) or w.dtype == np.bool_:
-                            ok1 = np.array_equal(np.array(v, dtype=object).reshape(w.shape).astype(w.dtype), w)
-                        else:
-                            ok1 = same(a, w.astype(np.float64), et)
-                        if not ok1:
-                            diff.append(o.name)
+                    diff = v1_differs(out1, g.output, ort_out)
                     err1 = f"v1 outputs differ from ONNX Runtime's: {diff}" if diff else None
                 if err1:
                     failures.append((case.name, err1))
