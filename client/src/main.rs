@@ -16,11 +16,13 @@ use zoo_api::{
 };
 use zoo_client::{Client, ClientError, config};
 
+#[cfg(feature = "server")]
 mod malloc;
 
 /// mimalloc rather than glibc's malloc: under sustained load with models loaded
 /// and unloaded, glibc's per-thread arenas kept the server's resident memory
 /// growing (scripts/soak: see the README's performance section).
+#[cfg(feature = "server")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -174,6 +176,7 @@ enum Command {
         command: KeysCommand,
     },
     /// Run a zoo server.
+    #[cfg(feature = "server")]
     Serve(Box<zoo_server::Config>),
 }
 
@@ -259,7 +262,10 @@ fn parse_runtime(s: &str) -> Result<RuntimeChoice, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Before any runtime thread starts.
+    #[cfg(feature = "server")]
     let malloc = matches!(cli.command, Command::Serve(_)).then(malloc::tune);
+    #[cfg(not(feature = "server"))]
+    let malloc = None;
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -296,6 +302,7 @@ fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
 async fn run(cli: Cli, malloc: Option<&'static str>) -> anyhow::Result<()> {
     let json = cli.output == Output::Json;
     match &cli.command {
+        #[cfg(feature = "server")]
         Command::Serve(config) => {
             zoo_server::init_tracing(config.log_json);
             if let Some(m) = malloc {
@@ -652,7 +659,9 @@ fn print_deployed(c: &Client, info: &VersionInfo) {
     let url = format!("{}{}", c.base_url(), info.endpoints.predict_default);
     println!("endpoint: POST {url}");
     let body = match info.task {
-        Task::TextClassification | Task::FeatureExtraction => r#"{"inputs": "good job"}"#.to_string(),
+        _ if info.task.takes_text(&info.signature) => r#"{"inputs": "good job"}"#.to_string(),
+        // MLflow's text models: a list of texts, answered in MLflow's shape.
+        Task::TextClassification | Task::FeatureExtraction => r#"{"inputs": ["good job"]}"#.to_string(),
         Task::Tensor => example_tensor_body(info),
     };
     println!("try it:\n  curl -H \"Authorization: Bearer $ZOO_API_KEY\" -d '{body}' {url}");

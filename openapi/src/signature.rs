@@ -58,6 +58,14 @@ impl Task {
         }
     }
 
+    /// Whether a version of this task with `signature` takes a bare text
+    /// (`{"inputs": "a text"}`, `zoo predict NAME "a text"`, the catalogue's text box).
+    /// Text tasks do, except MLflow bundles, which answer in MLflow's own shape and
+    /// are shown with MLflow's request formats.
+    pub fn takes_text(self, signature: &Signature) -> bool {
+        matches!(self, Task::TextClassification | Task::FeatureExtraction) && signature.mlflow.is_none()
+    }
+
     pub fn parse(s: &str) -> Option<Task> {
         match s {
             "tensor" => Some(Task::Tensor),

@@ -1,7 +1,7 @@
 //! The server's error type, and the only place that knows HTTP status codes.
 
 use axum::Json;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use zoo_api::{ErrorBody, ErrorCode, ErrorDetail};
 
@@ -143,20 +143,35 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
     }
 }
 
-/// An error body with a status, for places that build responses outside handlers.
-pub fn error_response(code: ErrorCode, message: impl Into<String>) -> Response {
-    let body = ErrorBody { error: ErrorDetail { code, message: message.into(), rule: None, format: None } };
-    (status_of(code), Json(body)).into_response()
+/// What a client is told about an error, whichever front end answers: the v1 API
+/// (`ErrorBody`), KServe v2 (`{"error": "<code>: <message>"}`) and the catalogue's
+/// pages and try-it panel all render this, and nothing else of the error.
+#[derive(Debug)]
+pub struct Public {
+    pub status: StatusCode,
+    pub code: ErrorCode,
+    /// Safe to show: an internal error's cause is never here.
+    pub message: String,
+    /// The rule an artifact broke, and its format, for clients to match on.
+    pub rule: Option<String>,
+    pub format: Option<String>,
+    /// `Retry-After` for overload, `WWW-Authenticate` for a missing or bad key.
+    pub headers: HeaderMap,
 }
 
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
+/// The one message an internal error shows.
+pub const INTERNAL_MESSAGE: &str = "internal error; the server log has the details";
+
+impl Error {
+    /// The public side of this error. The cause is logged here, once, for every front
+    /// end: internal errors at error level (and never shown), failed inference and an
+    /// unavailable dependency as warnings.
+    pub fn public(&self) -> Public {
         let code = self.code();
         let message = match code {
-            // Logged once here, never sent: internals stay in the server log.
             ErrorCode::Internal => {
                 tracing::error!(error = %self, "internal error");
-                "internal error; the server log has the details".to_string()
+                INTERNAL_MESSAGE.to_string()
             }
             ErrorCode::InferenceFailed | ErrorCode::Unavailable => {
                 tracing::warn!(error = %self, "request failed");
@@ -164,32 +179,56 @@ impl IntoResponse for Error {
             }
             _ => self.to_string(),
         };
-        let mut response = match &self {
-            // The rule an artifact broke, for clients to match on.
+        let (rule, format) = match self {
             Error::Artifact(zoo_formats::Error::Invalid { format, rule, .. }) => {
-                let error =
-                    ErrorDetail { code, message, rule: Some(rule.to_string()), format: Some(format.as_str().into()) };
-                (status_of(code), Json(ErrorBody { error })).into_response()
+                (Some(rule.to_string()), Some(format.as_str().to_string()))
             }
             Error::Artifact(zoo_formats::Error::InvalidBundle { rule, .. }) => {
-                let error = ErrorDetail { code, message, rule: Some(rule.to_string()), format: Some("bundle".into()) };
-                (status_of(code), Json(ErrorBody { error })).into_response()
+                (Some(rule.to_string()), Some("bundle".to_string()))
             }
-            _ => error_response(code, message),
+            _ => (None, None),
         };
+        let mut headers = HeaderMap::new();
         match self {
             Error::Overloaded { retry_after_secs, .. } => {
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             Error::Busy(_) => {
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(1));
             }
             _ => {}
         }
         if code == ErrorCode::Unauthorized {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"zoo\""));
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"zoo\""));
         }
-        response
+        Public { status: status_of(code), code, message, rule, format, headers }
+    }
+}
+
+impl Public {
+    /// The v1 API's body for it.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message.clone(),
+                rule: self.rule.clone(),
+                format: self.format.clone(),
+            },
+        }
+    }
+
+    /// `body` with this error's status and headers.
+    pub fn respond(self, body: impl IntoResponse) -> Response {
+        (self.status, self.headers, body).into_response()
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let public = self.public();
+        let body = Json(public.body());
+        public.respond(body)
     }
 }
 
@@ -227,5 +266,36 @@ impl From<std::io::Error> for Error {
 impl From<tokio::task::JoinError> for Error {
     fn from(e: tokio::task::JoinError) -> Self {
         Error::Internal(format!("background task: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_internal_cause_is_never_public() {
+        let p = Error::internal("database: password authentication failed for /srv/zoo/secret").public();
+        assert_eq!(p.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(p.message, INTERNAL_MESSAGE);
+        let io: Error = std::io::Error::other("/srv/zoo/secret").into();
+        assert!(!io.public().message.contains("secret"));
+    }
+
+    #[test]
+    fn headers_come_with_the_error_on_every_front_end() {
+        let p = Error::Unauthorized("no key".into()).public();
+        assert_eq!(p.headers[header::WWW_AUTHENTICATE], "Bearer realm=\"zoo\"");
+        let p = Error::Overloaded { model: "m".into(), retry_after_secs: 3 }.public();
+        assert_eq!((p.status, &p.headers[header::RETRY_AFTER]), (StatusCode::TOO_MANY_REQUESTS, &HeaderValue::from(3)));
+        assert_eq!(Error::Busy("full".into()).public().headers[header::RETRY_AFTER], "1");
+        assert!(Error::InvalidInput("x".into()).public().headers.is_empty());
+    }
+
+    #[test]
+    fn an_artifact_rule_is_public() {
+        let e = Error::Artifact(zoo_formats::Error::InvalidBundle { rule: "path", message: "../x".into() });
+        let p = e.public();
+        assert_eq!((p.rule.as_deref(), p.format.as_deref()), (Some("path"), Some("bundle")));
     }
 }

@@ -7,6 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod fixtures;
+pub mod helpers;
 pub mod production;
 
 /// The `zoo` binary next to the test executable (built by `cargo test --workspace`).

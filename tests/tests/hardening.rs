@@ -8,19 +8,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{Value, json};
+use zoo_tests::helpers::{json_of, peak_rss_kib};
 use zoo_tests::{Options, Server, fixtures, ok, with_ort};
-
-async fn json_of(r: reqwest::Response) -> (u16, Value) {
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-}
-
-/// Peak resident memory of a process so far, in KiB.
-fn peak_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status.lines().find(|l| l.starts_with("VmHWM:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap()
-}
 
 /// A body of `total` bytes made as it is sent (the client holds 1 MiB).
 fn endless(total: usize, byte: u8) -> reqwest::Body {
@@ -50,7 +39,7 @@ async fn requests_without_a_key_cannot_grow_the_servers_memory() {
     for (path, ct) in routes {
         let _ = http.post(s.at(path)).header("content-type", ct).body("a=1").send().await.unwrap();
     }
-    let before = peak_kib(s.pid());
+    let before = peak_rss_kib(s.pid());
     let sends = routes.iter().flat_map(|r| std::iter::repeat_n(*r, 4)).map(|(path, ct)| {
         let req = http.post(s.at(path)).header("content-type", ct).body(endless(2 << 30, b'a'));
         async move {
@@ -68,7 +57,7 @@ async fn requests_without_a_key_cannot_grow_the_servers_memory() {
         // still being sent.
         assert!(o.ends_with(": 413") || o.ends_with(": 303") || o.contains("connection ended"), "{o}");
     }
-    let after = peak_kib(s.pid());
+    let after = peak_rss_kib(s.pid());
     println!("server peak memory {before} -> {after} KiB after {} anonymous 2 GiB bodies", outcomes.len());
     assert!(after < before + 8 * 1024, "anonymous bodies moved the server's peak memory by {} KiB", after - before);
     // It still answers.
@@ -81,7 +70,7 @@ async fn json_built_to_amplify_costs_a_few_times_its_size() {
     let mlp = fixtures::tiny_mlp(dir.path());
     let s = Server::start_with(with_ort());
     ok(&s.cli(&["deploy", mlp.path.to_str().unwrap(), "--name", "mlp"]));
-    let before = peak_kib(s.pid());
+    let before = peak_rss_kib(s.pid());
     // 30 MB of one-element rows: as a JSON tree this was gigabytes.
     let rows = "[0],".repeat(7_500_000);
     let v1 = format!("{{\"inputs\": {{\"x\": [{}[0]]}}}}", rows);
@@ -100,7 +89,7 @@ async fn json_built_to_amplify_costs_a_few_times_its_size() {
         assert_eq!(status, 400, "{answer}");
         assert!(answer.to_string().contains("dimension") || answer.to_string().contains("must"), "{answer}");
     }
-    let after = peak_kib(s.pid());
+    let after = peak_rss_kib(s.pid());
     println!("server peak memory {before} -> {after} KiB");
     assert!(after < before + 256 * 1024, "two 30 MB requests moved the peak by {} KiB", after - before);
 }

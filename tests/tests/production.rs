@@ -6,6 +6,7 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use serde_json::{Value, json};
 use zoo_server::store::{ObjectStore, StorageKey};
+use zoo_tests::helpers::proc_kib;
 use zoo_tests::production::{Backends, Proxy, database_addr, via};
 use zoo_tests::{Options, Server, fixtures, max_abs_diff, ok};
 
@@ -261,15 +262,6 @@ async fn store_outage_is_503_and_recovers() {
     let _ = s3.wait();
 }
 
-/// Peak resident memory of a process, from /proc (`None` once it has exited).
-fn vm_hwm_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 /// At least 1 GiB through the real CLI into S3: neither the client nor the server
 /// holds the artifact in memory.
 #[tokio::test(flavor = "multi_thread")]
@@ -279,7 +271,7 @@ async fn large_upload_to_s3_keeps_memory_flat() {
     let bundle = fixtures::large_bundle(dir.path(), size);
     let b = Backends::fresh().await;
     let s = Server::start_with(b.options(Options::default()));
-    let before = vm_hwm_kib(s.pid()).unwrap();
+    let before = proc_kib(s.pid(), "VmHWM").unwrap();
     let mut cli = s
         .cli_command(&s.admin_key)
         .args(["deploy", bundle.to_str().unwrap(), "--name", "big", "-o", "json"])
@@ -289,7 +281,7 @@ async fn large_upload_to_s3_keeps_memory_flat() {
     // Sample the client's peak until it exits (the last sample is its peak so far).
     let mut client_peak = 0;
     while cli.try_wait().unwrap().is_none() {
-        if let Some(k) = vm_hwm_kib(cli.id()) {
+        if let Some(k) = proc_kib(cli.id(), "VmHWM") {
             client_peak = client_peak.max(k);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -297,7 +289,7 @@ async fn large_upload_to_s3_keeps_memory_flat() {
     let out = cli.wait_with_output().unwrap();
     assert!(out.status.success(), "zoo deploy failed");
     let info: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let peak = vm_hwm_kib(s.pid()).unwrap();
+    let peak = proc_kib(s.pid(), "VmHWM").unwrap();
     println!(
         "peak RSS for a {} MiB upload: server {} MiB (before {} MiB), client {} MiB",
         size >> 20,

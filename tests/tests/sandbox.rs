@@ -9,22 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 use zoo_api::Format;
+use zoo_tests::helpers::{json_of, memory_kib};
 use zoo_tests::{Options, Server, fixtures, ok, with_ort};
-
-async fn json_of(r: reqwest::Response) -> (u16, Value) {
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-}
-
-/// Resident and peak resident memory of a process, in KiB.
-fn memory(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| -> u64 {
-        status.lines().find(|l| l.starts_with(name)).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap()
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
 
 /// The example MLP archive (traced by libtorch) with `forward`'s body replaced:
 /// `body` is TorchScript, `{x}` standing for the argument's name. This is what an
@@ -190,7 +176,7 @@ async fn torchscript_attacks_stay_inside_the_sandbox_without_the_operator_check(
         assert!(sandbox["protections"].as_array().unwrap().iter().any(|v| v == p), "{p} missing: {sandbox}");
     }
 
-    let (_, before) = memory(s.pid());
+    let (_, before) = memory_kib(s.pid());
     let secret = s.data_dir.join("admin.key");
     let mut seen = String::new();
     for a in attacks(&secret, &outside) {
@@ -232,7 +218,7 @@ async fn torchscript_attacks_stay_inside_the_sandbox_without_the_operator_check(
     ok(&s.cli(&["deploy", base.to_str().unwrap(), "--name", "text-mlp"]));
     let (status, body, _) = predict(&s, &key, "text-mlp").await;
     assert_eq!(status, 200, "{body}");
-    let (rss, peak) = memory(s.pid());
+    let (rss, peak) = memory_kib(s.pid());
     println!("server memory: peak {before} -> {peak} KiB, resident now {rss} KiB");
     assert!(peak < before + 64 * 1024, "the server's peak memory grew by {} KiB", peak - before);
 }

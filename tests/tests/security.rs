@@ -213,8 +213,13 @@ async fn authorization_matrix() {
             }
             let resp = req.send().await.unwrap();
             let status = resp.status().as_u16();
+            let challenge = resp.headers().get("www-authenticate").cloned();
             let body = resp.text().await.unwrap_or_default();
             bodies.push_str(&body);
+            // Every front end (v1, KServe v2) answers a missing or bad key the same way.
+            if status == 401 && challenge.as_ref().is_none_or(|v| v != "Bearer realm=\"zoo\"") {
+                failures.push(format!("{who:12} {} {}: 401 without WWW-Authenticate: {challenge:?}", r.method, r.path));
+            }
             fn scopes_of(who: &str) -> Vec<&'static str> {
                 match who {
                     "admin" => vec!["read", "predict", "deploy", "admin"],
@@ -315,11 +320,7 @@ async fn hostile_requests_get_clear_errors_while_others_are_served() {
     };
     let s = Server::start_with(opts);
     ok(&s.cli(&["deploy", mlp.path.to_str().unwrap(), "--name", "mlp"]));
-    let rss = |pid: u32| -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        status.lines().find(|l| l.starts_with("VmHWM:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap()
-    };
-    let before = rss(s.pid());
+    let before = zoo_tests::helpers::peak_rss_kib(s.pid());
 
     // Someone keeps predicting meanwhile.
     let stop = Arc::new(AtomicBool::new(false));
@@ -348,10 +349,7 @@ async fn hostile_requests_get_clear_errors_while_others_are_served() {
         assert!(c.starts_with(want_code), "{what}: code {c}, expected {want_code}: {body}");
         println!("ok: {what} -> {status} {want_code}");
     };
-    async fn json_of(r: reqwest::Response) -> (u16, Value) {
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
+    use zoo_tests::helpers::json_of;
     let json = "application/json";
     // Bodies: too large, malformed, nested to the stack's depth, non-finite numbers.
     expect(
@@ -489,7 +487,7 @@ async fn hostile_requests_get_clear_errors_while_others_are_served() {
     stop.store(true, Ordering::Relaxed);
     client.await.unwrap();
     let (oks, failures) = (oks.load(Ordering::Relaxed), failures.load(Ordering::Relaxed));
-    let after = rss(s.pid());
+    let after = zoo_tests::helpers::peak_rss_kib(s.pid());
     println!("meanwhile {oks} predictions, {failures} failed; peak RSS {} MiB -> {} MiB", before / 1024, after / 1024);
     assert_eq!(failures, 0, "the server kept serving the others");
     assert!(after < before + 300 * 1024, "memory stayed bounded: {before} KiB -> {after} KiB");

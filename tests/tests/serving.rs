@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use zoo_tests::helpers::code;
 use zoo_tests::{Options, Server, fixtures, max_abs_diff, ok, with_ort};
 
 async fn post(s: &Server, path: &str, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
@@ -20,10 +21,6 @@ async fn get(s: &Server, path: &str) -> Value {
 
 fn header(h: &reqwest::header::HeaderMap, name: &str) -> String {
     h.get(name).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
-}
-
-fn code(v: &Value) -> &str {
-    v["error"]["code"].as_str().unwrap_or("")
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -15,7 +15,7 @@ use zoo_api::{ModelName, Scope, VersionName};
 use super::ApiPath;
 use crate::AppState;
 use crate::auth::Caller;
-use crate::error::{Error, status_of};
+use crate::error::Error;
 use crate::service::predict::Target;
 
 /// An error in the protocol's shape: `{"error": "<code>: <message>"}`.
@@ -29,25 +29,9 @@ impl From<Error> for V2Failure {
 
 impl IntoResponse for V2Failure {
     fn into_response(self) -> Response {
-        let code = self.0.code();
-        let message = match code {
-            zoo_api::ErrorCode::Internal => {
-                tracing::error!(error = %self.0, "internal error");
-                "internal error; the server log has the details".to_string()
-            }
-            _ => self.0.to_string(),
-        };
-        let mut response = (status_of(code), Json(V2Error { error: format!("{code}: {message}") })).into_response();
-        match self.0 {
-            Error::Overloaded { retry_after_secs, .. } => {
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
-            }
-            Error::Busy(_) => {
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
-            }
-            _ => {}
-        }
-        response
+        let public = self.0.public();
+        let body = Json(V2Error { error: format!("{}: {}", public.code, public.message) });
+        public.respond(body)
     }
 }
 

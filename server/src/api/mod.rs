@@ -12,6 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::{Error, Result};
 
 pub mod aliases;
@@ -212,34 +213,40 @@ pub fn check_json_type(headers: &HeaderMap) -> Result<()> {
     Ok(())
 }
 
-/// Parse a JSON body; a value that is valid JSON but not what the route takes is
-/// reported with the field and the rule it breaks, not as a syntax error.
-pub fn parse_json<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let field = e.path().to_string();
-        json_error(&field, e.into_inner())
-    })?;
-    de.end().map_err(|e| json_error(".", e))?;
-    Ok(value)
+/// Who calls: the key in the headers, else the session cookie (`auth` checks both).
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = Error;
+
+    /// A key in the headers, else a session cookie. A session that changes state
+    /// must send its CSRF token in `x-csrf-token`.
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller> {
+        if let Some(key) = crate::auth::presented_key(&parts.headers) {
+            let caller = state.keys.check(key).await?;
+            tracing::Span::current().record("key", caller.key_id.as_str());
+            return Ok(caller);
+        }
+        let Some(token) = crate::auth::session::session_cookie(&parts.headers) else {
+            return Err(Error::Unauthorized("an API key is required: send 'Authorization: Bearer <key>'".into()));
+        };
+        let claims = state.sessions.verify(token)?;
+        let safe =
+            matches!(parts.method, axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS);
+        if !safe {
+            let given = parts.headers.get(crate::auth::session::CSRF_HEADER).and_then(|v| v.to_str().ok());
+            if !crate::auth::session::csrf_matches(&claims, given) {
+                return Err(Error::Forbidden(format!(
+                    "a request that changes state with a session cookie needs the session's CSRF token in {}",
+                    crate::auth::session::CSRF_HEADER
+                )));
+            }
+        }
+        let caller = state.keys.check_id(&claims.sub, &claims.kfp).await?;
+        tracing::Span::current().record("key", caller.key_id.as_str());
+        Ok(caller)
+    }
 }
 
-fn json_error(field: &str, e: serde_json::Error) -> Error {
-    let rule = e.to_string();
-    // serde_json's position suffix says nothing a client needs.
-    let rule = rule.split(" at line ").next().unwrap_or(&rule).to_string();
-    if let Some((_, name_rule)) = rule.split_once(zoo_api::typed::INVALID_NAME) {
-        return Error::InvalidName(format!("field '{field}': {name_rule}"));
-    }
-    match e.classify() {
-        serde_json::error::Category::Data if field != "." => {
-            Error::InvalidRequest(format!("field '{field}' is not valid: {rule}"))
-        }
-        serde_json::error::Category::Data => Error::InvalidRequest(format!("the body does not fit this route: {rule}")),
-        serde_json::error::Category::Eof => Error::InvalidRequest(format!("the body ends early: {rule}")),
-        _ => Error::InvalidRequest(format!("the body is not valid JSON: {rule}")),
-    }
-}
+pub use crate::pipeline::json::parse as parse_json;
 
 /// Request bodies held in memory at once, across requests.
 static BODY_BUDGET: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();

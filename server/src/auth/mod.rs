@@ -5,15 +5,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zoo_api::{KeyInfo, Scope};
 
-use crate::AppState;
 use crate::error::{Error, Result};
 use crate::registry::breaker::Breaker;
 use crate::registry::{KeyRecord, Registry};
@@ -318,38 +315,6 @@ pub fn presented_key(headers: &axum::http::HeaderMap) -> Option<&str> {
         return None;
     }
     headers.get(zoo_api::headers::API_KEY).and_then(|v| v.to_str().ok()).map(str::trim)
-}
-
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = Error;
-
-    /// A key in the headers, else a session cookie. A session that changes state
-    /// must send its CSRF token in `x-csrf-token`.
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller> {
-        if let Some(key) = presented_key(&parts.headers) {
-            let caller = state.keys.check(key).await?;
-            tracing::Span::current().record("key", caller.key_id.as_str());
-            return Ok(caller);
-        }
-        let Some(token) = session::session_cookie(&parts.headers) else {
-            return Err(Error::Unauthorized("an API key is required: send 'Authorization: Bearer <key>'".into()));
-        };
-        let claims = state.sessions.verify(token)?;
-        let safe =
-            matches!(parts.method, axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS);
-        if !safe {
-            let given = parts.headers.get(session::CSRF_HEADER).and_then(|v| v.to_str().ok());
-            if !session::csrf_matches(&claims, given) {
-                return Err(Error::Forbidden(format!(
-                    "a request that changes state with a session cookie needs the session's CSRF token in {}",
-                    session::CSRF_HEADER
-                )));
-            }
-        }
-        let caller = state.keys.check_id(&claims.sub, &claims.kfp).await?;
-        tracing::Span::current().record("key", caller.key_id.as_str());
-        Ok(caller)
-    }
 }
 
 /// On first start with no keys and no configured admin key: create an admin key,

@@ -569,6 +569,37 @@ pub fn raw<T: Serialize>(v: &T) -> Box<RawValue> {
     serde_json::value::to_raw_value(v).unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is JSON"))
 }
 
+/// Parse a JSON body; a value that is valid JSON but not what the route takes is
+/// reported with the field and the rule it breaks, not as a syntax error.
+pub fn parse<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> crate::error::Result<T> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        json_error(&field, e.into_inner())
+    })?;
+    de.end().map_err(|e| json_error(".", e))?;
+    Ok(value)
+}
+
+fn json_error(field: &str, e: serde_json::Error) -> crate::error::Error {
+    let rule = e.to_string();
+    // serde_json's position suffix says nothing a client needs.
+    let rule = rule.split(" at line ").next().unwrap_or(&rule).to_string();
+    if let Some((_, name_rule)) = rule.split_once(zoo_api::typed::INVALID_NAME) {
+        return crate::error::Error::InvalidName(format!("field '{field}': {name_rule}"));
+    }
+    match e.classify() {
+        serde_json::error::Category::Data if field != "." => {
+            crate::error::Error::InvalidRequest(format!("field '{field}' is not valid: {rule}"))
+        }
+        serde_json::error::Category::Data => {
+            crate::error::Error::InvalidRequest(format!("the body does not fit this route: {rule}"))
+        }
+        serde_json::error::Category::Eof => crate::error::Error::InvalidRequest(format!("the body ends early: {rule}")),
+        _ => crate::error::Error::InvalidRequest(format!("the body is not valid JSON: {rule}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

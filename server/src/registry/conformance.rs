@@ -227,29 +227,45 @@ pub async fn aliases(r: &dyn Registry) {
     assert_eq!(r.get_alias("al", "production").await.unwrap(), None);
 }
 
+/// A key record as the key service makes them (the registry stores what it is given).
+fn key(name: &str, scope: zoo_api::Scope, models: &[&str]) -> super::KeyRecord {
+    let id = format!("{:012x}", rand::random::<u64>() >> 16);
+    super::KeyRecord {
+        hash: format!("{:064x}", rand::random::<u128>()),
+        id,
+        name: name.to_string(),
+        scopes: vec![scope],
+        models: models.iter().map(|m| m.to_string()).collect(),
+        created_at: Utc::now(),
+        expires_at: None,
+        last_used_at: None,
+        revoked_at: None,
+    }
+}
+
 /// Keys: create, read, list, revoke, touch.
 pub async fn keys(r: &dyn Registry) {
-    let k = crate::auth::generate("ci", vec![zoo_api::Scope::Predict], vec!["text-*".into()], None);
-    r.create_key(&k.record).await.unwrap();
+    let k = key("ci", zoo_api::Scope::Predict, &["text-*"]);
+    r.create_key(&k).await.unwrap();
     assert_eq!(r.count_keys().await.unwrap(), 1);
-    let got = r.get_key(&k.record.id).await.unwrap().unwrap();
-    assert_eq!(got.hash, k.record.hash);
+    let got = r.get_key(&k.id).await.unwrap().unwrap();
+    assert_eq!(got.hash, k.hash);
     assert_eq!(got.models, ["text-*"]);
-    r.touch_key(&k.record.id, Utc::now()).await.unwrap();
-    assert!(r.get_key(&k.record.id).await.unwrap().unwrap().last_used_at.is_some());
-    assert_eq!(r.revoke_key(&k.record.id, Utc::now(), true).await.unwrap(), super::Revoked::Done);
+    r.touch_key(&k.id, Utc::now()).await.unwrap();
+    assert!(r.get_key(&k.id).await.unwrap().unwrap().last_used_at.is_some());
+    assert_eq!(r.revoke_key(&k.id, Utc::now(), true).await.unwrap(), super::Revoked::Done);
     assert_eq!(r.revoke_key("nope", Utc::now(), true).await.unwrap(), super::Revoked::NotFound);
     assert!(r.list_keys().await.unwrap()[0].revoked_at.is_some());
 
     // The last active admin key stays, even when two revocations race.
-    let a = crate::auth::generate("a", vec![zoo_api::Scope::Admin], vec![], None);
-    let b = crate::auth::generate("b", vec![zoo_api::Scope::Admin], vec![], None);
-    let limited = crate::auth::generate("l", vec![zoo_api::Scope::Admin], vec!["text-*".into()], None);
+    let a = key("a", zoo_api::Scope::Admin, &[]);
+    let b = key("b", zoo_api::Scope::Admin, &[]);
+    let limited = key("l", zoo_api::Scope::Admin, &["text-*"]);
     for k in [&a, &b, &limited] {
-        r.create_key(&k.record).await.unwrap();
+        r.create_key(k).await.unwrap();
     }
     let now = Utc::now();
-    let (ra, rb) = tokio::join!(r.revoke_key(&a.record.id, now, true), r.revoke_key(&b.record.id, now, true));
+    let (ra, rb) = tokio::join!(r.revoke_key(&a.id, now, true), r.revoke_key(&b.id, now, true));
     let mut outcomes = [ra.unwrap(), rb.unwrap()];
     outcomes.sort_by_key(|o| format!("{o:?}"));
     assert_eq!(outcomes, [super::Revoked::Done, super::Revoked::LastAdmin]);

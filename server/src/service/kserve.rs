@@ -1,22 +1,21 @@
 //! KServe v2 / Open Inference Protocol: typed tensors in and out (JSON, flat or
 //! nested, or the binary tensor data extension), on the same loaded versions and
-//! batching as zoo's own predict routes. Text models take a `text` BYTES input and
-//! answer `label`, `score` and `scores` (classifiers) or `embedding`.
+//! batching as zoo's own predict routes. This file is the wire codec; what each
+//! task takes and answers in the protocol is `pipeline/v2.rs`.
 
 use std::sync::Arc;
 
 use ndarray::{ArrayD, IxDyn};
 use zoo_api::kserve::{
-    V2InferRequest, V2InferResponse, V2ModelMetadata, V2Parameters, V2Tensor, V2TensorMetadata, datatype,
-    parse_datatype,
+    V2InferRequest, V2InferResponse, V2ModelMetadata, V2Parameters, V2Tensor, datatype, parse_datatype,
 };
-use zoo_api::{DType, Dim, Signature, Task, TensorSpec, ValueKind};
+use zoo_api::{DType, Dim, TensorSpec, ValueKind};
 
 use super::Services;
-use super::loader::{Pipeline, Served};
+use super::pool::LoadedVersion;
 use crate::error::{Error, Result};
 use crate::pipeline::json::{self, NestedError, NestedLimits};
-use crate::pipeline::text::BYTES_PER_TOKEN;
+use crate::pipeline::{Pipeline, v2};
 use crate::registry::VersionRecord;
 use crate::runtime::{Tensor, Tensors};
 
@@ -27,70 +26,12 @@ fn bad(m: impl Into<String>) -> Error {
     Error::InvalidInput(m.into())
 }
 
-fn shape_of(dims: Option<&Vec<Dim>>) -> Vec<i64> {
-    match dims {
-        Some(d) => d.iter().map(|d| d.fixed().unwrap_or(-1)).collect(),
-        None => vec![-1],
-    }
-}
-
-/// Whether a version of this task takes texts (its pipeline tokenizes).
-fn text_task(task: Task) -> bool {
-    matches!(task, Task::TextClassification | Task::FeatureExtraction)
-}
-
-/// The v2 view of a version's inputs and outputs, from its stored record (no
-/// need to load it).
-pub fn tensors_metadata(
-    task: Task,
-    signature: &Signature,
-    labels: &[String],
-) -> (Vec<V2TensorMetadata>, Vec<V2TensorMetadata>) {
-    let meta = |name: &str, dtype: DType, shape: Vec<i64>| V2TensorMetadata {
-        name: name.into(),
-        datatype: datatype(dtype).into(),
-        shape,
-    };
-    match task {
-        Task::TextClassification => {
-            let n = if labels.is_empty() { signature.text.as_ref().map_or(0, |t| t.labels.len()) } else { labels.len() }
-                as i64;
-            (
-                vec![meta("text", DType::String, vec![-1])],
-                vec![
-                    meta("label", DType::String, vec![-1]),
-                    meta("score", DType::Float32, vec![-1]),
-                    meta("scores", DType::Float32, vec![-1, n]),
-                ],
-            )
-        }
-        Task::FeatureExtraction => {
-            let dim =
-                signature.outputs.first().and_then(|o| o.shape.as_ref()).and_then(|s| s.last()).and_then(Dim::fixed);
-            (
-                vec![meta("text", DType::String, vec![-1])],
-                vec![meta("embedding", DType::Float32, vec![-1, dim.unwrap_or(-1)])],
-            )
-        }
-        Task::Tensor => {
-            let convert = |specs: &[TensorSpec]| {
-                specs
-                    .iter()
-                    .filter(|s| s.kind == ValueKind::Tensor)
-                    .map(|s| meta(&s.name, s.dtype, shape_of(s.shape.as_ref())))
-                    .collect()
-            };
-            (convert(&signature.inputs), convert(&signature.outputs))
-        }
-    }
-}
-
 impl Services {
     /// Metadata of a version, with every ready version of its model. Nothing is
     /// loaded: a key that may only read cannot make the server load models.
     pub async fn v2_metadata(&self, record: &VersionRecord) -> Result<V2ModelMetadata> {
         let versions = self.registry.list_versions(&record.model).await?.into_iter().map(|v| v.version).collect();
-        let (inputs, outputs) = tensors_metadata(record.task, &record.signature, &record.labels);
+        let (inputs, outputs) = v2::tensors_metadata(record.task, &record.signature, &record.labels);
         Ok(V2ModelMetadata {
             name: record.model.clone(),
             versions,
@@ -104,7 +45,7 @@ impl Services {
     /// the response and, for outputs asked in binary, their bytes in order.
     pub async fn v2_infer(
         &self,
-        served: &Arc<Served>,
+        served: &Arc<LoadedVersion>,
         req: V2InferRequest,
         binary: &[u8],
     ) -> Result<(V2InferResponse, Vec<u8>)> {
@@ -112,7 +53,6 @@ impl Services {
             Pipeline::Text(_) => 1,
             Pipeline::Tensor => served.signature.inputs.len(),
         };
-        debug_assert_eq!(text_task(served.task), matches!(served.pipeline, Pipeline::Text(_)));
         if req.inputs.len() > expected {
             return Err(bad(format!("{} inputs; the model takes {expected}", req.inputs.len())));
         }
@@ -133,68 +73,12 @@ impl Services {
         let rows_limit = served.effective.max_items as usize;
         let (outputs, done_version) = match &served.pipeline {
             Pipeline::Text(p) => {
-                let [(name, t)] = given.as_slice() else {
-                    return Err(bad("a text model takes one input: text (BYTES)"));
-                };
-                let Tensor::Str(a) = t else {
-                    return Err(bad(format!("input '{name}' must be BYTES (the texts)")));
-                };
-                let texts: Vec<String> = a.iter().cloned().collect();
-                if texts.is_empty() || texts.len() > rows_limit {
-                    return Err(bad(format!("send 1 to {rows_limit} texts, got {}", texts.len())));
-                }
                 let max_tokens = served.effective.max_tokens as usize;
-                let max_bytes = max_tokens.saturating_mul(BYTES_PER_TOKEN);
-                if let Some((i, t)) = texts.iter().enumerate().find(|(_, t)| t.len() > max_bytes) {
-                    return Err(bad(format!(
-                        "text {i} is {} bytes, more than the limit of {max_bytes} bytes per text; split it",
-                        t.len()
-                    )));
-                }
+                let texts = v2::texts(given, rows_limit, max_tokens)?;
                 let n = texts.len();
                 let enc = self.tokenize(served, texts, max_tokens).await?;
                 let done = self.run(served, enc.inputs, n).await?;
-                let outputs = if served.task == Task::TextClassification {
-                    let labels = &p.info().labels;
-                    let scored = p.classify(&done.outputs, None)?;
-                    let best: Vec<String> = scored.iter().map(|s| s[0].label.clone()).collect();
-                    let top: Vec<f32> = scored.iter().map(|s| s[0].score).collect();
-                    let k = labels.len().max(scored.first().map_or(0, Vec::len));
-                    let mut all = vec![0f32; n * k];
-                    for (row, s) in scored.iter().enumerate() {
-                        for ls in s {
-                            let i = labels.iter().position(|l| *l == ls.label).unwrap_or_else(|| {
-                                ls.label.strip_prefix("LABEL_").and_then(|i| i.parse().ok()).unwrap_or(0)
-                            });
-                            if i < k {
-                                all[row * k + i] = ls.score;
-                            }
-                        }
-                    }
-                    vec![
-                        (
-                            "label".to_string(),
-                            Tensor::Str(ArrayD::from_shape_vec(IxDyn(&[n]), best).map_err(Error::internal)?),
-                        ),
-                        (
-                            "score".to_string(),
-                            Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[n]), top).map_err(Error::internal)?),
-                        ),
-                        (
-                            "scores".to_string(),
-                            Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[n, k]), all).map_err(Error::internal)?),
-                        ),
-                    ]
-                } else {
-                    let emb = p.embed(&done.outputs, &enc.mask, p.info().normalize)?;
-                    let d = emb.first().map_or(0, Vec::len);
-                    let flat: Vec<f32> = emb.into_iter().flatten().collect();
-                    vec![(
-                        "embedding".to_string(),
-                        Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[n, d]), flat).map_err(Error::internal)?),
-                    )]
-                };
-                (outputs, served.version.clone())
+                (v2::text_outputs(p, served.task, &done.outputs, &enc.mask)?, served.version.clone())
             }
             Pipeline::Tensor => {
                 let specs = &served.signature.inputs;

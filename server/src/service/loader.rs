@@ -1,54 +1,27 @@
-//! Loading versions: the local artifact cache, runtime choice, warm-up, and the
-//! table of loaded versions.
+//! Loading versions: the local artifact cache, runtime choice and warm-up. The
+//! loaded versions themselves are kept by the pool (`pool.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use zoo_api::{EffectiveServing, RuntimeChoice, ServingConfig, Signature, Task, TextInfo};
+use zoo_api::{EffectiveServing, RuntimeChoice, ServingConfig, Signature, Task};
 
-use super::{Services, VersionKey, remove_dir_quietly};
+use super::pool::{LoadedParts, LoadedVersion};
+use super::{Services, remove_dir_quietly};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::pipeline::tensor::example_inputs;
-use crate::pipeline::text::TextPipeline;
+use crate::pipeline::Pipeline;
 use crate::registry::VersionRecord;
 use crate::runtime::host::{BatchObserver, HostSettings, ModelHost};
 use crate::runtime::{RunLimits, Runtime, Tensors};
 use crate::store::StorageKey;
 
-/// Pre/post-processing of a loaded version.
-pub enum Pipeline {
-    Tensor,
-    Text(Box<TextPipeline>),
-}
-
-/// A loaded version, ready to answer.
-pub struct Served {
-    pub model: String,
-    pub version: String,
-    /// The artifact it was loaded from: a version deleted and deployed again under
-    /// the same name on another replica has another sha256.
-    pub sha256: String,
-    pub task: Task,
-    pub signature: Signature,
-    pub runtime: &'static str,
-    pub host: ModelHost,
-    pub pipeline: Pipeline,
-    /// The serving settings it was loaded with.
-    pub effective: EffectiveServing,
-    /// Artifact size, the estimate of its memory for the loading budget.
-    pub size: i64,
-    /// When it last answered (milliseconds since the Unix epoch), for unloading
-    /// the least recently used first.
-    pub last_used: std::sync::atomic::AtomicU64,
-}
-
 /// Outcome of trying to load a version at deploy.
 pub struct LoadOutcome {
     /// It can be served: it loaded, or (lazy loading) a runtime for it exists.
     pub servable: bool,
-    pub served: Option<Arc<Served>>,
+    pub served: Option<Arc<LoadedVersion>>,
     pub runtime: Option<String>,
     pub reason: Option<String>,
     pub warmup_ms: Option<f64>,
@@ -94,39 +67,15 @@ pub fn batchable(signature: &Signature) -> bool {
     all(&signature.inputs) && all(&signature.outputs)
 }
 
-fn text_info(signature: &Signature, labels: &[String]) -> Result<TextInfo> {
-    let mut info = signature
-        .text
-        .clone()
-        .ok_or_else(|| Error::NotServable("a text task needs a bundle with tokenizer.json".into()))?;
-    if !labels.is_empty() {
-        info.labels = labels.to_vec();
-    }
-    Ok(info)
-}
-
 impl LoadJob {
-    /// Try each runtime in turn; the first that loads and warms up wins. A text
-    /// model warms up on real tokens, so a failure there rules the runtime out; a
-    /// tensor model warms up on zeros of its signature's shapes (symbolic
-    /// dimensions 1), which a model may rightly refuse (too few audio samples, say),
-    /// so that failure is only logged and the warm-up time left unknown.
-    fn run(self) -> std::result::Result<(Served, Option<f64>), String> {
+    /// Try each runtime in turn; the first that loads and warms up wins (when the
+    /// pipeline says a warm-up may fail, the failure is only logged and the warm-up
+    /// time left unknown).
+    fn run(self) -> std::result::Result<(LoadedVersion, Option<f64>), String> {
         let LoadJob { req, runtimes, queue_capacity, effective, metrics } = self;
         let model_path = model_file(&req.dir, &req.signature).map_err(|e| e.to_string())?;
-        let pipeline = match req.task {
-            Task::Tensor => Pipeline::Tensor,
-            Task::TextClassification | Task::FeatureExtraction => {
-                let info = text_info(&req.signature, &req.labels).map_err(|e| e.to_string())?;
-                let classifier = req.task == Task::TextClassification;
-                let text = TextPipeline::load(&req.dir, &req.signature, info, classifier).map_err(|e| e.to_string())?;
-                Pipeline::Text(Box::new(text))
-            }
-        };
-        let warmup = match &pipeline {
-            Pipeline::Tensor => example_inputs(&req.signature.inputs),
-            Pipeline::Text(p) => p.encode(&["zoo warm-up".to_string()], usize::MAX).ok().map(|e| e.inputs),
-        };
+        let pipeline = Pipeline::load(req.task, &req.dir, &req.signature, &req.labels).map_err(|e| e.to_string())?;
+        let warmup = pipeline.warmup_inputs(&req.signature);
         let limits = RunLimits {
             timeout: Duration::from_secs(effective.timeout_secs.into()),
             max_output_bytes: effective.max_output_bytes,
@@ -156,7 +105,7 @@ impl LoadJob {
                 }
             }
             if let Some(e) = warm_failed {
-                if !matches!(pipeline, Pipeline::Tensor) {
+                if pipeline.warmup_must_pass() {
                     failures.push(format!("{} loaded the model but its warm-up run failed: {e}", rt.name()));
                     continue;
                 }
@@ -164,14 +113,7 @@ impl LoadJob {
                     "the warm-up on zeros failed; serving without a warm-up time");
                 warm_ms = None;
             }
-            let pad = match &pipeline {
-                Pipeline::Text(p) => vec![
-                    ("input_ids".to_string(), p.pad_id()),
-                    ("attention_mask".to_string(), 0),
-                    ("token_type_ids".to_string(), 0),
-                ],
-                Pipeline::Tensor => vec![],
-            };
+            let pad = pipeline.padding();
             let settings = HostSettings {
                 label: format!("{}-{}", req.model, req.version),
                 capacity: queue_capacity,
@@ -182,7 +124,7 @@ impl LoadJob {
             let (m, v) = (req.model.clone(), req.version.clone());
             let observe: BatchObserver = Arc::new(move |rows| metrics.batch(&m, &v, rows));
             let host = ModelHost::spawn(copies, settings, observe).map_err(|e| e.to_string())?;
-            let served = Served {
+            let served = LoadedVersion::new(LoadedParts {
                 model: req.model,
                 version: req.version,
                 sha256: req.sha256,
@@ -193,8 +135,7 @@ impl LoadJob {
                 pipeline,
                 effective,
                 size: req.size,
-                last_used: std::sync::atomic::AtomicU64::new(super::predict::now_millis()),
-            };
+            });
             return Ok((served, warm_ms));
         }
         Err(failures.join("; "))
@@ -236,7 +177,6 @@ impl Services {
     /// With `lazy`, nothing is loaded: the version is servable when a runtime
     /// for it exists, and loads on its first request.
     pub async fn load_new(&self, req: LoadRequest, choice: RuntimeChoice, lazy: bool) -> LoadOutcome {
-        let key: VersionKey = (req.model.clone(), req.version.clone());
         let refused = |why: String| LoadOutcome {
             servable: false,
             served: None,
@@ -259,9 +199,7 @@ impl Services {
         let job = self.load_job(req, runtimes);
         match tokio::task::spawn_blocking(move || job.run()).await {
             Ok(Ok((served, warm))) => {
-                let served = Arc::new(served);
-                self.served.write().expect("served map").insert(key.clone(), served.clone());
-                self.enforce_budget(&key);
+                let served = self.pool.insert(served);
                 LoadOutcome {
                     servable: true,
                     runtime: Some(served.runtime.to_string()),
@@ -292,9 +230,9 @@ impl Services {
 
     /// The loaded version, loading it (once, even under concurrent requests) when
     /// it is not loaded yet.
-    pub async fn served(&self, v: &VersionRecord) -> Result<Arc<Served>> {
-        let key: VersionKey = (v.model.clone(), v.version.clone());
-        if let Some(s) = self.loaded(&key, &v.sha256) {
+    pub async fn served(&self, v: &VersionRecord) -> Result<Arc<LoadedVersion>> {
+        let key = (v.model.clone(), v.version.clone());
+        if let Some(s) = self.pool.get(&key, &v.sha256) {
             return Ok(s);
         }
         if !v.servable {
@@ -305,19 +243,10 @@ impl Services {
                 v.reason.as_deref().unwrap_or("no reason recorded")
             )));
         }
-        let gate = self.loading.lock().expect("loading map").entry(key.clone()).or_default().clone();
-        let _guard = gate.lock().await;
-        if let Some(s) = self.loaded(&key, &v.sha256) {
-            return Ok(s);
-        }
-        let loaded = self.load_stored(v, &key).await;
-        // Whether it loaded or not, the gate goes (a failed load is tried again by
-        // the next request, and a deleted version leaves nothing behind).
-        self.loading.lock().expect("loading map").remove(&key);
-        loaded
+        self.pool.get_or_load(&key, &v.sha256, || self.load_stored(v)).await
     }
 
-    async fn load_stored(&self, v: &VersionRecord, key: &VersionKey) -> Result<Arc<Served>> {
+    async fn load_stored(&self, v: &VersionRecord) -> Result<LoadedVersion> {
         let dir = self.materialize(&v.sha256, &v.signature).await?;
         // The runtime that served it at deploy first, then the others.
         let mut runtimes: Vec<Arc<dyn Runtime>> =
@@ -344,9 +273,6 @@ impl Services {
             Error::NotServable(format!("version '{}' of model '{}' failed to load: {why}", v.version, v.model))
         })?;
         tracing::info!(model = %v.model, version = %v.version, runtime = served.runtime, ms = started.elapsed().as_millis() as u64, "loaded");
-        let served = Arc::new(served);
-        self.served.write().expect("served map").insert(key.clone(), served.clone());
-        self.enforce_budget(key);
         Ok(served)
     }
 
@@ -390,42 +316,6 @@ impl Services {
             Err(_) if tokio::fs::try_exists(dest).await.unwrap_or(false) => Ok(()),
             Err(e) => Err(e.into()),
         }
-    }
-
-    /// Unload the least recently used idle versions until the loaded ones fit the
-    /// memory budget (estimated by artifact size); `keep` (just loaded) stays.
-    /// A version with requests in flight or queued is never unloaded.
-    pub fn enforce_budget(&self, keep: &VersionKey) {
-        let budget = self.config.model_memory_budget;
-        if budget == 0 {
-            return;
-        }
-        let mut served = self.served.write().expect("served map");
-        let mut total: u64 = served.values().map(|s| s.size.max(0) as u64).sum();
-        while total > budget {
-            let victim = served
-                .iter()
-                .filter(|(k, s)| *k != keep && Arc::strong_count(s) == 1 && s.host.queued() == 0)
-                .min_by_key(|(_, s)| s.last_used.load(std::sync::atomic::Ordering::Relaxed))
-                .map(|(k, _)| k.clone());
-            let Some(victim) = victim else {
-                tracing::warn!(total, budget, "loaded models exceed the memory budget, but all are busy");
-                return;
-            };
-            if let Some(s) = served.remove(&victim) {
-                total = total.saturating_sub(s.size.max(0) as u64);
-                tracing::info!(model = %victim.0, version = %victim.1, "unloaded (least recently used, over the memory budget)");
-            }
-        }
-    }
-
-    /// The loaded version under `key`, if it was loaded from the artifact `sha256`.
-    fn loaded(&self, key: &VersionKey, sha256: &str) -> Option<Arc<Served>> {
-        self.served.read().expect("served map").get(key).filter(|s| s.sha256 == sha256).cloned()
-    }
-
-    pub fn is_loaded(&self, model: &str, version: &str) -> bool {
-        self.served.read().expect("served map").contains_key(&(model.to_string(), version.to_string()))
     }
 }
 
@@ -475,7 +365,7 @@ mod tests {
             let err = services.served(&v).await.err().expect("the artifact is missing");
             assert!(matches!(&err, Error::NotServable(m) if m.contains("missing from the object store")), "{err}");
         }
-        assert_eq!(services.loading.lock().expect("loading map").len(), 0);
-        assert!(services.loaded_versions().is_empty());
+        assert_eq!(services.pool.loading(), 0);
+        assert!(services.pool.list().is_empty());
     }
 }

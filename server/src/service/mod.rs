@@ -19,13 +19,11 @@ pub mod kserve;
 pub mod loader;
 pub mod model_openapi;
 pub mod models;
+pub mod pool;
 pub mod predict;
 pub mod sweeper;
 
-pub use loader::Served;
-
-/// (model, version)
-pub type VersionKey = (String, String);
+use pool::ModelPool;
 
 /// A held blob lock (see `Services::lock_blob`); the shared lock goes first.
 pub struct BlobGuard {
@@ -46,9 +44,7 @@ pub struct Services {
     /// Whether the registry is reachable (shared with the key checker).
     pub breaker: Arc<crate::registry::breaker::Breaker>,
     /// Loaded versions.
-    served: RwLock<HashMap<VersionKey, Arc<Served>>>,
-    /// One loader at a time per version.
-    loading: Mutex<HashMap<VersionKey, Arc<tokio::sync::Mutex<()>>>>,
+    pub pool: ModelPool,
     /// Resolved routes: (model, target) -> version, with when it was read.
     routes: RwLock<HashMap<(String, String), CachedRoute>>,
     /// Per model, how many times its routes were invalidated (reads that started
@@ -66,16 +62,15 @@ impl Services {
         runtimes: Runtimes,
     ) -> Services {
         Services {
+            pool: ModelPool::new(config.model_memory_budget),
             config,
             registry,
             store,
             runtimes,
             metrics: Arc::default(),
             breaker: Arc::default(),
-            served: RwLock::new(HashMap::new()),
             routes: RwLock::new(HashMap::new()),
             route_generations: Mutex::new(HashMap::new()),
-            loading: Mutex::new(HashMap::new()),
             blob_locks: Mutex::new(HashMap::new()),
         }
     }
@@ -96,37 +91,25 @@ impl Services {
     /// Drop a loaded version (its thread ends once queued requests are answered).
     pub fn unload(&self, model: &str, version: &str) {
         self.forget_routes(model);
-        self.served.write().expect("served map").remove(&(model.to_string(), version.to_string()));
+        self.pool.remove(model, version);
     }
 
     /// Drop every loaded version (they load again on their next request).
     pub fn unload_all(&self) {
         self.routes.write().expect("routes").clear();
         self.route_generations.lock().expect("route generations").values_mut().for_each(|g| *g += 1);
-        self.served.write().expect("served map").clear();
+        self.pool.clear();
     }
 
     /// Drop every loaded version of a model.
     pub fn unload_model(&self, model: &str) {
         self.forget_routes(model);
-        self.served.write().expect("served map").retain(|(m, _), _| m != model);
-    }
-
-    /// (model, version, runtime, queued requests) of every loaded version.
-    pub fn loaded_versions(&self) -> Vec<(String, String, String, usize)> {
-        let served = self.served.read().expect("served map");
-        let mut v: Vec<_> = served
-            .values()
-            .map(|s| (s.model.clone(), s.version.clone(), s.runtime.to_string(), s.host.queued()))
-            .collect();
-        v.sort();
-        v
+        self.pool.remove_model(model);
     }
 
     /// Whether this server resolved or loaded a model of this name (so it exists).
     pub fn knows_model(&self, model: &str) -> bool {
-        self.routes.read().expect("routes").keys().any(|(m, _)| m == model)
-            || self.served.read().expect("served map").keys().any(|(m, _)| m == model)
+        self.routes.read().expect("routes").keys().any(|(m, _)| m == model) || self.pool.has_model(model)
     }
 
     /// Forget which versions a model's routes lead to (a version, alias or the
@@ -190,7 +173,7 @@ impl Services {
             created_by: v.created_by.clone(),
             serving: v.serving.clone(),
             effective: self.effective(&v.serving, &v.signature),
-            loaded: self.is_loaded(&v.model, &v.version),
+            loaded: self.pool.contains(&v.model, &v.version),
             sandbox: (v.format == zoo_api::Format::Torchscript).then(|| self.runtimes.sandbox_status()).flatten(),
             endpoints: Endpoints {
                 predict: format!("{base}/versions/{}/predict", v.version),

@@ -137,14 +137,11 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-/// A page for an error, with its status.
+/// A page for an error, with its status and headers.
 fn error_page(session: Option<&Session>, e: &Error) -> Response {
-    let status = crate::error::status_of(e.code());
-    let message = match e.code() {
-        zoo_api::ErrorCode::Internal => "Something went wrong on the server; its log has the details.".to_string(),
-        _ => e.to_string(),
-    };
-    (status, page(pages::error(session, status.as_u16(), e.code().as_str(), &message))).into_response()
+    let public = e.public();
+    let body = page(pages::error(session, public.status.as_u16(), public.code.as_str(), &public.message));
+    public.respond(body)
 }
 
 /// Only a path on this server is followed after signing in: it starts with one
@@ -240,7 +237,10 @@ async fn login(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<
             }
             r
         }
-        Err(e) => login_form(&state, &headers, &next, Some(&e.to_string()), StatusCode::UNAUTHORIZED),
+        Err(e) => {
+            let public = e.public();
+            login_form(&state, &headers, &next, Some(&public.message), public.status)
+        }
     }
 }
 
@@ -384,12 +384,11 @@ async fn try_model(
     let result = async {
         s.caller.require(Scope::Predict, Some(&name))?;
         let (_, served) = state.services.prepare(&name, Target::Version(&f.version)).await?;
-        let body = match served.task {
-            Task::TextClassification | Task::FeatureExtraction if served.signature.mlflow.is_none() => {
-                let req = PredictRequest { inputs: serde_json::Value::String(f.input.clone()), ..Default::default() };
-                serde_json::to_vec(&req).map_err(Error::internal)?
-            }
-            _ => f.input.clone().into_bytes(),
+        let body = if served.task.takes_text(&served.signature) {
+            let req = PredictRequest { inputs: serde_json::Value::String(f.input.clone()), ..Default::default() };
+            serde_json::to_vec(&req).map_err(Error::internal)?
+        } else {
+            f.input.clone().into_bytes()
         };
         let p = state.services.predict_on(&served, &body).await?;
         serde_json::to_string_pretty(&p.response).map_err(Error::internal)
@@ -399,8 +398,9 @@ async fn try_model(
     let tried = match result {
         Ok(body) => TryResult { status: 200, body, millis, version: f.version.clone() },
         Err(e) => {
-            let status = crate::error::status_of(e.code()).as_u16();
-            TryResult { status, body: format!("{}: {e}", e.code()), millis, version: f.version.clone() }
+            let public = e.public();
+            let body = format!("{}: {}", public.code, public.message);
+            TryResult { status: public.status.as_u16(), body, millis, version: f.version.clone() }
         }
     };
     render_model(&state, &s, &name, Some(&f.version), &headers, Some((tried, f.input)), None).await

@@ -2,9 +2,7 @@
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde_json::Value;
-use zoo_api::{
-    CreatedKey, Dim, KeyInfo, ListModelsQuery, ModelDetail, ModelList, Scope, Task, TensorSpec, VersionInfo,
-};
+use zoo_api::{CreatedKey, Dim, KeyInfo, ListModelsQuery, ModelDetail, ModelList, Scope, TensorSpec, VersionInfo};
 
 use super::{Session, TryResult};
 
@@ -214,8 +212,7 @@ fn signature_table(title: &str, specs: &[TensorSpec]) -> Markup {
 fn examples(name: &str, v: &VersionInfo, example: &Value, origin: &str) -> Markup {
     let body = serde_json::to_string(example).unwrap_or_default();
     let url = format!("{origin}/v1/models/{name}/predict");
-    let text_task =
-        matches!(v.task, Task::TextClassification | Task::FeatureExtraction) && v.signature.mlflow.is_none();
+    let text_task = v.task.takes_text(&v.signature);
     let cli = if text_task {
         format!("zoo predict {name} \"{}\"", example["inputs"].as_str().unwrap_or("good job"))
     } else {
@@ -363,7 +360,7 @@ pub fn model(
                     @if can_predict {
                         section.card #try {
                             h2 { "Try it" }
-                            @let text_task = matches!(v.task, Task::TextClassification | Task::FeatureExtraction) && v.signature.mlflow.is_none();
+                            @let text_task = v.task.takes_text(&v.signature);
                             @let prefill = match &tried {
                                 Some((_, input)) => input.clone(),
                                 None if text_task => example["inputs"].as_str().unwrap_or("").to_string(),
