@@ -290,7 +290,7 @@ fn the_checks_find_what_they_look_for() {
 fn the_client_library_does_not_depend_on_the_server() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = std::process::Command::new(cargo)
-        .args(["tree", "--offline", "--locked", "-p", "zoo-client", "--no-default-features", "-e", "normal"])
+        .args(["tree", "--locked", "-p", "zoo-client", "--no-default-features", "-e", "normal"])
         .args(["--prefix", "none", "--format", "{p}"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()

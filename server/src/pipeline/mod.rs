@@ -9,6 +9,7 @@ use crate::runtime::Tensors;
 
 pub mod json;
 pub mod mlflow;
+pub mod openapi;
 pub mod request;
 pub mod tensor;
 pub mod text;

@@ -17,7 +17,6 @@ pub mod deploy;
 pub mod keys;
 pub mod kserve;
 pub mod loader;
-pub mod model_openapi;
 pub mod models;
 pub mod pool;
 pub mod predict;
@@ -191,7 +190,7 @@ impl Services {
         let record = self.resolve(model, target).await?;
         let info = self.version_info(&record);
         let example = self.bundle_example(&record).await?;
-        Ok(model_openapi::document(&info, example, pinned))
+        Ok(crate::pipeline::openapi::document(&info, example, pinned))
     }
 
     /// The bundle's own input example (MLflow's serving input example), if any.
@@ -208,7 +207,7 @@ impl Services {
     /// An example predict request for a version.
     pub async fn example_request(&self, record: &VersionRecord) -> Result<serde_json::Value> {
         let example = self.bundle_example(record).await?;
-        Ok(model_openapi::example(&self.version_info(record), example))
+        Ok(crate::pipeline::openapi::example(&self.version_info(record), example))
     }
 
     /// A ready version, or the matching 404.
