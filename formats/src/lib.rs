@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 use prost::bytes::Bytes;
 use zoo_api::{BundleFile, DType, Dim, Format, Signature, Task, TensorSpec, TextInfo, ValueKind};
 
+#[cfg(feature = "fixtures")]
 pub mod build;
 pub mod bundle;
+#[cfg(feature = "fixtures")]
 pub mod hostile;
 pub mod mlflow;
 pub mod onnx;
