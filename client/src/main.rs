@@ -299,6 +299,8 @@ fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
+// `malloc` is what `zoo serve` tuned; a build without the server has nothing to report.
+#[cfg_attr(not(feature = "server"), allow(unused_variables))]
 async fn run(cli: Cli, malloc: Option<&'static str>) -> anyhow::Result<()> {
     let json = cli.output == Output::Json;
     match &cli.command {
