@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use zoo_api::{EffectiveServing, RuntimeChoice, ServingConfig, Signature, Task};
 
-use super::pool::{LoadedParts, LoadedVersion};
+use super::pool::{LastUsed, LoadedVersion};
 use super::{Services, remove_dir_quietly};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -124,7 +124,7 @@ impl LoadJob {
             let (m, v) = (req.model.clone(), req.version.clone());
             let observe: BatchObserver = Arc::new(move |rows| metrics.batch(&m, &v, rows));
             let host = ModelHost::spawn(copies, settings, observe).map_err(|e| e.to_string())?;
-            let served = LoadedVersion::new(LoadedParts {
+            let served = LoadedVersion {
                 model: req.model,
                 version: req.version,
                 sha256: req.sha256,
@@ -135,7 +135,8 @@ impl LoadJob {
                 pipeline,
                 effective,
                 size: req.size,
-            });
+                last_used: LastUsed::now(),
+            };
             return Ok((served, warm_ms));
         }
         Err(failures.join("; "))

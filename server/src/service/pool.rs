@@ -32,53 +32,31 @@ pub struct LoadedVersion {
     pub effective: EffectiveServing,
     /// Artifact size, the estimate of its memory for the loading budget.
     pub size: i64,
-    /// When it last answered (milliseconds since the Unix epoch), for unloading
-    /// the least recently used first.
-    last_used: AtomicU64,
+    /// When it last answered, for unloading the least recently used first.
+    pub last_used: LastUsed,
 }
 
-/// What makes a `LoadedVersion`, besides when it was last used.
-pub struct LoadedParts {
-    pub model: String,
-    pub version: String,
-    pub sha256: String,
-    pub task: Task,
-    pub signature: Signature,
-    pub runtime: &'static str,
-    pub host: ModelHost,
-    pub pipeline: Pipeline,
-    pub effective: EffectiveServing,
-    pub size: i64,
+/// When a loaded version last answered (milliseconds since the Unix epoch).
+pub struct LastUsed(AtomicU64);
+
+impl LastUsed {
+    pub fn now() -> LastUsed {
+        LastUsed(AtomicU64::new(now_millis()))
+    }
+
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 impl LoadedVersion {
-    pub fn new(p: LoadedParts) -> LoadedVersion {
-        LoadedVersion {
-            model: p.model,
-            version: p.version,
-            sha256: p.sha256,
-            task: p.task,
-            signature: p.signature,
-            runtime: p.runtime,
-            host: p.host,
-            pipeline: p.pipeline,
-            effective: p.effective,
-            size: p.size,
-            last_used: AtomicU64::new(now_millis()),
-        }
-    }
-
     pub fn key(&self) -> VersionKey {
         (self.model.clone(), self.version.clone())
     }
 
     /// It is answering now (for least-recently-used unloading).
     pub fn touch(&self) {
-        self.last_used.store(now_millis(), Ordering::Relaxed);
-    }
-
-    fn last_used(&self) -> u64 {
-        self.last_used.load(Ordering::Relaxed)
+        self.last_used.0.store(now_millis(), Ordering::Relaxed);
     }
 
     /// Memory it is counted for in the budget.
@@ -193,7 +171,7 @@ impl ModelPool {
             let victim = loaded
                 .iter()
                 .filter(|(k, s)| *k != keep && Arc::strong_count(s) == 1 && s.host.queued() == 0)
-                .min_by_key(|(_, s)| s.last_used())
+                .min_by_key(|(_, s)| s.last_used.get())
                 .map(|(k, _)| k.clone());
             let Some(victim) = victim else {
                 tracing::warn!(total, budget, "loaded models exceed the memory budget, but all are busy");
