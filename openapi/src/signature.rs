@@ -50,6 +50,9 @@ pub enum Task {
 }
 
 impl Task {
+    /// Every task, in the order the catalogue and the CLI list them.
+    pub const ALL: [Task; 3] = [Task::Tensor, Task::TextClassification, Task::FeatureExtraction];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Task::Tensor => "tensor",
@@ -67,12 +70,7 @@ impl Task {
     }
 
     pub fn parse(s: &str) -> Option<Task> {
-        match s {
-            "tensor" => Some(Task::Tensor),
-            "text-classification" => Some(Task::TextClassification),
-            "feature-extraction" => Some(Task::FeatureExtraction),
-            _ => None,
-        }
+        Task::ALL.into_iter().find(|t| t.as_str() == s)
     }
 }
 

@@ -5,106 +5,7 @@
 //! from the signature or the bundle's own input example.
 
 use serde_json::{Map, Value, json};
-use zoo_api::{DType, Dim, Signature, Task, TensorSpec, ValueKind, VersionInfo};
-
-/// JSON Schema of one element of a tensor of `dtype`.
-fn element(dtype: DType) -> Value {
-    let int = |min: i64, max: i128| json!({"type": "integer", "minimum": min, "maximum": max});
-    match dtype {
-        DType::Float32 | DType::Float64 | DType::Float16 | DType::Bfloat16 => json!({"type": "number"}),
-        DType::Int8 => int(i8::MIN.into(), i8::MAX.into()),
-        DType::Int16 => int(i16::MIN.into(), i16::MAX.into()),
-        DType::Int32 => int(i32::MIN.into(), i32::MAX.into()),
-        DType::Int64 => json!({"type": "integer"}),
-        DType::Uint8 => int(0, u8::MAX.into()),
-        DType::Uint16 => int(0, u16::MAX.into()),
-        DType::Uint32 => int(0, u32::MAX.into()),
-        DType::Uint64 => json!({"type": "integer", "minimum": 0}),
-        DType::Bool => json!({"type": "boolean"}),
-        DType::String => json!({"type": "string"}),
-        DType::Complex64 | DType::Complex128 | DType::Other => json!({"type": "number"}),
-    }
-}
-
-/// Nested arrays for `dims` around `leaf`; the leading dimension takes at most
-/// `max_rows` rows.
-fn nested(dims: &[Dim], leaf: Value, max_rows: u32, top: bool) -> Value {
-    let Some((first, rest)) = dims.split_first() else { return leaf };
-    let mut s = Map::new();
-    s.insert("type".into(), "array".into());
-    s.insert("items".into(), nested(rest, leaf, max_rows, false));
-    match first {
-        Dim::Fixed(n) => {
-            s.insert("minItems".into(), (*n).into());
-            s.insert("maxItems".into(), (*n).into());
-        }
-        Dim::Symbolic(name) => {
-            s.insert("description".into(), format!("symbolic dimension '{name}'").into());
-            s.insert("minItems".into(), 1.into());
-            if top {
-                s.insert("maxItems".into(), max_rows.into());
-            }
-        }
-        Dim::Unknown(_) => {
-            s.insert("description".into(), "a dimension of any size".into());
-        }
-    }
-    Value::Object(s)
-}
-
-/// The schema of one input value.
-fn tensor_schema(spec: &TensorSpec, max_rows: u32) -> Value {
-    let mut schema = match &spec.shape {
-        Some(dims) if spec.kind == ValueKind::Tensor => nested(dims, element(spec.dtype), max_rows, true),
-        _ => json!({
-            "description": "a tensor of any shape as nested arrays of numbers (float32), or {\"dtype\": \"int64\", \"data\": [...]} to name its type",
-            "anyOf": [
-                {"type": "array"},
-                {"type": "number"},
-                {"type": "object", "required": ["data"], "additionalProperties": false, "properties": {
-                    "dtype": {"type": "string", "enum": ["float32", "float64", "int64", "int32", "int16", "int8", "uint8", "bool"]},
-                    "data": {}
-                }}
-            ]
-        }),
-    };
-    if let Value::Object(m) = &mut schema {
-        let mut doc = format!("{} ({})", spec.name, spec.type_text);
-        if !spec.doc.is_empty() {
-            doc.push_str(": ");
-            doc.push_str(&spec.doc);
-        }
-        m.insert("title".into(), doc.into());
-    }
-    schema
-}
-
-/// An example value for a spec: zeros, symbolic dimensions 1.
-fn example_value(spec: &TensorSpec) -> Value {
-    let zero = match spec.dtype {
-        DType::Bool => json!(false),
-        DType::String => json!(""),
-        DType::Float32 | DType::Float64 | DType::Float16 | DType::Bfloat16 | DType::Other => json!(0.0),
-        _ => json!(0),
-    };
-    match &spec.shape {
-        Some(dims) => dims.iter().rev().fold(zero, |acc, d| {
-            let n = d.fixed().map_or(1, |n| n.clamp(1, 64) as usize);
-            Value::Array(vec![acc; n])
-        }),
-        None => json!([[0.0]]),
-    }
-}
-
-fn texts_schema(max_items: u32) -> Value {
-    json!({
-        "description": "a text, or a list of texts (one answer per text)",
-        "oneOf": [
-            {"type": "string"},
-            {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": max_items}
-        ]
-    })
-}
+use zoo_api::{Signature, VersionInfo};
 
 /// The request and response schemas and an example request of a version.
 fn bodies(info: &VersionInfo, example: Option<Value>) -> (Value, Value, Value) {
@@ -118,10 +19,7 @@ fn bodies(info: &VersionInfo, example: Option<Value>) -> (Value, Value, Value) {
             .and_then(Value::as_array)
             .map(|c| c.iter().filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string)).collect())
             .unwrap_or_default();
-        let cell = match info.task {
-            Task::TextClassification | Task::FeatureExtraction => json!({"type": "string"}),
-            _ => json!({"type": ["number", "null"]}),
-        };
+        let cell = super::task::kind(info.task).mlflow_cell();
         let width = if columns.is_empty() { Value::Null } else { columns.len().into() };
         let mut row = json!({"type": "array", "items": cell});
         if !columns.is_empty() {
@@ -164,88 +62,7 @@ fn bodies(info: &VersionInfo, example: Option<Value>) -> (Value, Value, Value) {
         );
         return (request, response, example);
     }
-    match info.task {
-        Task::TextClassification => {
-            let label = json!({
-                "type": "object",
-                "required": ["label", "score"],
-                "properties": {
-                    "label": {"type": "string", "enum": info.labels},
-                    "score": {"type": "number", "minimum": 0, "maximum": 1}
-                }
-            });
-            let request = json!({
-                "type": "object",
-                "required": ["inputs"],
-                "properties": {
-                    "inputs": texts_schema(max_rows),
-                    "top_k": {"type": "integer", "minimum": 1, "description": "how many labels to return per text (all by default)"}
-                }
-            });
-            let response = json!({
-                "description": "labels with scores, best first; a list of those for a list of texts",
-                "oneOf": [
-                    {"type": "array", "items": label},
-                    {"type": "array", "items": {"type": "array", "items": label}}
-                ]
-            });
-            (request, response, json!({"inputs": "zoo serves this model with no code"}))
-        }
-        Task::FeatureExtraction => {
-            let dim = sig.outputs.first().and_then(|o| o.shape.as_ref()).and_then(|s| s.last()).and_then(Dim::fixed);
-            let mut vector = json!({"type": "array", "items": {"type": "number"}});
-            if let Some(d) = dim {
-                vector["minItems"] = d.into();
-                vector["maxItems"] = d.into();
-            }
-            let request = json!({
-                "type": "object",
-                "required": ["inputs"],
-                "properties": {
-                    "inputs": texts_schema(max_rows),
-                    "normalize": {"type": "boolean", "description": "L2-normalise the embeddings (the model's own setting by default)"}
-                }
-            });
-            let response = json!({
-                "description": "one embedding per text",
-                "oneOf": [vector.clone(), {"type": "array", "items": vector}]
-            });
-            (request, response, json!({"inputs": "zoo serves this model with no code"}))
-        }
-        Task::Tensor => {
-            let properties: Map<String, Value> =
-                sig.inputs.iter().map(|s| (s.name.clone(), tensor_schema(s, max_rows))).collect();
-            let required: Vec<&str> = sig.inputs.iter().filter(|s| !s.optional).map(|s| s.name.as_str()).collect();
-            let request = json!({
-                "type": "object",
-                "required": ["inputs"],
-                "properties": {"inputs": {
-                    "type": "object",
-                    "required": required,
-                    "additionalProperties": false,
-                    "properties": properties
-                }}
-            });
-            let outputs: Map<String, Value> = sig
-                .outputs
-                .iter()
-                .map(|s| {
-                    let schema = match &s.shape {
-                        Some(dims) if s.kind == ValueKind::Tensor => nested(dims, element(s.dtype), u32::MAX, false),
-                        _ => json!({}),
-                    };
-                    (s.name.clone(), schema)
-                })
-                .collect();
-            let response = json!({
-                "type": "object",
-                "required": ["outputs"],
-                "properties": {"outputs": {"type": "object", "properties": outputs}}
-            });
-            let example = json!({"inputs": sig.inputs.iter().filter(|s| !s.optional).map(|s| (s.name.clone(), example_value(s))).collect::<Map<_, _>>()});
-            (request, response, example)
-        }
-    }
+    super::task::kind(info.task).openapi(info)
 }
 
 /// An example request body for a version (the bundle's own input example when given).

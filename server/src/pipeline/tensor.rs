@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use ndarray::{ArrayD, IxDyn};
 use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
 use zoo_api::{DType, Dim, TensorSpec, ValueKind};
 
 use super::json::{self, NestedError, NestedLimits};
@@ -195,6 +196,97 @@ pub fn example_inputs(specs: &[TensorSpec]) -> Option<Tensors> {
             Some((s.name.clone(), t))
         })
         .collect()
+}
+
+// --- The JSON Schema of tensors (each version's OpenAPI document) ---
+
+/// JSON Schema of one element of a tensor of `dtype`.
+pub(crate) fn element(dtype: DType) -> Value {
+    let int = |min: i64, max: i128| json!({"type": "integer", "minimum": min, "maximum": max});
+    match dtype {
+        DType::Float32 | DType::Float64 | DType::Float16 | DType::Bfloat16 => json!({"type": "number"}),
+        DType::Int8 => int(i8::MIN.into(), i8::MAX.into()),
+        DType::Int16 => int(i16::MIN.into(), i16::MAX.into()),
+        DType::Int32 => int(i32::MIN.into(), i32::MAX.into()),
+        DType::Int64 => json!({"type": "integer"}),
+        DType::Uint8 => int(0, u8::MAX.into()),
+        DType::Uint16 => int(0, u16::MAX.into()),
+        DType::Uint32 => int(0, u32::MAX.into()),
+        DType::Uint64 => json!({"type": "integer", "minimum": 0}),
+        DType::Bool => json!({"type": "boolean"}),
+        DType::String => json!({"type": "string"}),
+        DType::Complex64 | DType::Complex128 | DType::Other => json!({"type": "number"}),
+    }
+}
+
+/// Nested arrays for `dims` around `leaf`; the leading dimension takes at most
+/// `max_rows` rows.
+pub(crate) fn nested(dims: &[Dim], leaf: Value, max_rows: u32, top: bool) -> Value {
+    let Some((first, rest)) = dims.split_first() else { return leaf };
+    let mut s = Map::new();
+    s.insert("type".into(), "array".into());
+    s.insert("items".into(), nested(rest, leaf, max_rows, false));
+    match first {
+        Dim::Fixed(n) => {
+            s.insert("minItems".into(), (*n).into());
+            s.insert("maxItems".into(), (*n).into());
+        }
+        Dim::Symbolic(name) => {
+            s.insert("description".into(), format!("symbolic dimension '{name}'").into());
+            s.insert("minItems".into(), 1.into());
+            if top {
+                s.insert("maxItems".into(), max_rows.into());
+            }
+        }
+        Dim::Unknown(_) => {
+            s.insert("description".into(), "a dimension of any size".into());
+        }
+    }
+    Value::Object(s)
+}
+
+/// The schema of one input value.
+pub(crate) fn tensor_schema(spec: &TensorSpec, max_rows: u32) -> Value {
+    let mut schema = match &spec.shape {
+        Some(dims) if spec.kind == ValueKind::Tensor => nested(dims, element(spec.dtype), max_rows, true),
+        _ => json!({
+            "description": "a tensor of any shape as nested arrays of numbers (float32), or {\"dtype\": \"int64\", \"data\": [...]} to name its type",
+            "anyOf": [
+                {"type": "array"},
+                {"type": "number"},
+                {"type": "object", "required": ["data"], "additionalProperties": false, "properties": {
+                    "dtype": {"type": "string", "enum": ["float32", "float64", "int64", "int32", "int16", "int8", "uint8", "bool"]},
+                    "data": {}
+                }}
+            ]
+        }),
+    };
+    if let Value::Object(m) = &mut schema {
+        let mut doc = format!("{} ({})", spec.name, spec.type_text);
+        if !spec.doc.is_empty() {
+            doc.push_str(": ");
+            doc.push_str(&spec.doc);
+        }
+        m.insert("title".into(), doc.into());
+    }
+    schema
+}
+
+/// An example value for a spec: zeros, symbolic dimensions 1.
+pub(crate) fn example_value(spec: &TensorSpec) -> Value {
+    let zero = match spec.dtype {
+        DType::Bool => json!(false),
+        DType::String => json!(""),
+        DType::Float32 | DType::Float64 | DType::Float16 | DType::Bfloat16 | DType::Other => json!(0.0),
+        _ => json!(0),
+    };
+    match &spec.shape {
+        Some(dims) => dims.iter().rev().fold(zero, |acc, d| {
+            let n = d.fixed().map_or(1, |n| n.clamp(1, 64) as usize);
+            Value::Array(vec![acc; n])
+        }),
+        None => json!([[0.0]]),
+    }
 }
 
 #[cfg(test)]

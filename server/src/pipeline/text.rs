@@ -5,8 +5,10 @@ use std::path::Path;
 
 use ndarray::{ArrayD, Axis, IxDyn};
 use tokenizers::{Tokenizer, TruncationParams};
-use zoo_api::{DType, LabelScore, Signature, TextInfo};
+use zoo_api::{DType, EffectiveServing, LabelScore, Signature, TextInfo};
 
+use super::mlflow;
+use super::request::{Inputs, RawPredict, refuse_mlflow_formats};
 use crate::error::{Error, Result};
 use crate::runtime::{Tensor, Tensors};
 
@@ -29,6 +31,34 @@ pub struct Encoded {
 }
 
 impl TextPipeline {
+    /// The text pipeline of a version of a text task (`labels`: the class names
+    /// given at deploy, which replace the bundle's).
+    pub fn for_version(dir: &Path, signature: &Signature, labels: &[String], classifier: bool) -> Result<TextPipeline> {
+        let mut info: TextInfo = signature
+            .text
+            .clone()
+            .ok_or_else(|| Error::NotServable("a text task needs a bundle with tokenizer.json".into()))?;
+        if !labels.is_empty() {
+            info.labels = labels.to_vec();
+        }
+        TextPipeline::load(dir, signature, info, classifier)
+    }
+
+    /// Real tokens to warm the model up with, and to measure at load which batch
+    /// sizes pay: a sentence of a typical review's length.
+    pub fn warmup_inputs(&self) -> Option<Tensors> {
+        self.encode(&[WARMUP_TEXT.to_string()], usize::MAX).ok().map(|e| e.inputs)
+    }
+
+    /// What each token input is padded with when texts of different lengths share a batch.
+    pub fn padding(&self) -> Vec<(String, i64)> {
+        vec![
+            ("input_ids".to_string(), self.pad_id),
+            ("attention_mask".to_string(), 0),
+            ("token_type_ids".to_string(), 0),
+        ]
+    }
+
     pub fn load(dir: &Path, signature: &Signature, info: TextInfo, classifier: bool) -> Result<TextPipeline> {
         let mut tokenizer = Tokenizer::from_file(dir.join(&info.tokenizer))
             .map_err(|e| Error::NotServable(format!("tokenizer.json cannot be loaded: {e}")))?;
@@ -217,6 +247,76 @@ fn pick_output(sig: &Signature, classifier: bool, ranks: &[usize; 2]) -> Option<
         .map(|o| o.name.clone())
 }
 
+/// The texts of a v1 request to a text version: `{"inputs": "a text"}` or a list
+/// of texts, or for an MLflow version MLflow's formats (always answered as a list).
+pub fn request_texts(signature: &Signature, limits: &EffectiveServing, req: &RawPredict<'_>) -> Result<Inputs> {
+    refuse_mlflow_formats(signature, req)?;
+    let max_items = limits.max_items as usize;
+    let max_bytes = (limits.max_tokens as usize).saturating_mul(BYTES_PER_TOKEN);
+    match (&signature.mlflow, req.inputs) {
+        (Some(_), _) => {
+            let texts = mlflow::request_texts(&req.to_tree()?)?;
+            if texts.len() > max_items {
+                return Err(Error::InvalidInput(format!("at most {max_items} texts per request, got {}", texts.len())));
+            }
+            if let Some((i, t)) = texts.iter().enumerate().find(|(_, t)| t.len() > max_bytes) {
+                return Err(Error::InvalidInput(too_long(i, t.len(), max_bytes)));
+            }
+            Ok(Inputs::Texts { texts, many: true })
+        }
+        (None, Some(raw)) => {
+            let (texts, many) = parse_texts(raw, max_items, max_bytes)?;
+            Ok(Inputs::Texts { texts, many })
+        }
+        (None, None) => Err(Error::InvalidInput("the request needs \"inputs\"".into())),
+    }
+}
+
+/// The texts of a v2 request to a text version: one BYTES input, 1 to
+/// `max_items` texts, each within the bytes `max_tokens` allows.
+pub fn v2_texts(given: Tensors, limits: &EffectiveServing) -> Result<Inputs> {
+    let bad = |m: String| Error::InvalidInput(m);
+    let max_items = limits.max_items as usize;
+    let [(name, t)] = given.as_slice() else {
+        return Err(bad("a text model takes one input: text (BYTES)".into()));
+    };
+    let Tensor::Str(a) = t else {
+        return Err(bad(format!("input '{name}' must be BYTES (the texts)")));
+    };
+    let texts: Vec<String> = a.iter().cloned().collect();
+    if texts.is_empty() || texts.len() > max_items {
+        return Err(bad(format!("send 1 to {max_items} texts, got {}", texts.len())));
+    }
+    let max_bytes = (limits.max_tokens as usize).saturating_mul(BYTES_PER_TOKEN);
+    if let Some((i, t)) = texts.iter().enumerate().find(|(_, t)| t.len() > max_bytes) {
+        return Err(bad(too_long(i, t.len(), max_bytes)));
+    }
+    Ok(Inputs::Texts { texts, many: true })
+}
+
+fn too_long(i: usize, n: usize, max: usize) -> String {
+    format!("text {i} is {n} bytes, more than the limit of {max} bytes per text; split it")
+}
+
+/// The JSON Schema of `inputs` for a text version: a text or a list of texts.
+pub fn texts_schema(max_items: u32) -> serde_json::Value {
+    serde_json::json!({
+        "description": "a text, or a list of texts (one answer per text)",
+        "oneOf": [
+            {"type": "string"},
+            {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": max_items}
+        ]
+    })
+}
+
+/// The example request of a text version.
+pub fn example_request() -> serde_json::Value {
+    serde_json::json!({"inputs": "zoo serves this model with no code"})
+}
+
+/// The text a text model warms up with.
+const WARMUP_TEXT: &str = "zoo warms this model up with one sentence of an ordinary length before serving it";
+
 /// Bytes a text may have per token of the token limit: longer texts are refused
 /// before they are tokenized.
 pub const BYTES_PER_TOKEN: usize = 16;
@@ -234,9 +334,6 @@ pub fn parse_texts(
     struct Texts {
         max_items: usize,
         max_bytes: usize,
-    }
-    fn too_long(i: usize, n: usize, max: usize) -> String {
-        format!("text {i} is {n} bytes, more than the limit of {max} bytes per text; split it")
     }
     impl<'de> Visitor<'de> for Texts {
         type Value = (Vec<String>, bool);

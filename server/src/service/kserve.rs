@@ -1,23 +1,23 @@
 //! KServe v2 / Open Inference Protocol: typed tensors in and out (JSON, flat or
 //! nested, or the binary tensor data extension), on the same loaded versions and
 //! batching as zoo's own predict routes. This file is the wire codec; what each
-//! task takes and answers in the protocol is `pipeline/v2.rs`.
+//! task takes and answers in the protocol is decided in `pipeline/task/`.
 
 use std::sync::Arc;
 
 use ndarray::{ArrayD, IxDyn};
+use zoo_api::DType;
 use zoo_api::kserve::{
     V2InferRequest, V2InferResponse, V2ModelMetadata, V2Parameters, V2Tensor, datatype, parse_datatype,
 };
-use zoo_api::{DType, Dim, TensorSpec, ValueKind};
 
 use super::Services;
 use super::pool::LoadedVersion;
 use crate::error::{Error, Result};
 use crate::pipeline::json::{self, NestedError, NestedLimits};
-use crate::pipeline::{Pipeline, v2};
+use crate::pipeline::task;
 use crate::registry::VersionRecord;
-use crate::runtime::{Tensor, Tensors};
+use crate::runtime::Tensor;
 
 /// Most elements in one request's tensors together.
 const MAX_ELEMENTS: usize = 16 * 1024 * 1024;
@@ -31,7 +31,7 @@ impl Services {
     /// loaded: a key that may only read cannot make the server load models.
     pub async fn v2_metadata(&self, record: &VersionRecord) -> Result<V2ModelMetadata> {
         let versions = self.registry.list_versions(&record.model).await?.into_iter().map(|v| v.version).collect();
-        let (inputs, outputs) = v2::tensors_metadata(record.task, &record.signature, &record.labels);
+        let (inputs, outputs) = task::kind(record.task).v2_metadata(&record.signature, &record.labels);
         Ok(V2ModelMetadata {
             name: record.model.clone(),
             versions,
@@ -49,10 +49,8 @@ impl Services {
         req: V2InferRequest,
         binary: &[u8],
     ) -> Result<(V2InferResponse, Vec<u8>)> {
-        let expected = match &served.pipeline {
-            Pipeline::Text(_) => 1,
-            Pipeline::Tensor => served.signature.inputs.len(),
-        };
+        let p = &served.pipeline;
+        let expected = p.v2_input_count(&served.signature);
         if req.inputs.len() > expected {
             return Err(bad(format!("{} inputs; the model takes {expected}", req.inputs.len())));
         }
@@ -70,40 +68,9 @@ impl Services {
         if offset != binary.len() {
             return Err(bad(format!("{} bytes of binary data are not claimed by any input", binary.len() - offset)));
         }
-        let rows_limit = served.effective.max_items as usize;
-        let (outputs, done_version) = match &served.pipeline {
-            Pipeline::Text(p) => {
-                let max_tokens = served.effective.max_tokens as usize;
-                let texts = v2::texts(given, rows_limit, max_tokens)?;
-                let n = texts.len();
-                let enc = self.tokenize(served, texts, max_tokens).await?;
-                let done = self.run(served, enc.inputs, n).await?;
-                (v2::text_outputs(p, served.task, &done.outputs, &enc.mask)?, served.version.clone())
-            }
-            Pipeline::Tensor => {
-                let specs = &served.signature.inputs;
-                let mut inputs: Tensors = Vec::with_capacity(given.len());
-                for (name, t) in given {
-                    let spec = specs.iter().find(|s| s.name == name).ok_or_else(|| {
-                        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-                        bad(format!("unknown input '{name}'; the model takes: {}", names.join(", ")))
-                    })?;
-                    check(spec, &t)?;
-                    inputs.push((name, t));
-                }
-                if let Some(missing) = specs.iter().find(|s| !s.optional && !inputs.iter().any(|(n, _)| *n == s.name)) {
-                    return Err(bad(format!("missing input '{}' ({})", missing.name, missing.type_text)));
-                }
-                // The signature's order, as runtimes that take inputs by position need.
-                inputs.sort_by_key(|(n, _)| specs.iter().position(|s| s.name == *n));
-                let rows = inputs.first().and_then(|(_, t)| t.shape().first().copied()).unwrap_or(1);
-                if served.effective.batched && rows > rows_limit {
-                    return Err(bad(format!("{rows} rows; at most {rows_limit} per request")));
-                }
-                let done = self.run(served, inputs, rows).await?;
-                (done.outputs, served.version.clone())
-            }
-        };
+        let inputs = p.v2_inputs(&served.signature, &served.effective, given)?;
+        let (answer, done) = self.execute(served, inputs).await?;
+        let outputs = p.v2_outputs(&answer, done.outputs)?;
         // The outputs asked for (all by default), in JSON or binary.
         let all_binary = req.parameters.as_ref().and_then(|p| p.binary_data_output).unwrap_or(false);
         let wanted: Vec<(String, bool)> = match &req.outputs {
@@ -124,47 +91,13 @@ impl Services {
         }
         let response = V2InferResponse {
             model_name: served.model.clone(),
-            model_version: done_version,
+            model_version: served.version.clone(),
             id: req.id,
             parameters: None,
             outputs: tensors,
         };
         Ok((response, bytes))
     }
-}
-
-/// An input's dtype and shape against the signature.
-fn check(spec: &TensorSpec, t: &Tensor) -> Result<()> {
-    let name = &spec.name;
-    if spec.kind != ValueKind::Tensor {
-        return Err(bad(format!("input '{name}' is a {}, which zoo cannot build", spec.type_text)));
-    }
-    if spec.dtype != DType::Other && spec.dtype != t.dtype() {
-        return Err(bad(format!(
-            "input '{name}' is {} ({}), not {}",
-            datatype(spec.dtype),
-            spec.type_text,
-            datatype(t.dtype())
-        )));
-    }
-    if let Some(dims) = &spec.shape {
-        if dims.len() != t.shape().len() {
-            return Err(bad(format!(
-                "input '{name}' must have {} dimensions ({}), got {:?}",
-                dims.len(),
-                spec.type_text,
-                t.shape()
-            )));
-        }
-        for (i, (d, got)) in dims.iter().zip(t.shape()).enumerate() {
-            if let Dim::Fixed(n) = d
-                && *n as usize != *got
-            {
-                return Err(bad(format!("input '{name}' dimension {i} must be {n} ({}), got {got}", spec.type_text)));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// One request tensor, from its JSON data or its slice of the binary part.

@@ -10,7 +10,6 @@ use super::Services;
 use super::pool::LoadedVersion;
 use crate::error::{Error, Result};
 use crate::metrics::Phase;
-use crate::pipeline::Pipeline;
 use crate::pipeline::json;
 use crate::pipeline::request::{Answer, Inputs, RawPredict};
 use crate::pipeline::text::Encoded;
@@ -126,19 +125,9 @@ impl Services {
     /// the host runs it, the pipeline answers.
     async fn predict_inner(&self, served: &Arc<LoadedVersion>, req: &RawPredict<'_>) -> Result<Prediction> {
         let p = &served.pipeline;
-        let (response, done) = match p.inputs(&served.signature, &served.effective, req)? {
-            Inputs::Tensors { tensors, rows } => {
-                let done = self.run(served, tensors, rows).await?;
-                (p.respond(served.task, &served.signature, req, &Answer::Tensors, &done.outputs)?, done)
-            }
-            Inputs::Texts { texts, many } => {
-                let Encoded { inputs, mask } =
-                    self.tokenize(served, texts, served.effective.max_tokens as usize).await?;
-                let rows = mask.shape()[0];
-                let done = self.run(served, inputs, rows).await?;
-                (p.respond(served.task, &served.signature, req, &Answer::Texts { many, mask }, &done.outputs)?, done)
-            }
-        };
+        let inputs = p.inputs(&served.signature, &served.effective, req)?;
+        let (answer, done) = self.execute(served, inputs).await?;
+        let response = p.respond(&served.signature, req, &answer, &done.outputs)?;
         Ok(Prediction {
             version: served.version.clone(),
             queue: done.queue,
@@ -148,26 +137,32 @@ impl Services {
         })
     }
 
+    /// Run what a version's pipeline made of a request (texts are tokenized
+    /// first); returns what the pipeline needs to answer, and the run.
+    pub async fn execute(&self, served: &Arc<LoadedVersion>, inputs: Inputs) -> Result<(Answer, Done)> {
+        match inputs {
+            Inputs::Tensors { tensors, rows } => Ok((Answer::Tensors, self.run(served, tensors, rows).await?)),
+            Inputs::Texts { texts, many } => {
+                let Encoded { inputs, mask } =
+                    self.tokenize(served, texts, served.effective.max_tokens as usize).await?;
+                let rows = mask.shape()[0];
+                let done = self.run(served, inputs, rows).await?;
+                Ok((Answer::Texts { many, mask }, done))
+            }
+        }
+    }
+
     /// Tokenize texts for a text version: short requests on this task, longer ones
     /// on a blocking thread (never a long tokenization on the async threads).
-    pub async fn tokenize(
-        &self,
-        served: &Arc<LoadedVersion>,
-        texts: Vec<String>,
-        max_tokens: usize,
-    ) -> Result<Encoded> {
-        let Pipeline::Text(p) = &served.pipeline else {
-            return Err(Error::internal("tokenize on a version without a tokenizer"));
-        };
+    async fn tokenize(&self, served: &Arc<LoadedVersion>, texts: Vec<String>, max_tokens: usize) -> Result<Encoded> {
+        let no_tokenizer = || Error::internal("tokenize on a version without a tokenizer");
+        let p = served.pipeline.text().ok_or_else(no_tokenizer)?;
         if texts.iter().map(String::len).sum::<usize>() <= INLINE_TOKENIZE_BYTES {
             return p.encode(&texts, max_tokens);
         }
         let served = served.clone();
-        tokio::task::spawn_blocking(move || match &served.pipeline {
-            Pipeline::Text(p) => p.encode(&texts, max_tokens),
-            Pipeline::Tensor => Err(Error::internal("tokenize on a version without a tokenizer")),
-        })
-        .await?
+        tokio::task::spawn_blocking(move || served.pipeline.text().ok_or_else(no_tokenizer)?.encode(&texts, max_tokens))
+            .await?
     }
 
     /// Run inputs of `rows` rows on a loaded version, within its timeout.

@@ -12,13 +12,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use zoo_api::{CreateKeyRequest, KeyId, ListModelsQuery, ModelName, PredictRequest, Scope, Task};
+use zoo_api::{CreateKeyRequest, KeyId, ListModelsQuery, ModelName, Scope, Task};
 
 use crate::AppState;
 use crate::api::ApiPath;
 use crate::auth::Caller;
 use crate::auth::session::{Claims, csrf_matches, session_cookie};
 use crate::error::Error;
+use crate::pipeline::task;
 use crate::service::predict::Target;
 
 mod pages;
@@ -384,12 +385,7 @@ async fn try_model(
     let result = async {
         s.caller.require(Scope::Predict, Some(&name))?;
         let (_, served) = state.services.prepare(&name, Target::Version(&f.version)).await?;
-        let body = if served.task.takes_text(&served.signature) {
-            let req = PredictRequest { inputs: serde_json::Value::String(f.input.clone()), ..Default::default() };
-            serde_json::to_vec(&req).map_err(Error::internal)?
-        } else {
-            f.input.clone().into_bytes()
-        };
+        let body = task::kind(served.task).try_it(&served.signature).body(&f.input);
         let p = state.services.predict_on(&served, &body).await?;
         serde_json::to_string_pretty(&p.response).map_err(Error::internal)
     }
