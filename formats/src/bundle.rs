@@ -7,7 +7,7 @@ use std::path::{Component, Path, PathBuf};
 
 use zoo_api::BundleFile;
 
-use crate::{Error, Limits};
+use crate::{Artifact, Error, Limits, Sniffed, Upload, UploadKind};
 
 /// A relative path with only normal components, or `None` when it is absolute,
 /// empty, or climbs out with `..`.
@@ -146,6 +146,24 @@ pub fn read_small(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, Error> {
     let mut buf = Vec::with_capacity(meta.len() as usize);
     fs::File::open(path)?.take(limit).read_to_end(&mut buf)?;
     Ok(Some(buf))
+}
+
+/// A tar archive: unpacked (safely, above), then validated as the bundle its
+/// files make (`crate::BUNDLES`).
+pub const UPLOAD: UploadKind = UploadKind { accepted: None, sniffed: Sniffed::Tar, inspect: inspect_tar };
+
+fn inspect_tar(u: &Upload<'_>) -> Result<Artifact, Error> {
+    let files = extract_tar(u.path, u.work_dir, u.limits)?;
+    let root = bundle_root(u.work_dir)?;
+    let prefix = root.strip_prefix(u.work_dir).map(Path::to_path_buf).unwrap_or_default();
+    let files = files
+        .into_iter()
+        .filter_map(|f| {
+            let p = Path::new(&f.path).strip_prefix(&prefix).ok()?.to_string_lossy().into_owned();
+            Some(BundleFile { path: p, size: f.size })
+        })
+        .collect();
+    crate::inspect_dir(&root, files, u.limits)
 }
 
 #[cfg(test)]

@@ -2,17 +2,24 @@
 //!
 //! Pure and synchronous: no HTTP, no async, no database. Limits in, a described
 //! artifact or a precise error out. Nothing here executes or unpickles anything.
+//!
+//! One module per format, each registered in one of two tables: [`UPLOADS`] (a
+//! single upload, chosen by its first bytes: a tar bundle, TorchScript, a bare
+//! safetensors file, ONNX) and [`BUNDLES`] (a bundle directory, chosen by its
+//! files: MLflow, Hugging Face, ONNX with side files). Adding a format: its module
+//! with an `UPLOAD` or `BUNDLE` entry, and that entry's line in the table.
 
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use prost::bytes::Bytes;
-use zoo_api::{BundleFile, DType, Dim, Format, Signature, Task, TensorSpec, TextInfo, ValueKind};
+use zoo_api::{BundleFile, Format, Signature, Task, TextInfo};
 
 #[cfg(feature = "fixtures")]
 pub mod build;
 pub mod bundle;
+pub mod hf;
 #[cfg(feature = "fixtures")]
 pub mod hostile;
 pub mod mlflow;
@@ -25,6 +32,7 @@ pub mod torchscript;
 pub mod torchscript_ops;
 pub mod zip;
 
+pub use hf::NATIVE_MODEL_TYPES;
 pub use text::{derive_task, derive_task_at};
 
 /// Size limits applied while validating.
@@ -121,261 +129,69 @@ pub struct Artifact {
     pub bundle_dir: Option<PathBuf>,
 }
 
+/// What an upload is handed to its format's validator with.
+pub struct Upload<'a> {
+    pub path: &'a Path,
+    /// Its first bytes (up to 512; fewer for a shorter file).
+    pub head: &'a [u8],
+    /// An empty directory the caller owns and removes, for a bundle to be unpacked into.
+    pub work_dir: &'a Path,
+    pub limits: &'a Limits,
+}
+
+/// One kind of single upload: what its first bytes look like and its validator.
+pub struct UploadKind {
+    /// How an `unknown_format` error names it; `None` for a container whose
+    /// contents the [`BundleKind`]s name.
+    pub accepted: Option<&'static str>,
+    pub sniffed: Sniffed,
+    pub inspect: fn(&Upload<'_>) -> Result<Artifact, Error>,
+}
+
+/// One kind of bundle directory: which files make it one and its validator.
+pub struct BundleKind {
+    /// How an `unknown_format` error names it.
+    pub accepted: &'static str,
+    pub claims: fn(&[BundleFile]) -> bool,
+    pub inspect: fn(&Path, Vec<BundleFile>, &Limits) -> Result<Artifact, Error>,
+}
+
+/// Every upload zoo takes, by what its first bytes look like.
+pub const UPLOADS: &[UploadKind] = &[bundle::UPLOAD, torchscript::UPLOAD, safetensors::UPLOAD, onnx::UPLOAD];
+
+/// Every bundle zoo takes, the first that claims a directory's files first.
+pub const BUNDLES: &[BundleKind] = &[mlflow::BUNDLE, hf::BUNDLE, onnx::BUNDLE];
+
+/// What an upload may be, one entry per kind above: the `unknown_format` message
+/// lists them, so it stays true as formats are added.
+pub fn accepted() -> Vec<&'static str> {
+    UPLOADS.iter().filter_map(|u| u.accepted).chain(BUNDLES.iter().map(|b| b.accepted)).collect()
+}
+
 /// Validate an uploaded file. Bundles (tar archives) are unpacked into `work_dir`,
 /// which must be an empty directory the caller owns and removes.
 pub fn inspect_upload(path: &Path, work_dir: &Path, limits: &Limits) -> Result<Artifact, Error> {
     let mut head = [0u8; 512];
     let n = read_head(path, &mut head)?;
-    match sniff(&head[..n]) {
-        Sniffed::Tar => {
-            let files = bundle::extract_tar(path, work_dir, limits)?;
-            let root = bundle::bundle_root(work_dir)?;
-            let prefix = root.strip_prefix(work_dir).map(Path::to_path_buf).unwrap_or_default();
-            let files = files
-                .into_iter()
-                .filter_map(|f| {
-                    let p = Path::new(&f.path).strip_prefix(&prefix).ok()?.to_string_lossy().into_owned();
-                    Some(BundleFile { path: p, size: f.size })
-                })
-                .collect();
-            inspect_dir(&root, files, limits)
-        }
-        Sniffed::Zip => match torchscript::inspect(path, limits) {
-            Ok((inputs, outputs, info)) => Ok(Artifact {
-                signature: Signature {
-                    inputs,
-                    outputs,
-                    torchscript: Some(info),
-                    ..Signature::empty(Format::Torchscript, false)
-                },
-                task: Task::Tensor,
-                labels: vec![],
-                model_path: path.to_path_buf(),
-                bundle_dir: None,
-            }),
-            Err(Error::Invalid { rule: "not_torchscript", message, .. }) => Err(Error::UnknownFormat(format!(
-                "a zip archive that is not a TorchScript model ({message}); send other bundles as a tar archive \
-                 (`zoo deploy DIR` does this)"
-            ))),
-            Err(e) => Err(e),
-        },
-        Sniffed::Safetensors => {
-            let info = safetensors::inspect(path, limits)?;
-            Ok(Artifact {
-                signature: Signature { safetensors: Some(info), ..Signature::empty(Format::Safetensors, false) },
-                task: Task::Tensor,
-                labels: vec![],
-                model_path: path.to_path_buf(),
-                bundle_dir: None,
-            })
-        }
-        Sniffed::Other => {
-            let bytes = read_limited(path, limits.max_onnx_size, "model file")?;
-            if !onnx::looks_like_onnx(&bytes) {
-                if n == 0 {
-                    return Err(Error::UnknownFormat("the upload is empty".into()));
-                }
-                // A protobuf that almost parses is far more likely a broken ONNX file.
-                if bytes.first() == Some(&0x08) {
-                    onnx::inspect(bytes.clone(), None, limits)?;
-                }
-                return Err(Error::UnknownFormat(format!(
-                    "not a recognised model format: zoo accepts {}",
-                    ACCEPTED.join("; ")
-                )));
-            }
-            let signature = onnx::inspect(bytes, None, limits)?;
-            let derived = derive_task(&signature, None, limits)?;
-            Ok(Artifact {
-                signature: Signature { text: derived.text, ..signature },
-                task: derived.task,
-                labels: derived.labels,
-                model_path: path.to_path_buf(),
-                bundle_dir: None,
-            })
-        }
-    }
+    let sniffed = sniff(&head[..n]);
+    let kind = UPLOADS.iter().find(|u| u.sniffed == sniffed).ok_or_else(|| unknown_format(n))?;
+    (kind.inspect)(&Upload { path, head: &head[..n], work_dir, limits })
 }
 
 /// Validate an unpacked bundle directory.
 pub fn inspect_dir(dir: &Path, files: Vec<BundleFile>, limits: &Limits) -> Result<Artifact, Error> {
-    if files.iter().any(|f| f.path == "MLmodel") {
-        return inspect_mlflow(dir, files, limits);
+    match BUNDLES.iter().find(|b| (b.claims)(&files)) {
+        Some(kind) => (kind.inspect)(dir, files, limits),
+        None => Err(unknown_format(1)),
     }
-    if !files.iter().any(|f| f.path.ends_with(".onnx")) && files.iter().any(|f| f.path == "model.safetensors") {
-        return inspect_hf(dir, dir, "tokenizer.json", files, limits);
-    }
-    let model = bundle_model_file(&files)?.to_string();
-    let model_path = dir.join(&model);
-    let bytes = read_limited(&model_path, limits.max_onnx_size, "model file")?;
-    let mut signature = onnx::inspect(bytes, Some(dir), limits)?;
-    let derived = derive_task(&signature, Some(dir), limits)?;
-    signature.bundle = true;
-    signature.text = derived.text;
-    signature.files = files;
-    Ok(Artifact {
-        signature,
-        task: derived.task,
-        labels: derived.labels,
-        model_path,
-        bundle_dir: Some(dir.to_path_buf()),
-    })
 }
 
-/// An MLflow bundle, validated and described through the flavor zoo serves it
-/// with (`onnx`, `transformers` with safetensors weights, `sklearn` with skops);
-/// other flavors are stored and catalogued, with the reason zoo cannot serve them.
-fn inspect_mlflow(dir: &Path, files: Vec<BundleFile>, limits: &Limits) -> Result<Artifact, Error> {
-    let info = mlflow::inspect(dir)?;
-    let model_path = dir.join(info.model_file.as_deref().unwrap_or("MLmodel"));
-    let (mut signature, task, labels) = match info.served_flavor.as_deref() {
-        Some("onnx") => {
-            let bytes = read_limited(&model_path, limits.max_onnx_size, "model file")?;
-            (onnx::inspect(bytes, Some(dir), limits)?, Task::Tensor, vec![])
-        }
-        Some("transformers") => {
-            let model_dir = model_path.parent().unwrap_or(dir);
-            let tokenizer = info.tokenizer.as_deref().unwrap_or("components/tokenizer/tokenizer.json");
-            let a = inspect_hf(dir, model_dir, tokenizer, vec![], limits)?;
-            (a.signature, a.task, a.labels)
-        }
-        Some("sklearn") => {
-            let model = skops::inspect(&model_path, limits)?;
-            let signature = skops::signature(&model, &info);
-            let labels = model
-                .classes
-                .iter()
-                .flatten()
-                .map(|c| c.as_str().map_or_else(|| c.to_string(), str::to_string))
-                .collect();
-            (Signature { skops: Some(model), ..signature }, Task::Tensor, labels)
-        }
-        _ => (Signature::empty(Format::Mlflow, true), Task::Tensor, vec![]),
-    };
-    signature.format = Format::Mlflow;
-    signature.bundle = true;
-    signature.files = files;
-    signature.mlflow = Some(info);
-    Ok(Artifact { signature, task, labels, model_path, bundle_dir: Some(dir.to_path_buf()) })
-}
-
-/// Model types zoo runs natively from safetensors (with candle).
-pub const NATIVE_MODEL_TYPES: &[&str] = &["bert"];
-
-/// A Hugging Face directory: `config.json` + `model.safetensors` (+ a tokenizer) in
-/// `model_dir`, the tokenizer at `tokenizer` (relative to the bundle `root`). A
-/// BERT encoder takes token ids and returns its last hidden state, which the text
-/// tasks pool like an ONNX export of the same model; a BERT sequence classifier
-/// returns logits.
-fn inspect_hf(
-    root: &Path,
-    model_dir: &Path,
-    tokenizer: &str,
-    files: Vec<BundleFile>,
-    limits: &Limits,
-) -> Result<Artifact, Error> {
-    let dir = model_dir;
-    let weights = dir.join("model.safetensors");
-    let info = safetensors::inspect(&weights, limits)?;
-    let config: serde_json::Value = match bundle::read_small(&dir.join("config.json"), limits.max_side_file)? {
-        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Invalid {
-            format: Format::Safetensors,
-            rule: "config",
-            message: format!("config.json is not valid JSON: {e}"),
-        })?,
-        None => serde_json::Value::Null,
-    };
-    let model_type = config.get("model_type").and_then(serde_json::Value::as_str).unwrap_or("");
-    let hidden = config.get("hidden_size").and_then(serde_json::Value::as_i64);
-    if NATIVE_MODEL_TYPES.contains(&model_type) {
-        let heads = config.get("num_attention_heads").and_then(serde_json::Value::as_i64).unwrap_or(0);
-        if heads < 1 || hidden.is_none_or(|h| h < 1 || h % heads != 0) {
-            return Err(Error::Invalid {
-                format: Format::Safetensors,
-                rule: "config",
-                message: format!(
-                    "config.json: hidden_size ({hidden:?}) must be a positive multiple of num_attention_heads ({heads})"
-                ),
-            });
-        }
+/// The refusal of an upload that is none of the kinds zoo takes (`len`: its size).
+pub fn unknown_format(len: usize) -> Error {
+    if len == 0 {
+        return Error::UnknownFormat("the upload is empty".into());
     }
-    let (inputs, outputs) = if NATIVE_MODEL_TYPES.contains(&model_type) {
-        let ids = |name: &str| TensorSpec {
-            name: name.into(),
-            kind: ValueKind::Tensor,
-            dtype: DType::Int64,
-            shape: Some(vec![Dim::Symbolic("batch".into()), Dim::Symbolic("sequence".into())]),
-            type_text: "tensor(int64)[batch,sequence]".into(),
-            doc: String::new(),
-            optional: false,
-        };
-        let hidden_dim = hidden.map(Dim::Fixed).unwrap_or(Dim::Unknown(None));
-        let out = match sequence_classifier(&config, &info)? {
-            // BertForSequenceClassification: pooled [CLS] state -> logits.
-            Some(labels) => TensorSpec {
-                name: "logits".into(),
-                kind: ValueKind::Tensor,
-                dtype: DType::Float32,
-                type_text: format!("tensor(float)[batch,{labels}]"),
-                shape: Some(vec![Dim::Symbolic("batch".into()), Dim::Fixed(labels)]),
-                doc: String::new(),
-                optional: false,
-            },
-            None => TensorSpec {
-                name: "last_hidden_state".into(),
-                kind: ValueKind::Tensor,
-                dtype: DType::Float32,
-                type_text: format!("tensor(float)[batch,sequence,{hidden_dim}]"),
-                shape: Some(vec![Dim::Symbolic("batch".into()), Dim::Symbolic("sequence".into()), hidden_dim]),
-                doc: String::new(),
-                optional: false,
-            },
-        };
-        (vec![ids("input_ids"), ids("attention_mask"), ids("token_type_ids")], vec![out])
-    } else {
-        (vec![], vec![])
-    };
-    let mut signature =
-        Signature { inputs, outputs, safetensors: Some(info), files, ..Signature::empty(Format::Safetensors, true) };
-    let derived = derive_task_at(&signature, root, dir, tokenizer, limits)?;
-    signature.text = derived.text;
-    Ok(Artifact {
-        signature,
-        task: derived.task,
-        labels: derived.labels,
-        model_path: weights,
-        bundle_dir: Some(root.to_path_buf()),
-    })
-}
-
-/// The number of labels of a `BertForSequenceClassification` (its `classifier`
-/// weights), or `None` for a plain encoder. Refuses a classifier without the
-/// pooler or classifier weights it needs.
-fn sequence_classifier(config: &serde_json::Value, info: &zoo_api::SafetensorsInfo) -> Result<Option<i64>, Error> {
-    let is_classifier = config
-        .get("architectures")
-        .and_then(serde_json::Value::as_array)
-        .is_some_and(|a| a.iter().any(|x| x.as_str() == Some("BertForSequenceClassification")));
-    if !is_classifier {
-        return Ok(None);
-    }
-    let missing = |what: &str| Error::Invalid {
-        format: Format::Safetensors,
-        rule: "weights",
-        message: format!("a BertForSequenceClassification needs the {what} weights, which model.safetensors lacks"),
-    };
-    let find = |name: &str| info.tensors.iter().find(|t| t.name == name || t.name == format!("bert.{name}"));
-    find("pooler.dense.weight").ok_or_else(|| missing("pooler.dense"))?;
-    let classifier =
-        info.tensors.iter().find(|t| t.name == "classifier.weight").ok_or_else(|| missing("classifier"))?;
-    match classifier.shape.as_slice() {
-        [labels, _] if *labels > 0 => Ok(Some(*labels as i64)),
-        other => Err(Error::Invalid {
-            format: Format::Safetensors,
-            rule: "weights",
-            message: format!("classifier.weight must be [labels, hidden], not {other:?}"),
-        }),
-    }
+    Error::UnknownFormat(format!("not a recognised model format: zoo accepts {}", accepted().join("; ")))
 }
 
 /// The name zoo gives a single-file artifact of this format in its local cache.
@@ -457,16 +273,6 @@ pub fn bundle_model_path(signature: &Signature) -> Result<&str, Error> {
     bundle_model_file(&signature.files)
 }
 
-/// What an upload may be, one entry per format `detect` recognises: the
-/// `unknown_format` message lists them, so it stays true as formats are added.
-pub const ACCEPTED: &[&str] = &[
-    "an ONNX file (.onnx)",
-    "a TorchScript archive (torch.jit.save, .pt)",
-    "a safetensors file (stored, not served alone)",
-    "a tar bundle of a model directory (model.onnx with optional tokenizer.json, config.json and external data; or a Hugging Face config.json + model.safetensors + tokenizer.json)",
-    "a tar bundle of an MLflow model directory (MLmodel and its files)",
-];
-
 /// The model file of a bundle: its only `.onnx` file, or `model.onnx` among several.
 pub fn bundle_model_file(files: &[BundleFile]) -> Result<&str, Error> {
     let onnx_files: Vec<&BundleFile> = files.iter().filter(|f| f.path.ends_with(".onnx")).collect();
@@ -501,7 +307,7 @@ fn read_head(path: &Path, buf: &mut [u8]) -> Result<usize, Error> {
     Ok(n)
 }
 
-fn read_limited(path: &Path, limit: u64, what: &str) -> Result<Bytes, Error> {
+pub(crate) fn read_limited(path: &Path, limit: u64, what: &str) -> Result<Bytes, Error> {
     let len = fs::metadata(path)?.len();
     if len > limit {
         return Err(Error::TooLarge { what: what.into(), size: len, limit });
@@ -515,4 +321,31 @@ pub struct Derived {
     pub task: Task,
     pub labels: Vec<String>,
     pub text: Option<TextInfo>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_of_first_bytes_has_exactly_one_validator() {
+        for s in [Sniffed::Tar, Sniffed::Zip, Sniffed::Safetensors, Sniffed::Other] {
+            assert_eq!(UPLOADS.iter().filter(|u| u.sniffed == s).count(), 1, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn every_bundle_directory_has_a_validator_and_the_refusal_names_every_kind() {
+        let file = |p: &str| BundleFile { path: p.into(), size: 1 };
+        let claimed = |files: &[BundleFile]| BUNDLES.iter().position(|b| (b.claims)(files));
+        assert_eq!(claimed(&[file("MLmodel"), file("model.onnx")]), Some(0));
+        assert_eq!(claimed(&[file("config.json"), file("model.safetensors")]), Some(1));
+        assert_eq!(claimed(&[file("model.onnx"), file("model.safetensors")]), Some(2));
+        assert_eq!(claimed(&[file("notes.txt")]), Some(2));
+        let Error::UnknownFormat(m) = unknown_format(10) else { panic!("not unknown_format") };
+        for kind in accepted() {
+            assert!(m.contains(kind), "{m}");
+        }
+        assert_eq!(accepted().len(), UPLOADS.iter().filter(|u| u.accepted.is_some()).count() + BUNDLES.len());
+    }
 }

@@ -1,17 +1,25 @@
 //! MLflow bundles: a directory with an `MLmodel` YAML file naming the model's
 //! flavors. zoo reads the YAML as data (size-limited; no tags, anchors or aliases,
 //! so no alias bombs), checks that every path it names stays inside the bundle,
-//! and serves the flavors whose files it can run without Python: `onnx` today.
+//! and serves the flavors whose files it can run without Python (`onnx`,
+//! `transformers` with safetensors weights, `sklearn` saved with skops).
 //! `loader_module`s are never imported and pickles never loaded.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_yaml::Value;
-use zoo_api::{Format, MlflowInfo};
+use zoo_api::{BundleFile, Format, MlflowInfo, Signature, Task};
 
-use crate::Error;
 use crate::bundle::{read_small, safe_relative};
+use crate::{Artifact, BundleKind, Error, Limits};
+
+/// A directory with an `MLmodel` file.
+pub const BUNDLE: BundleKind = BundleKind {
+    accepted: "a tar bundle of an MLflow model directory (MLmodel and its files)",
+    claims: |files| files.iter().any(|f| f.path == "MLmodel"),
+    inspect: inspect_bundle,
+};
 
 /// The largest `MLmodel` file accepted.
 pub const MAX_MLMODEL: u64 = 1024 * 1024;
@@ -201,6 +209,43 @@ pub fn inspect(dir: &Path) -> Result<MlflowInfo, Error> {
         input_example,
         unservable_reason: reason,
     })
+}
+
+/// An MLflow bundle, validated and described through the flavor zoo serves it
+/// with (`onnx`, `transformers` with safetensors weights, `sklearn` with skops);
+/// other flavors are stored and catalogued, with the reason zoo cannot serve them.
+pub fn inspect_bundle(dir: &Path, files: Vec<BundleFile>, limits: &Limits) -> Result<Artifact, Error> {
+    let info = inspect(dir)?;
+    let model_path = dir.join(info.model_file.as_deref().unwrap_or("MLmodel"));
+    let (mut signature, task, labels) = match info.served_flavor.as_deref() {
+        Some("onnx") => {
+            let bytes = crate::read_limited(&model_path, limits.max_onnx_size, "model file")?;
+            (crate::onnx::inspect(bytes, Some(dir), limits)?, Task::Tensor, vec![])
+        }
+        Some("transformers") => {
+            let model_dir = model_path.parent().unwrap_or(dir);
+            let tokenizer = info.tokenizer.as_deref().unwrap_or("components/tokenizer/tokenizer.json");
+            let a = crate::hf::inspect_dir_at(dir, model_dir, tokenizer, vec![], limits)?;
+            (a.signature, a.task, a.labels)
+        }
+        Some("sklearn") => {
+            let model = crate::skops::inspect(&model_path, limits)?;
+            let signature = crate::skops::signature(&model, &info);
+            let labels = model
+                .classes
+                .iter()
+                .flatten()
+                .map(|c| c.as_str().map_or_else(|| c.to_string(), str::to_string))
+                .collect();
+            (Signature { skops: Some(model), ..signature }, Task::Tensor, labels)
+        }
+        _ => (Signature::empty(Format::Mlflow, true), Task::Tensor, vec![]),
+    };
+    signature.format = Format::Mlflow;
+    signature.bundle = true;
+    signature.files = files;
+    signature.mlflow = Some(info);
+    Ok(Artifact { signature, task, labels, model_path, bundle_dir: Some(dir.to_path_buf()) })
 }
 
 #[cfg(test)]

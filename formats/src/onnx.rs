@@ -5,13 +5,16 @@ use std::path::Path;
 
 use prost::Message;
 use prost::bytes::Bytes;
-use zoo_api::{DType, Dim, Format, OnnxInfo, Opset, Signature, TensorSpec, ValueKind};
+use zoo_api::{BundleFile, DType, Dim, Format, OnnxInfo, Opset, Signature, TensorSpec, ValueKind};
 
 use crate::onnx_proto::{
     AttributeProto, GraphProto, ModelProto, SparseTensorProto, TensorProto, TypeProto, ValueInfoProto, data_type,
     tensor_shape_proto, type_proto,
 };
-use crate::{Error, Limits};
+use crate::{
+    Artifact, BundleKind, Error, Limits, Sniffed, Upload, UploadKind, bundle_model_file, derive_task, read_limited,
+    unknown_format,
+};
 
 /// The oldest IR version zoo reads (ONNX 1.0). Newer versions than a runtime
 /// reads are stored and described, and not served by that runtime (the server
@@ -404,4 +407,53 @@ fn describe(ty: &TypeProto, name: &str, role: &str) -> Result<Described, Error> 
         }
         None => Err(invalid("graph", format!("graph {role} '{name}' has no type"))),
     }
+}
+
+/// Anything without another format's magic bytes may be ONNX (protobuf has none).
+pub const UPLOAD: UploadKind =
+    UploadKind { accepted: Some("an ONNX file (.onnx)"), sniffed: Sniffed::Other, inspect: inspect_upload };
+
+/// Any other bundle: an ONNX model with its side files; tried last.
+pub const BUNDLE: BundleKind = BundleKind {
+    accepted: "a tar bundle of a model directory (model.onnx with optional tokenizer.json, config.json and external data)",
+    claims: |_| true,
+    inspect: inspect_dir,
+};
+
+fn inspect_upload(u: &Upload<'_>) -> Result<Artifact, Error> {
+    let bytes = read_limited(u.path, u.limits.max_onnx_size, "model file")?;
+    if !looks_like_onnx(&bytes) {
+        // A protobuf that almost parses is far more likely a broken ONNX file.
+        if !u.head.is_empty() && bytes.first() == Some(&0x08) {
+            inspect(bytes.clone(), None, u.limits)?;
+        }
+        return Err(unknown_format(u.head.len()));
+    }
+    let signature = inspect(bytes, None, u.limits)?;
+    let derived = derive_task(&signature, None, u.limits)?;
+    Ok(Artifact {
+        signature: Signature { text: derived.text, ..signature },
+        task: derived.task,
+        labels: derived.labels,
+        model_path: u.path.to_path_buf(),
+        bundle_dir: None,
+    })
+}
+
+fn inspect_dir(dir: &Path, files: Vec<BundleFile>, limits: &Limits) -> Result<Artifact, Error> {
+    let model = bundle_model_file(&files)?.to_string();
+    let model_path = dir.join(&model);
+    let bytes = read_limited(&model_path, limits.max_onnx_size, "model file")?;
+    let mut signature = inspect(bytes, Some(dir), limits)?;
+    let derived = derive_task(&signature, Some(dir), limits)?;
+    signature.bundle = true;
+    signature.text = derived.text;
+    signature.files = files;
+    Ok(Artifact {
+        signature,
+        task: derived.task,
+        labels: derived.labels,
+        model_path,
+        bundle_dir: Some(dir.to_path_buf()),
+    })
 }

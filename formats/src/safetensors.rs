@@ -7,9 +7,9 @@ use std::fs;
 use std::io::Read;
 use std::path::Path;
 
-use zoo_api::{Format, SafetensorsInfo, WeightTensor};
+use zoo_api::{Format, SafetensorsInfo, Signature, Task, WeightTensor};
 
-use crate::{Error, Limits};
+use crate::{Artifact, Error, Limits, Sniffed, UploadKind};
 
 /// The largest header the format allows (the reference implementation's limit).
 pub const MAX_HEADER: u64 = 100 * 1024 * 1024;
@@ -241,6 +241,23 @@ fn tensor(name: &str, t: RawTensor) -> Result<(u64, u64, WeightTensor), Error> {
     }
     Ok((begin, end, WeightTensor { name: name.to_string(), dtype, shape }))
 }
+
+/// A bare safetensors file: stored and catalogued with its tensor table (weights
+/// alone cannot be served; a Hugging Face directory can, see `hf`).
+pub const UPLOAD: UploadKind = UploadKind {
+    accepted: Some("a safetensors file (stored, not served alone)"),
+    sniffed: Sniffed::Safetensors,
+    inspect: |u| {
+        let info = inspect(u.path, u.limits)?;
+        Ok(Artifact {
+            signature: Signature { safetensors: Some(info), ..Signature::empty(Format::Safetensors, false) },
+            task: Task::Tensor,
+            labels: vec![],
+            model_path: u.path.to_path_buf(),
+            bundle_dir: None,
+        })
+    },
+};
 
 #[cfg(test)]
 mod tests {

@@ -9,10 +9,10 @@
 
 use std::path::Path;
 
-use zoo_api::{DType, Dim, Format, TensorSpec, TorchscriptInfo, ValueKind};
+use zoo_api::{DType, Dim, Format, Signature, Task, TensorSpec, TorchscriptInfo, ValueKind};
 
 use crate::zip::{Archive, Member};
-use crate::{Error, Limits};
+use crate::{Artifact, Error, Limits, Sniffed, Upload, UploadKind};
 
 /// Largest code file read for the signature.
 const MAX_CODE: u64 = 4 * 1024 * 1024;
@@ -205,6 +205,35 @@ pub fn forward_signature(code: &str) -> Option<(Vec<TensorSpec>, Vec<TensorSpec>
         None => vec![spec("output_0", ret, None)],
     };
     Some((inputs, outputs))
+}
+
+/// A zip archive: TorchScript is the only zip zoo takes.
+pub const UPLOAD: UploadKind = UploadKind {
+    accepted: Some("a TorchScript archive (torch.jit.save, .pt)"),
+    sniffed: Sniffed::Zip,
+    inspect: inspect_upload,
+};
+
+fn inspect_upload(u: &Upload<'_>) -> Result<Artifact, Error> {
+    match inspect(u.path, u.limits) {
+        Ok((inputs, outputs, info)) => Ok(Artifact {
+            signature: Signature {
+                inputs,
+                outputs,
+                torchscript: Some(info),
+                ..Signature::empty(Format::Torchscript, false)
+            },
+            task: Task::Tensor,
+            labels: vec![],
+            model_path: u.path.to_path_buf(),
+            bundle_dir: None,
+        }),
+        Err(Error::Invalid { rule: "not_torchscript", message, .. }) => Err(Error::UnknownFormat(format!(
+            "a zip archive that is not a TorchScript model ({message}); send other bundles as a tar archive \
+             (`zoo deploy DIR` does this)"
+        ))),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
