@@ -236,7 +236,7 @@ enum KeysCommand {
 }
 
 fn parse_task(s: &str) -> Result<Task, String> {
-    Task::parse(s).ok_or_else(|| format!("unknown task '{s}' (tensor, text-classification, feature-extraction)"))
+    Task::parse(s).ok_or_else(|| format!("unknown task '{s}' ({})", Task::ALL.map(Task::as_str).join(", ")))
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
@@ -700,6 +700,14 @@ fn print_version(v: &VersionInfo) {
     }
     if let Some(r) = &v.reason {
         println!("  reason   {r}");
+    }
+    let e = &v.effective;
+    if e.batched && e.max_batch_size > 1 {
+        let measured: Vec<String> =
+            e.measured_batches.iter().map(|r| format!("{} rows {:.0}/s", r.batch, r.rows_per_s)).collect();
+        let measured =
+            if measured.is_empty() { String::new() } else { format!(" (measured: {})", measured.join(", ")) };
+        println!("  batching up to {} rows{measured}", e.max_batch_size);
     }
     if !v.labels.is_empty() {
         println!("  labels   {}", v.labels.join(", "));

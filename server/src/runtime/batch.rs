@@ -1,9 +1,12 @@
 //! Merging requests into one batch and splitting the outputs back: the tensor
 //! arithmetic of dynamic batching.
 
-use ndarray::{ArrayD, Axis, IxDyn, Slice, concatenate};
+use std::time::{Duration, Instant};
 
-use super::{Tensor, Tensors};
+use ndarray::{ArrayD, Axis, IxDyn, Slice, concatenate};
+use zoo_api::BatchRate;
+
+use super::{LoadedModel, Tensor, Tensors};
 
 /// Apply `$body` to the array inside any variant, rebuilding the same variant.
 macro_rules! map_variant {
@@ -101,6 +104,74 @@ pub fn compat_key(inputs: &Tensors, padded: &dyn Fn(&str) -> bool) -> Vec<(Strin
         .collect()
 }
 
+/// Rows per second `model` runs at batch sizes 1, 2, 4, ... and `max`, each
+/// batch `inputs` repeated (one row, as the warm-up has it): the best of three
+/// runs after one untimed, within `budget` in all (larger sizes are skipped once
+/// it is spent; the first is always measured). A size whose run fails ends the
+/// measurement.
+pub fn measure(
+    model: &mut dyn LoadedModel,
+    inputs: &Tensors,
+    max: usize,
+    pad: &[(String, i64)],
+    budget: Duration,
+) -> Vec<BatchRate> {
+    let pad = |name: &str| pad.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    let rows = inputs.first().and_then(|(_, t)| t.shape().first().copied()).unwrap_or(1).max(1);
+    let mut sizes: Vec<usize> =
+        std::iter::successors(Some(1usize), |n| n.checked_mul(2)).take_while(|n| *n < max).collect();
+    sizes.push(max);
+    let started = Instant::now();
+    let mut rates = Vec::new();
+    for n in sizes {
+        if (!rates.is_empty() && started.elapsed() > budget) || n % rows != 0 {
+            break;
+        }
+        let Ok(batch) = merge(&vec![inputs; n / rows], &pad) else { break };
+        let mut best = Duration::MAX;
+        for i in 0..4 {
+            let t = Instant::now();
+            if model.run(batch.clone()).is_err() {
+                return rates;
+            }
+            if i > 0 {
+                best = best.min(t.elapsed());
+            }
+        }
+        rates.push(BatchRate { batch: n as u32, rows_per_s: n as f64 / best.as_secs_f64().max(1e-9) });
+    }
+    rates
+}
+
+/// The batch size to cap a version at: the smallest whose rows per second are
+/// within 5 % of the best measured (`None`: nothing measured).
+pub fn cap(rates: &[BatchRate]) -> Option<u32> {
+    let best = rates.iter().map(|r| r.rows_per_s).fold(0.0, f64::max);
+    rates.iter().find(|r| r.rows_per_s >= 0.95 * best).map(|r| r.batch)
+}
+
+/// The length a request's padded inputs have (their second axis), if any are padded.
+pub fn padded_len(inputs: &Tensors, padded: &dyn Fn(&str) -> bool) -> Option<usize> {
+    inputs.iter().find(|(name, _)| padded(name)).and_then(|(_, t)| t.shape().get(1).copied())
+}
+
+/// Split requests that may share a batch into runs of similar length, so that
+/// short texts are not padded to a long one: sorted by length, a run ends where
+/// the next request is more than `ratio` times as long as the run's shortest.
+/// Each run pays the model's fixed cost once more; padding costs every row.
+pub fn by_length<T>(mut items: Vec<T>, len: impl Fn(&T) -> usize, ratio: f64) -> Vec<Vec<T>> {
+    items.sort_by_key(&len);
+    let mut runs: Vec<Vec<T>> = Vec::new();
+    for item in items {
+        let l = len(&item);
+        match runs.last_mut() {
+            Some(run) if l as f64 <= len(&run[0]).max(1) as f64 * ratio => run.push(item),
+            _ => runs.push(vec![item]),
+        }
+    }
+    runs
+}
+
 /// Merge the inputs of several requests (each `rows` long) into one batch.
 pub fn merge(requests: &[&Tensors], pad: &dyn Fn(&str) -> Option<i64>) -> Result<Tensors, String> {
     let first = requests.first().ok_or("no request")?;
@@ -167,5 +238,47 @@ mod tests {
         assert!(merge(&[&a, &b], &no_pad).is_err());
         // An output without the batch's rows cannot be split.
         assert!(split(vec![("y".into(), f(3))], &[1, 1]).is_err());
+    }
+
+    #[test]
+    fn texts_of_similar_length_share_a_run() {
+        let runs = by_length(vec![22, 6, 9, 8, 11, 10, 40, 6], |n| *n, 2.0);
+        assert_eq!(runs, vec![vec![6, 6, 8, 9, 10, 11], vec![22, 40]]);
+        assert_eq!(by_length(vec![5, 5, 5], |n| *n, 2.0), vec![vec![5, 5, 5]]);
+        assert_eq!(by_length(Vec::<usize>::new(), |n| *n, 2.0), Vec::<Vec<usize>>::new());
+    }
+
+    #[test]
+    fn a_version_is_capped_where_larger_batches_stop_paying() {
+        let rate = |batch, rows_per_s| BatchRate { batch, rows_per_s };
+        // Throughput that grows, then flattens, then falls (int8 kernels, padding).
+        let rates = [rate(1, 300.0), rate(2, 520.0), rate(4, 800.0), rate(8, 960.0), rate(16, 990.0), rate(32, 700.0)];
+        assert_eq!(cap(&rates), Some(8));
+        // Batching never pays: one row at a time.
+        assert_eq!(cap(&[rate(1, 300.0), rate(2, 250.0), rate(4, 200.0)]), Some(1));
+        assert_eq!(cap(&[]), None);
+    }
+
+    /// Each run costs 2 ms, plus 1 ms per row beyond 4: batches pay up to 4 rows.
+    struct Costly;
+
+    impl LoadedModel for Costly {
+        fn run(&mut self, inputs: Tensors) -> Result<Tensors, super::super::RuntimeError> {
+            let rows = inputs[0].1.shape()[0];
+            std::thread::sleep(Duration::from_millis(2 + rows.saturating_sub(4) as u64));
+            Ok(inputs)
+        }
+    }
+
+    #[test]
+    fn measuring_runs_each_size_up_to_the_maximum() {
+        let inputs = vec![("x".to_string(), Tensor::F32(ArrayD::zeros(IxDyn(&[1, 3]))))];
+        let rates = measure(&mut Costly, &inputs, 12, &[], Duration::from_secs(10));
+        assert_eq!(rates.iter().map(|r| r.batch).collect::<Vec<_>>(), [1, 2, 4, 8, 12]);
+        // A run of one row takes at least 2 ms: at most 500 rows/s.
+        assert!(rates[0].rows_per_s <= 500.0, "{rates:?}");
+        assert!(rates[2].rows_per_s > rates[0].rows_per_s * 2.0, "{rates:?}");
+        // No time left: nothing beyond the first size.
+        assert_eq!(measure(&mut Costly, &inputs, 12, &[], Duration::ZERO).len(), 1);
     }
 }

@@ -5,11 +5,11 @@
 //! Dynamic batching: a thread that picks up a request also takes the requests
 //! queued behind it (and, with a queue delay, waits up to that long from the first
 //! request's arrival for more), up to `max_batch_rows` rows, merges their inputs
-//! (token sequences padded to the longest), runs the model once and splits the
-//! outputs back by rows. Requests whose shapes cannot share a batch run in their
-//! own; when a merged run fails, each request runs alone so that an error reaches
-//! only the request that caused it; a model whose outputs have no batch axis is
-//! switched to unbatched serving.
+//! (token sequences padded to the longest; texts of very different lengths run
+//! apart), runs the model once and splits the outputs back by rows. Requests
+//! whose shapes cannot share a batch run in their own; when a merged run fails,
+//! each request runs alone so that an error reaches only the request that caused
+//! it; a model whose outputs have no batch axis is switched to unbatched serving.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -182,6 +182,10 @@ fn run_alone(model: &mut dyn LoadedModel, job: Job, observe: &BatchObserver) {
     let _ = job.reply.send(result.map(|outputs| Done { outputs, queue, inference, batch_rows: rows }));
 }
 
+/// Requests share a run when the longest is at most this many times as long as
+/// the shortest (texts: their token counts).
+const LENGTH_RATIO: f64 = 2.0;
+
 fn run_jobs(
     model: &mut dyn LoadedModel,
     jobs: Vec<Job>,
@@ -200,7 +204,15 @@ fn run_jobs(
             None => groups.push(vec![job]),
         }
     }
-    for group in groups {
+    // Texts of very different lengths run apart (no long padding for short texts).
+    let runs = groups.into_iter().flat_map(|g| {
+        if settings.pad.is_empty() {
+            vec![g]
+        } else {
+            batch::by_length(g, |j| batch::padded_len(&j.inputs, &padded).unwrap_or(0), LENGTH_RATIO)
+        }
+    });
+    for group in runs {
         if group.len() == 1 {
             run_alone(model, group.into_iter().next().expect("one job"), observe);
             continue;

@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::registry::VersionRecord;
 use crate::runtime::host::{BatchObserver, HostSettings, ModelHost};
-use crate::runtime::{RunLimits, Runtime, Tensors};
+use crate::runtime::{RunLimits, Runtime, Tensors, batch};
 use crate::store::StorageKey;
 
 /// Outcome of trying to load a version at deploy.
@@ -57,6 +57,9 @@ struct LoadJob {
     effective: EffectiveServing,
     metrics: Arc<Metrics>,
 }
+
+/// The longest a load spends measuring batch sizes.
+const MEASURE_BUDGET: Duration = Duration::from_secs(2);
 
 /// Whether requests to a version can be merged into batches: every input and
 /// output has a leading batch axis (token inputs of text models do).
@@ -114,6 +117,20 @@ impl LoadJob {
                 warm_ms = None;
             }
             let pad = pipeline.padding();
+            let mut effective = effective.clone();
+            if effective.batched && effective.max_batch_size > 1 && warm_ms.is_some() {
+                // How many rows per run pay, measured on this machine with the
+                // warm-up inputs (a text of typical length for text models).
+                if let Some(inputs) = &warmup {
+                    let max = effective.max_batch_size as usize;
+                    let rates = batch::measure(copies[0].as_mut(), inputs, max, &pad, MEASURE_BUDGET);
+                    // A size given at deploy is kept: the measurement only reports.
+                    if let Some(cap) = batch::cap(&rates).filter(|_| req.serving.max_batch_size.is_none()) {
+                        effective.max_batch_size = cap;
+                    }
+                    effective.measured_batches = rates;
+                }
+            }
             let settings = HostSettings {
                 label: format!("{}-{}", req.model, req.version),
                 capacity: queue_capacity,
@@ -170,6 +187,7 @@ impl Services {
             max_output_bytes: serving
                 .max_output_bytes
                 .map_or(c.max_output_bytes, |b| b.clamp(1024, c.max_output_bytes.max(1024))),
+            measured_batches: Vec::new(),
         }
     }
 

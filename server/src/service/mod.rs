@@ -171,7 +171,10 @@ impl Services {
             created_at: v.created_at,
             created_by: v.created_by.clone(),
             serving: v.serving.clone(),
-            effective: self.effective(&v.serving, &v.signature),
+            effective: self
+                .pool
+                .effective(&v.model, &v.version)
+                .unwrap_or_else(|| self.effective(&v.serving, &v.signature)),
             loaded: self.pool.contains(&v.model, &v.version),
             sandbox: (v.format == zoo_api::Format::Torchscript).then(|| self.runtimes.sandbox_status()).flatten(),
             endpoints: Endpoints {

@@ -133,6 +133,12 @@ impl ModelPool {
         self.loaded.write().expect("loaded map").clear();
     }
 
+    /// The serving settings a loaded version runs with (its batch cap measured at warm-up).
+    pub fn effective(&self, model: &str, version: &str) -> Option<EffectiveServing> {
+        let loaded = self.loaded.read().expect("loaded map");
+        loaded.get(&(model.to_string(), version.to_string())).map(|v| v.effective.clone())
+    }
+
     pub fn contains(&self, model: &str, version: &str) -> bool {
         self.loaded.read().expect("loaded map").contains_key(&(model.to_string(), version.to_string()))
     }

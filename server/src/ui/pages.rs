@@ -2,9 +2,12 @@
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde_json::Value;
-use zoo_api::{CreatedKey, Dim, KeyInfo, ListModelsQuery, ModelDetail, ModelList, Scope, TensorSpec, VersionInfo};
+use zoo_api::{
+    CreatedKey, Dim, KeyInfo, ListModelsQuery, ModelDetail, ModelList, Scope, Task, TensorSpec, VersionInfo,
+};
 
 use super::{Session, TryResult};
+use crate::pipeline::task::{self, TryIt};
 
 pub const CSS: &str = include_str!("zoo.css");
 pub const JS: &str = include_str!("zoo.js");
@@ -102,7 +105,7 @@ pub fn error(session: Option<&Session>, status: u16, code: &str, message: &str) 
 
 pub fn models(s: &Session, list: &ModelList, q: &ListModelsQuery) -> Markup {
     let formats = ["onnx", "torchscript", "safetensors", "mlflow"];
-    let tasks = ["tensor", "text-classification", "feature-extraction"];
+    let tasks = Task::ALL.map(Task::as_str);
     let filtered = q.q.is_some() || q.format.is_some() || q.task.is_some();
     layout(
         "Models",
@@ -212,12 +215,7 @@ fn signature_table(title: &str, specs: &[TensorSpec]) -> Markup {
 fn examples(name: &str, v: &VersionInfo, example: &Value, origin: &str) -> Markup {
     let body = serde_json::to_string(example).unwrap_or_default();
     let url = format!("{origin}/v1/models/{name}/predict");
-    let text_task = v.task.takes_text(&v.signature);
-    let cli = if text_task {
-        format!("zoo predict {name} \"{}\"", example["inputs"].as_str().unwrap_or("good job"))
-    } else {
-        format!("echo '{body}' > request.json\nzoo predict {name} --json request.json")
-    };
+    let cli = task::kind(v.task).try_it(&v.signature).cli(name, example);
     let curl = format!(
         "curl -H \"Authorization: Bearer $ZOO_API_KEY\" -H 'content-type: application/json' \\\n  -d '{body}' \\\n  {url}"
     );
@@ -345,7 +343,14 @@ pub fn model(
                         dt { "Task" } dd { (v.task.as_str()) }
                         dt { "Runtime" } dd { (v.runtime.as_deref().unwrap_or("-")) }
                         dt { "sha256" } dd { code.wrap { (v.sha256) } }
-                        dt { "Batching" } dd { @if v.effective.batched && v.effective.max_batch_size > 1 { "up to " (v.effective.max_batch_size) " rows" } @else { "off" } }
+                        dt { "Batching" } dd {
+                            @if v.effective.batched && v.effective.max_batch_size > 1 { "up to " (v.effective.max_batch_size) " rows" } @else { "off" }
+                            @if !v.effective.measured_batches.is_empty() {
+                                " (measured at load: "
+                                (v.effective.measured_batches.iter().map(|r| format!("{} rows {:.0}/s", r.batch, r.rows_per_s)).collect::<Vec<_>>().join(", "))
+                                ")"
+                            }
+                        }
                         dt { "Limits" } dd { (v.effective.max_items) " items, " (v.effective.max_tokens) " tokens, " (human_size(v.effective.max_body_bytes as i64)) ", " (v.effective.timeout_secs) " s" }
                     }
                     @if !v.labels.is_empty() {
@@ -360,20 +365,18 @@ pub fn model(
                     @if can_predict {
                         section.card #try {
                             h2 { "Try it" }
-                            @let text_task = v.task.takes_text(&v.signature);
+                            @let form = task::kind(v.task).try_it(&v.signature);
                             @let prefill = match &tried {
                                 Some((_, input)) => input.clone(),
-                                None if text_task => example["inputs"].as_str().unwrap_or("").to_string(),
-                                None => serde_json::to_string_pretty(example).unwrap_or_default(),
+                                None => form.prefill(example),
                             };
                             form method="post" action=(format!("/models/{}/try", m.name)) {
                                 input type="hidden" name="csrf" value=(s.claims.csrf);
                                 input type="hidden" name="version" value=(v.version);
-                                @if text_task {
-                                    label for="input" { "Text" }
+                                label for="input" { (form.label()) }
+                                @if form == TryIt::Text {
                                     textarea #input name="input" rows="3" required { (prefill) }
                                 } @else {
-                                    label for="input" { "Request (JSON)" }
                                     textarea #input.code name="input" rows="10" required spellcheck="false" { (prefill) }
                                 }
                                 button type="submit" { "Predict" }

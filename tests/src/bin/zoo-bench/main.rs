@@ -1,8 +1,9 @@
 //! zoo's serving benchmark tools (run by scripts/bench; never a test):
 //!
-//!   zoo-bench load --url URL --key KEY --path /v1/models/M/predict --body JSON
+//!   zoo-bench load --url URL --key KEY --path /v1/models/M/predict (--body JSON | --texts)
 //!                  --concurrency C [--seconds S] [--warmup S] [--label TEXT]
-//!       a closed-loop load generator: C clients, each one request after another,
+//!       a closed-loop load generator: C clients, each one request after another
+//!       (`--texts`: `{"inputs": text}` cycling through the texts `inproc` uses),
 //!       for S seconds after a warm-up; prints one CSV row: label, concurrency,
 //!       requests, errors, throughput/s, p50 ms, p99 ms, mean and max batch rows
 //!       (from x-batch-size).
@@ -96,21 +97,29 @@ async fn load(args: &[String]) -> anyhow::Result<()> {
     let url = need(args, "--url")?;
     let key = need(args, "--key")?;
     let path = need(args, "--path")?;
-    let body: serde_json::Value = serde_json::from_str(&need(args, "--body")?)?;
+    // `--texts`: each client cycles through TEXTS (as `inproc` does), one text per
+    // request; else every request sends `--body`.
+    let bodies: Vec<Vec<u8>> = if args.iter().any(|a| a == "--texts") {
+        TEXTS.iter().map(|t| serde_json::to_vec(&serde_json::json!({ "inputs": t }))).collect::<Result<_, _>>()?
+    } else {
+        let body: serde_json::Value = serde_json::from_str(&need(args, "--body")?)?;
+        vec![serde_json::to_vec(&body)?]
+    };
     let concurrency: usize = need(args, "--concurrency")?.parse()?;
     let seconds: f64 = flag(args, "--seconds").map_or(Ok(10.0), |s| s.parse())?;
     let warmup: f64 = flag(args, "--warmup").map_or(Ok(2.0), |s| s.parse())?;
     let label = flag(args, "--label").unwrap_or_default();
     let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
-    let body = Arc::new(serde_json::to_vec(&body)?);
+    let bodies = Arc::new(bodies);
     let start = Instant::now();
     let (warm_end, end) = (start + Duration::from_secs_f64(warmup), start + Duration::from_secs_f64(warmup + seconds));
     let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (client, body, url, key) = (client.clone(), body.clone(), format!("{url}{path}"), key.clone());
+        .map(|k| {
+            let (client, bodies, url, key) = (client.clone(), bodies.clone(), format!("{url}{path}"), key.clone());
             tokio::spawn(async move {
                 let (mut lat, mut errors, mut batches) = (Vec::new(), 0usize, Vec::<usize>::new());
-                loop {
+                for i in k.. {
+                    let body = &bodies[i % bodies.len()];
                     let t = Instant::now();
                     if t >= end {
                         break;
@@ -119,7 +128,7 @@ async fn load(args: &[String]) -> anyhow::Result<()> {
                         .post(&url)
                         .bearer_auth(&key)
                         .header("content-type", "application/json")
-                        .body(body.as_ref().clone())
+                        .body(body.clone())
                         .send()
                         .await;
                     let ok = match r {
