@@ -150,7 +150,7 @@ pub fn read_small(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, Error> {
 
 /// A tar archive: unpacked (safely, above), then validated as the bundle its
 /// files make (`crate::BUNDLES`).
-pub const UPLOAD: UploadKind = UploadKind { accepted: None, sniffed: Sniffed::Tar, inspect: inspect_tar };
+pub const UPLOAD: UploadKind = UploadKind { accepted: None, sniffed: Sniffed::Tar, inspect: inspect_tar, stored: None };
 
 fn inspect_tar(u: &Upload<'_>) -> Result<Artifact, Error> {
     let files = extract_tar(u.path, u.work_dir, u.limits)?;

@@ -14,7 +14,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use prost::bytes::Bytes;
-use zoo_api::{BundleFile, Format, Signature, Task, TextInfo};
+use zoo_api::{BundleFile, Format, Signature, Task};
 
 #[cfg(feature = "fixtures")]
 pub mod build;
@@ -26,6 +26,7 @@ pub mod mlflow;
 pub mod onnx;
 pub mod onnx_proto;
 pub mod safetensors;
+mod serving;
 pub mod skops;
 mod text;
 pub mod torchscript;
@@ -33,7 +34,8 @@ pub mod torchscript_ops;
 pub mod zip;
 
 pub use hf::NATIVE_MODEL_TYPES;
-pub use text::{derive_task, derive_task_at};
+pub use serving::{Engine, bundle_model_file, bundle_model_path, engine, never_servable, single_file_name};
+pub use text::{Derived, derive_task, derive_task_at};
 
 /// Size limits applied while validating.
 #[derive(Debug, Clone)]
@@ -139,13 +141,25 @@ pub struct Upload<'a> {
     pub limits: &'a Limits,
 }
 
-/// One kind of single upload: what its first bytes look like and its validator.
+/// One kind of single upload: what its first bytes look like, its validator, and
+/// how it is stored and loaded.
 pub struct UploadKind {
     /// How an `unknown_format` error names it; `None` for a container whose
     /// contents the [`BundleKind`]s name.
     pub accepted: Option<&'static str>,
     pub sniffed: Sniffed,
     pub inspect: fn(&Upload<'_>) -> Result<Artifact, Error>,
+    /// How a file of this format is stored and loaded (`None`: a container).
+    pub stored: Option<Stored>,
+}
+
+/// How a single-file format is stored and what loads it.
+#[derive(Debug, Clone, Copy)]
+pub struct Stored {
+    pub format: Format,
+    /// The file's name in the server's local cache.
+    pub file_name: &'static str,
+    pub engine: Engine,
 }
 
 /// One kind of bundle directory: which files make it one and its validator.
@@ -194,106 +208,6 @@ pub fn unknown_format(len: usize) -> Error {
     Error::UnknownFormat(format!("not a recognised model format: zoo accepts {}", accepted().join("; ")))
 }
 
-/// The name zoo gives a single-file artifact of this format in its local cache.
-pub fn single_file_name(format: Format) -> &'static str {
-    match format {
-        Format::Onnx => "model.onnx",
-        Format::Safetensors => "model.safetensors",
-        Format::Torchscript => "model.pt",
-        Format::Mlflow => "MLmodel",
-    }
-}
-
-/// The kind of model file a version's runtime loads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Engine {
-    Onnx,
-    /// A Hugging Face directory (config.json + model.safetensors).
-    Safetensors,
-    Torchscript,
-    /// A scikit-learn model in the skops format.
-    Skops,
-}
-
-/// What loads this version: its format, or for an MLflow bundle the flavor zoo
-/// serves it with. `None` when nothing can.
-pub fn engine(signature: &Signature) -> Option<Engine> {
-    match signature.format {
-        Format::Onnx => Some(Engine::Onnx),
-        Format::Safetensors => Some(Engine::Safetensors),
-        Format::Torchscript => Some(Engine::Torchscript),
-        Format::Mlflow => {
-            let m = signature.mlflow.as_ref()?;
-            match m.served_flavor.as_deref() {
-                Some("onnx") => Some(Engine::Onnx),
-                Some("transformers") => Some(Engine::Safetensors),
-                Some("sklearn") => Some(Engine::Skops),
-                // Versions stored before served_flavor was recorded.
-                None if m.model_file.as_deref().is_some_and(|f| f.ends_with(".onnx")) => Some(Engine::Onnx),
-                _ => None,
-            }
-        }
-    }
-}
-
-/// Why a version cannot be served whatever runtimes the server has, if it cannot.
-pub fn never_servable(signature: &Signature) -> Option<String> {
-    if let Some(why) = signature.mlflow.as_ref().and_then(|m| m.unservable_reason.clone()) {
-        return Some(why);
-    }
-    match engine(signature) {
-        None => Some("no flavor of this bundle can be served".into()),
-        Some(Engine::Safetensors) if !signature.bundle => Some(
-            "a bare safetensors file holds weights only (no architecture, no tokenizer), so no runtime can run it; \
-             it is stored and catalogued with its tensor table"
-                .into(),
-        ),
-        Some(Engine::Safetensors) if signature.inputs.is_empty() => Some(format!(
-            "zoo runs safetensors directories of these model types natively: {}; this config.json names another \
-             (export the model to ONNX to serve it)",
-            NATIVE_MODEL_TYPES.join(", ")
-        )),
-        Some(Engine::Safetensors) if signature.text.is_none() => {
-            Some("a safetensors encoder needs its tokenizer.json in the directory to be served".into())
-        }
-        Some(Engine::Skops) => signature.skops.as_ref().and_then(|m| m.unservable_reason.clone()),
-        _ => None,
-    }
-}
-
-/// The file a runtime loads, relative to the bundle: the MLflow `onnx` flavor's
-/// data, else the bundle's only `.onnx` file, or `model.onnx` among several.
-pub fn bundle_model_path(signature: &Signature) -> Result<&str, Error> {
-    if let Some(file) = signature.mlflow.as_ref().and_then(|m| m.model_file.as_deref()) {
-        return Ok(file);
-    }
-    if signature.format == Format::Safetensors {
-        return Ok("model.safetensors");
-    }
-    bundle_model_file(&signature.files)
-}
-
-/// The model file of a bundle: its only `.onnx` file, or `model.onnx` among several.
-pub fn bundle_model_file(files: &[BundleFile]) -> Result<&str, Error> {
-    let onnx_files: Vec<&BundleFile> = files.iter().filter(|f| f.path.ends_with(".onnx")).collect();
-    match onnx_files.as_slice() {
-        [] => Err(Error::UnknownFormat(format!(
-            "the bundle has no model file zoo knows (expected model.onnx); it holds: {}",
-            files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>().join(", ")
-        ))),
-        [one] => Ok(one.path.as_str()),
-        many => {
-            many.iter().find(|f| f.path == "model.onnx").map(|f| f.path.as_str()).ok_or_else(|| Error::InvalidBundle {
-                rule: "model_file",
-                message: format!(
-                    "the bundle has several .onnx files and none is named model.onnx: {}",
-                    many.iter().map(|f| f.path.as_str()).collect::<Vec<_>>().join(", ")
-                ),
-            })
-        }
-    }
-}
-
 fn read_head(path: &Path, buf: &mut [u8]) -> Result<usize, Error> {
     let mut f = fs::File::open(path)?;
     let mut n = 0;
@@ -315,14 +229,6 @@ pub(crate) fn read_limited(path: &Path, limit: u64, what: &str) -> Result<Bytes,
     Ok(Bytes::from(fs::read(path)?))
 }
 
-/// The derived task of a version with its labels and text settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Derived {
-    pub task: Task,
-    pub labels: Vec<String>,
-    pub text: Option<TextInfo>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,6 +237,16 @@ mod tests {
     fn every_kind_of_first_bytes_has_exactly_one_validator() {
         for s in [Sniffed::Tar, Sniffed::Zip, Sniffed::Safetensors, Sniffed::Other] {
             assert_eq!(UPLOADS.iter().filter(|u| u.sniffed == s).count(), 1, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn every_single_file_format_is_stored_under_its_own_name() {
+        for f in [Format::Onnx, Format::Torchscript, Format::Safetensors] {
+            let entries: Vec<Stored> = UPLOADS.iter().filter_map(|u| u.stored).filter(|s| s.format == f).collect();
+            assert_eq!(entries.len(), 1, "{f:?}");
+            assert_eq!(single_file_name(f), entries[0].file_name);
+            assert!(entries[0].file_name.starts_with("model."), "{f:?}");
         }
     }
 

@@ -12,7 +12,7 @@ use serde_yaml::Value;
 use zoo_api::{BundleFile, Format, MlflowInfo, Signature, Task};
 
 use crate::bundle::{read_small, safe_relative};
-use crate::{Artifact, BundleKind, Error, Limits};
+use crate::{Artifact, BundleKind, Engine, Error, Limits};
 
 /// A directory with an `MLmodel` file.
 pub const BUNDLE: BundleKind = BundleKind {
@@ -246,6 +246,18 @@ pub fn inspect_bundle(dir: &Path, files: Vec<BundleFile>, limits: &Limits) -> Re
     signature.files = files;
     signature.mlflow = Some(info);
     Ok(Artifact { signature, task, labels, model_path, bundle_dir: Some(dir.to_path_buf()) })
+}
+
+/// What loads an MLflow bundle: the engine of the flavor zoo serves it with.
+pub fn engine(m: &MlflowInfo) -> Option<Engine> {
+    match m.served_flavor.as_deref() {
+        Some("onnx") => Some(Engine::Onnx),
+        Some("transformers") => Some(Engine::Safetensors),
+        Some("sklearn") => Some(Engine::Skops),
+        // Versions stored before served_flavor was recorded.
+        None if m.model_file.as_deref().is_some_and(|f| f.ends_with(".onnx")) => Some(Engine::Onnx),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

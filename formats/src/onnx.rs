@@ -12,8 +12,8 @@ use crate::onnx_proto::{
     tensor_shape_proto, type_proto,
 };
 use crate::{
-    Artifact, BundleKind, Error, Limits, Sniffed, Upload, UploadKind, bundle_model_file, derive_task, read_limited,
-    unknown_format,
+    Artifact, BundleKind, Engine, Error, Limits, Sniffed, Stored, Upload, UploadKind, bundle_model_file, derive_task,
+    read_limited, unknown_format,
 };
 
 /// The oldest IR version zoo reads (ONNX 1.0). Newer versions than a runtime
@@ -410,8 +410,12 @@ fn describe(ty: &TypeProto, name: &str, role: &str) -> Result<Described, Error> 
 }
 
 /// Anything without another format's magic bytes may be ONNX (protobuf has none).
-pub const UPLOAD: UploadKind =
-    UploadKind { accepted: Some("an ONNX file (.onnx)"), sniffed: Sniffed::Other, inspect: inspect_upload };
+pub const UPLOAD: UploadKind = UploadKind {
+    stored: Some(Stored { format: Format::Onnx, file_name: "model.onnx", engine: Engine::Onnx }),
+    accepted: Some("an ONNX file (.onnx)"),
+    sniffed: Sniffed::Other,
+    inspect: inspect_upload,
+};
 
 /// Any other bundle: an ONNX model with its side files; tried last.
 pub const BUNDLE: BundleKind = BundleKind {

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use zoo_api::{Format, SafetensorsInfo, Signature, Task, WeightTensor};
 
-use crate::{Artifact, Error, Limits, Sniffed, UploadKind};
+use crate::{Artifact, Engine, Error, Limits, Sniffed, Stored, UploadKind};
 
 /// The largest header the format allows (the reference implementation's limit).
 pub const MAX_HEADER: u64 = 100 * 1024 * 1024;
@@ -245,6 +245,7 @@ fn tensor(name: &str, t: RawTensor) -> Result<(u64, u64, WeightTensor), Error> {
 /// A bare safetensors file: stored and catalogued with its tensor table (weights
 /// alone cannot be served; a Hugging Face directory can, see `hf`).
 pub const UPLOAD: UploadKind = UploadKind {
+    stored: Some(Stored { format: Format::Safetensors, file_name: "model.safetensors", engine: Engine::Safetensors }),
     accepted: Some("a safetensors file (stored, not served alone)"),
     sniffed: Sniffed::Safetensors,
     inspect: |u| {

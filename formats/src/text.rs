@@ -7,7 +7,15 @@ use serde_json::Value;
 use zoo_api::{Signature, Task, TensorSpec, TextInfo};
 
 use crate::bundle::read_small;
-use crate::{Derived, Error, Limits};
+use crate::{Error, Limits};
+
+/// The derived task of a version with its labels and text settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Derived {
+    pub task: Task,
+    pub labels: Vec<String>,
+    pub text: Option<TextInfo>,
+}
 
 /// Longest token sequence zoo feeds a text model when nothing in the bundle says.
 const DEFAULT_MAX_LENGTH: usize = 512;

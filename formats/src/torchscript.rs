@@ -12,7 +12,7 @@ use std::path::Path;
 use zoo_api::{DType, Dim, Format, Signature, Task, TensorSpec, TorchscriptInfo, ValueKind};
 
 use crate::zip::{Archive, Member};
-use crate::{Artifact, Error, Limits, Sniffed, Upload, UploadKind};
+use crate::{Artifact, Engine, Error, Limits, Sniffed, Stored, Upload, UploadKind};
 
 /// Largest code file read for the signature.
 const MAX_CODE: u64 = 4 * 1024 * 1024;
@@ -209,6 +209,7 @@ pub fn forward_signature(code: &str) -> Option<(Vec<TensorSpec>, Vec<TensorSpec>
 
 /// A zip archive: TorchScript is the only zip zoo takes.
 pub const UPLOAD: UploadKind = UploadKind {
+    stored: Some(Stored { format: Format::Torchscript, file_name: "model.pt", engine: Engine::Torchscript }),
     accepted: Some("a TorchScript archive (torch.jit.save, .pt)"),
     sniffed: Sniffed::Zip,
     inspect: inspect_upload,

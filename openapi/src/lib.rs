@@ -426,8 +426,9 @@ pub struct EffectiveServing {
     /// fails with `inference_failed` instead of being sent.
     #[serde(default)]
     pub max_output_bytes: u64,
-    /// Rows per second the loaded model ran on this server at each batch size
-    /// tried at warm-up (batched versions, while loaded). Unless the version set
+    /// Rows per second the loaded model ran on this server at each batch size,
+    /// measured once loaded while no request waited (batched versions, while
+    /// loaded; empty until measured). Unless the version set
     /// its own `max_batch_size` at deploy, `max_batch_size` is capped at the
     /// smallest size within 5 % of the best: larger batches would only add waiting.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
