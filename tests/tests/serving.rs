@@ -33,20 +33,35 @@ async fn batching_merges_concurrent_requests_without_changing_answers() {
     ok(&s.cli(&["deploy", bundle, "--name", "tc", "--max-batch-size", "16", "--max-queue-delay-ms", "30"]));
     ok(&s.cli(&["deploy", bundle, "--name", "tc-alone", "--max-batch-size", "1"]));
     ok(&s.cli(&["deploy", mlp.path.to_str().unwrap(), "--name", "mlp", "--max-queue-delay-ms", "30"]));
-    let info = get(&s, "/v1/models/tc/versions/1").await;
-    assert_eq!(info["effective"]["max_batch_size"], 16, "a size given at deploy is kept: {info}");
-    assert_eq!(info["effective"]["batched"], true);
-    // Each batch size up to the maximum was measured at load, on this machine.
+    // Each batch size up to the maximum is measured on this machine once loaded,
+    // while no request waits (within seconds of the deploy).
     let measured = |info: &Value| -> Vec<(u64, f64)> {
         let rates = info["effective"]["measured_batches"].as_array().cloned().unwrap_or_default();
         rates.iter().map(|r| (r["batch"].as_u64().unwrap(), r["rows_per_s"].as_f64().unwrap())).collect()
     };
+    let measured_info = |model: &'static str| {
+        let s = &s;
+        async move {
+            let started = Instant::now();
+            loop {
+                let info = get(s, &format!("/v1/models/{model}/versions/1")).await;
+                if !measured(&info).is_empty() {
+                    return info;
+                }
+                assert!(started.elapsed() < Duration::from_secs(60), "{model} never measured its batch sizes: {info}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let info = measured_info("tc").await;
+    assert_eq!(info["effective"]["max_batch_size"], 16, "a size given at deploy is kept: {info}");
+    assert_eq!(info["effective"]["batched"], true);
     let sizes: Vec<u64> = measured(&info).iter().map(|r| r.0).collect();
     assert_eq!(sizes, [1, 2, 4, 8, 16], "{info}");
     assert!(measured(&info).iter().all(|r| r.1 > 0.0), "{info}");
     // Without a size of its own, a version caps itself at the smallest size within
     // 5 % of the best rows/s it measured.
-    let info = get(&s, "/v1/models/mlp/versions/1").await;
+    let info = measured_info("mlp").await;
     let rates = measured(&info);
     assert_eq!(rates.last().map(|r| r.0), Some(32), "the server's default size is measured: {info}");
     let best = rates.iter().map(|r| r.1).fold(0.0, f64::max);

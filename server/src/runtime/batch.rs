@@ -104,43 +104,68 @@ pub fn compat_key(inputs: &Tensors, padded: &dyn Fn(&str) -> bool) -> Vec<(Strin
         .collect()
 }
 
-/// Rows per second `model` runs at batch sizes 1, 2, 4, ... and `max`, each
-/// batch `inputs` repeated (one row, as the warm-up has it): the best of three
-/// runs after one untimed, within `budget` in all (larger sizes are skipped once
-/// it is spent; the first is always measured). A size whose run fails ends the
-/// measurement.
-pub fn measure(
-    model: &mut dyn LoadedModel,
-    inputs: &Tensors,
-    max: usize,
-    pad: &[(String, i64)],
-    budget: Duration,
-) -> Vec<BatchRate> {
-    let pad = |name: &str| pad.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
-    let rows = inputs.first().and_then(|(_, t)| t.shape().first().copied()).unwrap_or(1).max(1);
-    let mut sizes: Vec<usize> =
-        std::iter::successors(Some(1usize), |n| n.checked_mul(2)).take_while(|n| *n < max).collect();
-    sizes.push(max);
-    let started = Instant::now();
-    let mut rates = Vec::new();
-    for n in sizes {
-        if (!rates.is_empty() && started.elapsed() > budget) || n % rows != 0 {
-            break;
-        }
-        let Ok(batch) = merge(&vec![inputs; n / rows], &pad) else { break };
-        let mut best = Duration::MAX;
-        for i in 0..4 {
-            let t = Instant::now();
-            if model.run(batch.clone()).is_err() {
-                return rates;
-            }
-            if i > 0 {
-                best = best.min(t.elapsed());
-            }
-        }
-        rates.push(BatchRate { batch: n as u32, rows_per_s: n as f64 / best.as_secs_f64().max(1e-9) });
+/// Measures how many rows per second a model runs at batch sizes 1, 2, 4, ...
+/// and `max`, each batch its probe input (one row, as the warm-up has it)
+/// repeated: the best of three timed runs after one untimed. One run per step, so
+/// that a host can measure between requests.
+pub struct Measurer {
+    probe: Tensors,
+    pad: Vec<(String, i64)>,
+    sizes: Vec<usize>,
+    /// The size being measured (index into `sizes`), its runs so far and its best time.
+    at: usize,
+    runs: usize,
+    best: Duration,
+    rates: Vec<BatchRate>,
+}
+
+/// Timed runs per batch size (after one untimed).
+const TIMED_RUNS: usize = 3;
+
+impl Measurer {
+    pub fn new(probe: Tensors, max: usize, pad: Vec<(String, i64)>) -> Measurer {
+        let mut sizes: Vec<usize> =
+            std::iter::successors(Some(1usize), |n| n.checked_mul(2)).take_while(|n| *n < max).collect();
+        sizes.push(max.max(1));
+        // Only sizes the probe's rows divide.
+        let rows = rows_of(&probe);
+        sizes.retain(|n| n % rows == 0);
+        Measurer { probe, pad, sizes, at: 0, runs: 0, best: Duration::MAX, rates: Vec::new() }
     }
-    rates
+
+    /// Make one run; `false` once every size is measured (a failed run ends the
+    /// measurement with the sizes measured so far).
+    pub fn step(&mut self, model: &mut dyn LoadedModel) -> bool {
+        let Some(&n) = self.sizes.get(self.at) else { return false };
+        let pad = |name: &str| self.pad.iter().find(|(p, _)| p == name).map(|(_, v)| *v);
+        let ran = merge(&vec![&self.probe; n / rows_of(&self.probe)], &pad).ok().and_then(|batch| {
+            let t = Instant::now();
+            let ok = matches!(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.run(batch))), Ok(Ok(_)));
+            ok.then(|| t.elapsed())
+        });
+        let Some(took) = ran else {
+            self.sizes.truncate(self.at);
+            return false;
+        };
+        if self.runs > 0 {
+            self.best = self.best.min(took);
+        }
+        self.runs += 1;
+        if self.runs > TIMED_RUNS {
+            self.rates.push(BatchRate { batch: n as u32, rows_per_s: n as f64 / self.best.as_secs_f64().max(1e-9) });
+            (self.at, self.runs, self.best) = (self.at + 1, 0, Duration::MAX);
+        }
+        self.at < self.sizes.len()
+    }
+
+    /// The sizes measured so far.
+    pub fn rates(&self) -> &[BatchRate] {
+        &self.rates
+    }
+}
+
+fn rows_of(t: &Tensors) -> usize {
+    t.first().and_then(|(_, t)| t.shape().first().copied()).unwrap_or(1).max(1)
 }
 
 /// The batch size to cap a version at: the smallest whose rows per second are
@@ -273,12 +298,17 @@ mod tests {
     #[test]
     fn measuring_runs_each_size_up_to_the_maximum() {
         let inputs = vec![("x".to_string(), Tensor::F32(ArrayD::zeros(IxDyn(&[1, 3]))))];
-        let rates = measure(&mut Costly, &inputs, 12, &[], Duration::from_secs(10));
+        let mut m = Measurer::new(inputs, 12, vec![]);
+        let mut steps = 1;
+        while m.step(&mut Costly) {
+            steps += 1;
+        }
+        let rates = m.rates();
         assert_eq!(rates.iter().map(|r| r.batch).collect::<Vec<_>>(), [1, 2, 4, 8, 12]);
+        assert_eq!(steps, 5 * 4, "one untimed and three timed runs per size, one per step");
         // A run of one row takes at least 2 ms: at most 500 rows/s.
         assert!(rates[0].rows_per_s <= 500.0, "{rates:?}");
         assert!(rates[2].rows_per_s > rates[0].rows_per_s * 2.0, "{rates:?}");
-        // No time left: nothing beyond the first size.
-        assert_eq!(measure(&mut Costly, &inputs, 12, &[], Duration::ZERO).len(), 1);
+        assert_eq!(cap(rates), Some(4), "{rates:?}");
     }
 }

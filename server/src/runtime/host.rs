@@ -11,12 +11,13 @@
 //! each request runs alone so that an error reaches only the request that caused
 //! it; a model whose outputs have no batch axis is switched to unbatched serving.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use tokio::sync::oneshot;
+use zoo_api::BatchRate;
 
 use super::batch;
 use super::{LoadedModel, RuntimeError, Tensors};
@@ -35,6 +36,28 @@ pub struct HostSettings {
     /// Inputs that may differ in their second axis (token sequences), with the value
     /// they are padded with.
     pub pad: Vec<(String, i64)>,
+    /// Measure, while no request waits, which batch sizes pay (see [`Tuning`]).
+    pub measure: Option<MeasureSettings>,
+}
+
+/// What a host measures its batch sizes with.
+#[derive(Debug, Clone)]
+pub struct MeasureSettings {
+    /// One row of real inputs (the warm-up's).
+    pub probe: Tensors,
+    /// Report only: keep `max_batch_rows` (a size given at deploy).
+    pub keep_max: bool,
+}
+
+/// What a host measured at batch sizes 1, 2, 4, ... up to its maximum, in the
+/// first moments no request waited after it started, and the cap it took from it:
+/// the smallest size within 5 % of the best rows/s, since larger batches would
+/// only add waiting.
+#[derive(Debug, Default)]
+pub struct Tuning {
+    rates: Mutex<Vec<BatchRate>>,
+    /// Rows per batch at most since the measurement (0: not capped).
+    cap: AtomicUsize,
 }
 
 /// A request's answer with its timings.
@@ -65,6 +88,7 @@ pub struct ModelHost {
     tx: Sender<Job>,
     batching: Arc<AtomicBool>,
     max_batch_rows: usize,
+    tuning: Arc<Tuning>,
 }
 
 /// Why a request did not get an answer.
@@ -86,15 +110,25 @@ impl ModelHost {
     ) -> std::io::Result<ModelHost> {
         let (tx, rx) = crossbeam_channel::bounded::<Job>(settings.capacity.max(1));
         let batching = Arc::new(AtomicBool::new(settings.max_batch_rows > 1));
+        let tuning = Arc::new(Tuning::default());
         let settings = Arc::new(settings);
         for (i, model) in models.into_iter().enumerate() {
             let (rx, settings, batching, observe) = (rx.clone(), settings.clone(), batching.clone(), observe.clone());
+            // The first thread measures (its copy is like the others).
+            let measure = match &settings.measure {
+                Some(m) if i == 0 && settings.max_batch_rows > 1 => Some((
+                    batch::Measurer::new(m.probe.clone(), settings.max_batch_rows, settings.pad.clone()),
+                    m.keep_max,
+                )),
+                _ => None,
+            };
+            let tuning = tuning.clone();
             std::thread::Builder::new()
                 .name(format!("zoo-model-{}-{i}", settings.label))
-                .spawn(move || serve(model, rx, &settings, &batching, &observe))?;
+                .spawn(move || serve(model, rx, &settings, &batching, &observe, &tuning, measure))?;
         }
         let max_batch_rows = settings.max_batch_rows;
-        Ok(ModelHost { tx, batching, max_batch_rows })
+        Ok(ModelHost { tx, batching, max_batch_rows, tuning })
     }
 
     /// Queue inputs of `rows` rows and wait for the outputs.
@@ -118,7 +152,18 @@ impl ModelHost {
 
     /// Rows per batch at most, or 1 when requests run alone.
     pub fn max_batch_rows(&self) -> usize {
-        if self.batching.load(Ordering::Relaxed) { self.max_batch_rows } else { 1 }
+        if !self.batching.load(Ordering::Relaxed) {
+            return 1;
+        }
+        match self.tuning.cap.load(Ordering::Relaxed) {
+            0 => self.max_batch_rows,
+            cap => cap.min(self.max_batch_rows),
+        }
+    }
+
+    /// Rows per second at each batch size measured (empty until measured).
+    pub fn measured(&self) -> Vec<BatchRate> {
+        self.tuning.rates.lock().expect("tuning").clone()
     }
 }
 
@@ -128,28 +173,54 @@ fn serve(
     settings: &HostSettings,
     batching: &AtomicBool,
     observe: &BatchObserver,
+    tuning: &Tuning,
+    mut measure: Option<(batch::Measurer, bool)>,
 ) {
     let mut carry: Option<Job> = None;
     loop {
         let first = match carry.take() {
             Some(j) => j,
-            None => match rx.recv() {
+            None => match rx.try_recv() {
                 Ok(j) => j,
-                Err(_) => return, // every handle dropped: unload
+                Err(TryRecvError::Disconnected) => return, // every handle dropped: unload
+                // Nothing waits: measure one more run, if the measurement is not done.
+                Err(TryRecvError::Empty) if measure.is_some() && batching.load(Ordering::Relaxed) => {
+                    if let Some((m, keep_max)) = &mut measure
+                        && !m.step(model.as_mut())
+                    {
+                        let rates = m.rates().to_vec();
+                        if !*keep_max && let Some(cap) = batch::cap(&rates) {
+                            tuning.cap.store(cap as usize, Ordering::Relaxed);
+                        }
+                        tracing::info!(model = %settings.label, ?rates, cap = tuning.cap.load(Ordering::Relaxed),
+                            "measured which batch sizes pay");
+                        *tuning.rates.lock().expect("tuning") = rates;
+                        measure = None;
+                    }
+                    continue;
+                }
+                Err(TryRecvError::Empty) => match rx.recv() {
+                    Ok(j) => j,
+                    Err(_) => return,
+                },
             },
         };
         let mut jobs = vec![first];
+        let max_rows = match tuning.cap.load(Ordering::Relaxed) {
+            0 => settings.max_batch_rows,
+            cap => cap.min(settings.max_batch_rows),
+        };
         if batching.load(Ordering::Relaxed) {
             let deadline = jobs[0].enqueued + settings.max_queue_delay;
             let mut rows = jobs[0].rows;
-            while rows < settings.max_batch_rows {
+            while rows < max_rows {
                 let next = match rx.try_recv() {
                     Ok(j) => Some(j),
                     Err(_) if Instant::now() < deadline => rx.recv_deadline(deadline).ok(),
                     Err(_) => None,
                 };
                 let Some(job) = next else { break };
-                if rows + job.rows > settings.max_batch_rows {
+                if rows + job.rows > max_rows {
                     carry = Some(job);
                     break;
                 }
@@ -283,6 +354,7 @@ mod tests {
             max_batch_rows: 16,
             max_queue_delay: Duration::from_millis(5),
             pad: vec![],
+            measure: None,
         };
         let host =
             Arc::new(ModelHost::spawn(vec![Box::new(Doubler(batches.clone()))], settings, Arc::new(|_| {})).unwrap());
@@ -313,5 +385,89 @@ mod tests {
         }
         let batches = batches.lock().unwrap();
         assert!(batches.iter().all(|b| *b <= 16), "{batches:?}");
+    }
+
+    /// Records, for every run, each row's real length (its non-padding tokens).
+    struct Shapes(Arc<std::sync::Mutex<Vec<Vec<usize>>>>);
+
+    impl LoadedModel for Shapes {
+        fn run(&mut self, inputs: Tensors) -> Result<Tensors, RuntimeError> {
+            let Tensor::I64(ids) = &inputs[0].1 else { unreachable!() };
+            let lens = ids.outer_iter().map(|row| row.iter().filter(|v| **v != 0).count()).collect();
+            self.0.lock().unwrap().push(lens);
+            std::thread::sleep(Duration::from_millis(5));
+            let rows = inputs[0].1.shape()[0];
+            Ok(vec![("y".into(), Tensor::F32(ArrayD::zeros(IxDyn(&[rows, 2]))))])
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn short_texts_are_not_padded_to_a_long_one() {
+        let runs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let settings = HostSettings {
+            label: "t".into(),
+            capacity: 64,
+            max_batch_rows: 32,
+            max_queue_delay: Duration::from_millis(100),
+            pad: vec![("input_ids".into(), 0)],
+            measure: None,
+        };
+        let host =
+            Arc::new(ModelHost::spawn(vec![Box::new(Shapes(runs.clone()))], settings, Arc::new(|_| {})).unwrap());
+        let ids = |len: usize| vec![("input_ids".to_string(), Tensor::I64(ArrayD::ones(IxDyn(&[1, len]))))];
+        let tasks: Vec<_> = [4, 40, 5, 6, 48, 4]
+            .into_iter()
+            .map(|len| {
+                let host = host.clone();
+                tokio::spawn(async move { host.infer(ids(len), 1).await.map(|d| d.batch_rows) })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let runs = runs.lock().unwrap();
+        // Short texts ran together and long ones together: no run mixes a text of
+        // 4 tokens with one of 40 (it would be padded to ten times its length).
+        for run in runs.iter() {
+            let (min, max) = (run.iter().min().unwrap(), run.iter().max().unwrap());
+            assert!(*max <= 2 * *min, "texts of {min} and {max} tokens shared a run: {runs:?}");
+        }
+        assert!(runs.iter().any(|r| r.len() > 1), "requests were still merged: {runs:?}");
+    }
+
+    /// 2 ms a run, plus 2 ms per row beyond 2: batches pay up to 2 rows.
+    struct Steep;
+
+    impl LoadedModel for Steep {
+        fn run(&mut self, inputs: Tensors) -> Result<Tensors, RuntimeError> {
+            let rows = inputs[0].1.shape()[0];
+            std::thread::sleep(Duration::from_millis(2 + 2 * rows.saturating_sub(2) as u64));
+            Ok(vec![("y".into(), inputs[0].1.clone())])
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_idle_host_measures_its_batch_sizes_and_caps_itself_unless_told_a_size() {
+        for keep_max in [false, true] {
+            let settings = HostSettings {
+                label: "t".into(),
+                capacity: 64,
+                max_batch_rows: 8,
+                max_queue_delay: Duration::ZERO,
+                pad: vec![],
+                measure: Some(MeasureSettings { probe: x(1.0, 1), keep_max }),
+            };
+            let host = ModelHost::spawn(vec![Box::new(Steep)], settings, Arc::new(|_| {})).unwrap();
+            // A request during the measurement is answered.
+            assert_eq!(host.infer(x(3.0, 1), 1).await.unwrap().outputs[0].1, x(3.0, 1)[0].1);
+            let started = Instant::now();
+            while host.measured().is_empty() {
+                assert!(started.elapsed() < Duration::from_secs(20), "never measured");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let rates = host.measured();
+            assert_eq!(rates.iter().map(|r| r.batch).collect::<Vec<_>>(), [1, 2, 4, 8]);
+            assert_eq!(host.max_batch_rows(), if keep_max { 8 } else { 2 }, "{rates:?}");
+        }
     }
 }

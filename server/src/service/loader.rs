@@ -13,8 +13,8 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::registry::VersionRecord;
-use crate::runtime::host::{BatchObserver, HostSettings, ModelHost};
-use crate::runtime::{RunLimits, Runtime, Tensors, batch};
+use crate::runtime::host::{BatchObserver, HostSettings, MeasureSettings, ModelHost};
+use crate::runtime::{RunLimits, Runtime, Tensors};
 use crate::store::StorageKey;
 
 /// Outcome of trying to load a version at deploy.
@@ -57,9 +57,6 @@ struct LoadJob {
     effective: EffectiveServing,
     metrics: Arc<Metrics>,
 }
-
-/// The longest a load spends measuring batch sizes.
-const MEASURE_BUDGET: Duration = Duration::from_secs(2);
 
 /// Whether requests to a version can be merged into batches: every input and
 /// output has a leading batch axis (token inputs of text models do).
@@ -117,26 +114,20 @@ impl LoadJob {
                 warm_ms = None;
             }
             let pad = pipeline.padding();
-            let mut effective = effective.clone();
-            if effective.batched && effective.max_batch_size > 1 && warm_ms.is_some() {
-                // How many rows per run pay, measured on this machine with the
-                // warm-up inputs (a text of typical length for text models).
-                if let Some(inputs) = &warmup {
-                    let max = effective.max_batch_size as usize;
-                    let rates = batch::measure(copies[0].as_mut(), inputs, max, &pad, MEASURE_BUDGET);
-                    // A size given at deploy is kept: the measurement only reports.
-                    if let Some(cap) = batch::cap(&rates).filter(|_| req.serving.max_batch_size.is_none()) {
-                        effective.max_batch_size = cap;
-                    }
-                    effective.measured_batches = rates;
-                }
-            }
+            // How many rows per run pay is measured by the host on this machine,
+            // with the warm-up inputs (a text of typical length for text models),
+            // in its first idle moments; a size given at deploy is kept.
+            let measure = warmup
+                .clone()
+                .filter(|_| effective.batched && warm_ms.is_some())
+                .map(|probe| MeasureSettings { probe, keep_max: req.serving.max_batch_size.is_some() });
             let settings = HostSettings {
                 label: format!("{}-{}", req.model, req.version),
                 capacity: queue_capacity,
                 max_batch_rows: effective.max_batch_size.max(1) as usize,
                 max_queue_delay: Duration::from_millis(effective.max_queue_delay_ms.into()),
                 pad,
+                measure,
             };
             let (m, v) = (req.model.clone(), req.version.clone());
             let observe: BatchObserver = Arc::new(move |rows| metrics.batch(&m, &v, rows));

@@ -54,6 +54,18 @@ impl LoadedVersion {
         (self.model.clone(), self.version.clone())
     }
 
+    /// The serving settings in effect: `max_batch_size` as the host caps it now,
+    /// with the batch sizes it measured.
+    pub fn effective(&self) -> EffectiveServing {
+        let mut e = self.effective.clone();
+        let rates = self.host.measured();
+        if !rates.is_empty() && e.batched && e.max_batch_size > 1 {
+            e.max_batch_size = self.host.max_batch_rows() as u32;
+            e.measured_batches = rates;
+        }
+        e
+    }
+
     /// It is answering now (for least-recently-used unloading).
     pub fn touch(&self) {
         self.last_used.0.store(now_millis(), Ordering::Relaxed);
@@ -133,10 +145,11 @@ impl ModelPool {
         self.loaded.write().expect("loaded map").clear();
     }
 
-    /// The serving settings a loaded version runs with (its batch cap measured at warm-up).
+    /// The serving settings a loaded version runs with: with the batch sizes its
+    /// host measured, and the cap it took from them.
     pub fn effective(&self, model: &str, version: &str) -> Option<EffectiveServing> {
         let loaded = self.loaded.read().expect("loaded map");
-        loaded.get(&(model.to_string(), version.to_string())).map(|v| v.effective.clone())
+        loaded.get(&(model.to_string(), version.to_string())).map(|v| v.effective())
     }
 
     pub fn contains(&self, model: &str, version: &str) -> bool {
