@@ -106,21 +106,24 @@ pub fn compat_key(inputs: &Tensors, padded: &dyn Fn(&str) -> bool) -> Vec<(Strin
 
 /// Measures how many rows per second a model runs at batch sizes 1, 2, 4, ...
 /// and `max`, each batch its probe input (one row, as the warm-up has it)
-/// repeated: the best of three timed runs after one untimed. One run per step, so
-/// that a host can measure between requests.
+/// repeated. One run per step, so that a host can measure between requests; the
+/// sizes take turns (a round runs each once: one untimed round, then
+/// `TIMED_ROUNDS` timed ones) and each keeps its fastest run, so that a moment of
+/// a busy machine slows one run of every size rather than every run of one.
 pub struct Measurer {
     probe: Tensors,
     pad: Vec<(String, i64)>,
     sizes: Vec<usize>,
-    /// The size being measured (index into `sizes`), its runs so far and its best time.
+    /// Fastest timed run of each size.
+    best: Vec<Duration>,
+    /// The round (0: untimed) and the size within it to run next.
+    round: usize,
     at: usize,
-    runs: usize,
-    best: Duration,
     rates: Vec<BatchRate>,
 }
 
-/// Timed runs per batch size (after one untimed).
-const TIMED_RUNS: usize = 3;
+/// Timed rounds (after one untimed).
+const TIMED_ROUNDS: usize = 5;
 
 impl Measurer {
     pub fn new(probe: Tensors, max: usize, pad: Vec<(String, i64)>) -> Measurer {
@@ -130,35 +133,48 @@ impl Measurer {
         // Only sizes the probe's rows divide.
         let rows = rows_of(&probe);
         sizes.retain(|n| n % rows == 0);
-        Measurer { probe, pad, sizes, at: 0, runs: 0, best: Duration::MAX, rates: Vec::new() }
+        let best = vec![Duration::MAX; sizes.len()];
+        Measurer { probe, pad, sizes, best, round: 0, at: 0, rates: Vec::new() }
     }
 
-    /// Make one run; `false` once every size is measured (a failed run ends the
-    /// measurement with the sizes measured so far).
+    /// Make one run; `false` once every size is measured (a failed run drops its
+    /// size and the larger ones).
     pub fn step(&mut self, model: &mut dyn LoadedModel) -> bool {
-        let Some(&n) = self.sizes.get(self.at) else { return false };
+        if self.round > TIMED_ROUNDS || self.sizes.is_empty() {
+            return false;
+        }
+        let n = self.sizes[self.at];
         let pad = |name: &str| self.pad.iter().find(|(p, _)| p == name).map(|(_, v)| *v);
         let ran = merge(&vec![&self.probe; n / rows_of(&self.probe)], &pad).ok().and_then(|batch| {
             let t = Instant::now();
             let ok = matches!(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.run(batch))), Ok(Ok(_)));
             ok.then(|| t.elapsed())
         });
-        let Some(took) = ran else {
-            self.sizes.truncate(self.at);
+        match ran {
+            Some(took) if self.round > 0 => self.best[self.at] = self.best[self.at].min(took),
+            Some(_) => {}
+            None => {
+                self.sizes.truncate(self.at);
+                self.best.truncate(self.at);
+            }
+        }
+        self.at += 1;
+        if self.at >= self.sizes.len() {
+            (self.round, self.at) = (self.round + 1, 0);
+        }
+        if self.round > TIMED_ROUNDS || self.sizes.is_empty() {
+            self.rates = self
+                .sizes
+                .iter()
+                .zip(&self.best)
+                .map(|(n, t)| BatchRate { batch: *n as u32, rows_per_s: *n as f64 / t.as_secs_f64().max(1e-9) })
+                .collect();
             return false;
-        };
-        if self.runs > 0 {
-            self.best = self.best.min(took);
         }
-        self.runs += 1;
-        if self.runs > TIMED_RUNS {
-            self.rates.push(BatchRate { batch: n as u32, rows_per_s: n as f64 / self.best.as_secs_f64().max(1e-9) });
-            (self.at, self.runs, self.best) = (self.at + 1, 0, Duration::MAX);
-        }
-        self.at < self.sizes.len()
+        true
     }
 
-    /// The sizes measured so far.
+    /// The rows per second of each size, once measured.
     pub fn rates(&self) -> &[BatchRate] {
         &self.rates
     }
@@ -305,7 +321,7 @@ mod tests {
         }
         let rates = m.rates();
         assert_eq!(rates.iter().map(|r| r.batch).collect::<Vec<_>>(), [1, 2, 4, 8, 12]);
-        assert_eq!(steps, 5 * 4, "one untimed and three timed runs per size, one per step");
+        assert_eq!(steps, 5 * (1 + TIMED_ROUNDS), "one untimed and five timed runs per size, one per step");
         // A run of one row takes at least 2 ms: at most 500 rows/s.
         assert!(rates[0].rows_per_s <= 500.0, "{rates:?}");
         assert!(rates[2].rows_per_s > rates[0].rows_per_s * 2.0, "{rates:?}");
