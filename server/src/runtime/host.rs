@@ -177,14 +177,29 @@ fn serve(
     mut measure: Option<(batch::Measurer, bool)>,
 ) {
     let mut carry: Option<Job> = None;
+    let mut token: Option<MeasureToken> = None;
     loop {
         let first = match carry.take() {
             Some(j) => j,
             None => match rx.try_recv() {
                 Ok(j) => j,
                 Err(TryRecvError::Disconnected) => return, // every handle dropped: unload
-                // Nothing waits: measure one more run, if the measurement is not done.
+                // Nothing waits: measure one more run, if the measurement is not
+                // done and no other version is measuring (they would measure
+                // each other: one at a time in the process).
                 Err(TryRecvError::Empty) if measure.is_some() && batching.load(Ordering::Relaxed) => {
+                    if token.is_none() {
+                        token = MeasureToken::take();
+                    }
+                    if token.is_none() {
+                        // Another version measures: wait for a request a little.
+                        match rx.recv_timeout(Duration::from_millis(20)) {
+                            Ok(j) => carry = Some(j),
+                            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+                            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                        }
+                        continue;
+                    }
                     if let Some((m, keep_max)) = &mut measure
                         && !m.step(model.as_mut())
                     {
@@ -196,6 +211,7 @@ fn serve(
                             "measured which batch sizes pay");
                         *tuning.rates.lock().expect("tuning") = rates;
                         measure = None;
+                        token = None;
                     }
                     continue;
                 }
@@ -234,6 +250,24 @@ fn serve(
             continue;
         }
         run_jobs(model.as_mut(), jobs, settings, batching, observe);
+    }
+}
+
+/// Held by the one host that is measuring its batch sizes; given back when
+/// dropped (measurement done, or the host gone).
+struct MeasureToken;
+
+static MEASURING: AtomicBool = AtomicBool::new(false);
+
+impl MeasureToken {
+    fn take() -> Option<MeasureToken> {
+        MEASURING.compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed).ok().map(|_| MeasureToken)
+    }
+}
+
+impl Drop for MeasureToken {
+    fn drop(&mut self) {
+        MEASURING.store(false, Ordering::Release);
     }
 }
 
@@ -448,26 +482,32 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn an_idle_host_measures_its_batch_sizes_and_caps_itself_unless_told_a_size() {
-        for keep_max in [false, true] {
-            let settings = HostSettings {
-                label: "t".into(),
-                capacity: 64,
-                max_batch_rows: 8,
-                max_queue_delay: Duration::ZERO,
-                pad: vec![],
-                measure: Some(MeasureSettings { probe: x(1.0, 1), keep_max }),
-            };
-            let host = ModelHost::spawn(vec![Box::new(Steep)], settings, Arc::new(|_| {})).unwrap();
+        // Two hosts at once: they take turns (one measures at a time), both finish.
+        let hosts: Vec<(bool, ModelHost)> = [false, true]
+            .into_iter()
+            .map(|keep_max| {
+                let settings = HostSettings {
+                    label: "t".into(),
+                    capacity: 64,
+                    max_batch_rows: 8,
+                    max_queue_delay: Duration::ZERO,
+                    pad: vec![],
+                    measure: Some(MeasureSettings { probe: x(1.0, 1), keep_max }),
+                };
+                (keep_max, ModelHost::spawn(vec![Box::new(Steep)], settings, Arc::new(|_| {})).unwrap())
+            })
+            .collect();
+        for (keep_max, host) in &hosts {
             // A request during the measurement is answered.
             assert_eq!(host.infer(x(3.0, 1), 1).await.unwrap().outputs[0].1, x(3.0, 1)[0].1);
             let started = Instant::now();
             while host.measured().is_empty() {
-                assert!(started.elapsed() < Duration::from_secs(20), "never measured");
+                assert!(started.elapsed() < Duration::from_secs(30), "never measured");
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             let rates = host.measured();
             assert_eq!(rates.iter().map(|r| r.batch).collect::<Vec<_>>(), [1, 2, 4, 8]);
-            assert_eq!(host.max_batch_rows(), if keep_max { 8 } else { 2 }, "{rates:?}");
+            assert_eq!(host.max_batch_rows(), if *keep_max { 8 } else { 2 }, "{rates:?}");
         }
     }
 }
