@@ -1,0 +1,364 @@
+"""Deploy models to a zoo server and call them, from Python.
+
+    import zoo
+    v = zoo.deploy("model.onnx", "text-classifier")
+    v.predict({"x": [[0.1, 0.2, 0.3, 0.4]]})
+
+What `deploy` takes: a path (a model file, or a model directory, sent as a tar bundle
+as `zoo deploy DIR` does), an `onnx.ModelProto`, or a fitted scikit-learn estimator
+(an MLflow model in the skops format). Nothing is pickled: objects are saved in a
+format zoo validates as data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import requests
+
+__all__ = ["Client", "Version", "ZooError", "deploy", "predict"]
+
+_CHUNK = 256 * 1024
+
+
+class ZooError(Exception):
+    """An error the server answered (or a connection that failed: status 0,
+    code ``connection_failed``)."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(f"{code}: {message}" if status == 0 else f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _saved_login() -> Dict[str, str]:
+    """The login `zoo login` saved (a flat TOML file of `url` and `key`)."""
+    path = os.environ.get("ZOO_CONFIG")
+    if not path:
+        base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+        path = os.path.join(base, "zoo", "config.toml")
+    saved: Dict[str, str] = {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                key, sep, value = line.partition("=")
+                value = value.strip()
+                if sep and key.strip() in ("url", "key") and len(value) >= 2 and value[0] == value[-1] == '"':
+                    saved[key.strip()] = value[1:-1]
+    except OSError:
+        pass
+    return saved
+
+
+class Version:
+    """A deployed version: what the server says of it, and how to call it."""
+
+    def __init__(self, client: "Client", info: Dict[str, Any]):
+        self._client = client
+        self.info = info
+
+    model = property(lambda self: self.info["model"])
+    version = property(lambda self: self.info["version"])
+    task = property(lambda self: self.info["task"])
+    servable = property(lambda self: self.info["servable"])
+    signature = property(lambda self: self.info["signature"])
+
+    @property
+    def endpoint(self) -> str:
+        """The URL that predicts with exactly this version."""
+        return self._client.url + self.info["endpoints"]["predict"]
+
+    def predict(self, inputs: Any, **options: Any) -> Any:
+        """Predict with this version: `inputs` as its task takes them (a text or
+        a list of texts; a dict of tensor name -> nested lists)."""
+        return self._client.predict(self.model, inputs, version=self.version, **options)
+
+    def openapi(self) -> Dict[str, Any]:
+        """This version's own OpenAPI document."""
+        return self._client._json("GET", self.info["endpoints"]["openapi"])
+
+    def __repr__(self) -> str:
+        state = "servable" if self.servable else f"not servable: {self.info.get('reason')}"
+        return f"<zoo.Version {self.model} {self.version} ({self.info['format']} {self.task}, {state})>"
+
+
+class Client:
+    """A zoo server. `url` and `key` default to `ZOO_URL` and `ZOO_API_KEY`, then
+    to the login `zoo login` saved."""
+
+    def __init__(self, url: Optional[str] = None, key: Optional[str] = None, timeout: float = 300.0):
+        saved = _saved_login()
+        self.url = (url or os.environ.get("ZOO_URL") or saved.get("url") or "http://127.0.0.1:8080").rstrip("/")
+        self.key = key or os.environ.get("ZOO_API_KEY") or saved.get("key")
+        self.timeout = timeout
+        self._session = requests.Session()
+        if self.key:
+            self._session.headers["Authorization"] = f"Bearer {self.key}"
+
+    # -- transport --
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        try:
+            r = self._session.request(method, self.url + path, timeout=self.timeout, **kwargs)
+        except requests.RequestException as e:
+            raise ZooError(0, "connection_failed", f"cannot reach {self.url}: {e}") from None
+        if r.status_code >= 400:
+            try:
+                err = r.json()["error"]
+                code, message = err["code"], err["message"]
+            except (ValueError, KeyError, TypeError):
+                code, message = "http_error", r.text[:500]
+            raise ZooError(r.status_code, code, message)
+        return r
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._send(method, path, **kwargs).json()
+
+    # -- models --
+
+    def deploy(
+        self,
+        obj: Any,
+        name: str,
+        version: Optional[str] = None,
+        alias: Optional[str] = None,
+        task: Optional[str] = None,
+        labels: Optional[List[str]] = None,
+        description: Optional[str] = None,
+        progress: Optional[bool] = None,
+        example: Any = None,
+        **serving: Any,
+    ) -> Version:
+        """Upload `obj` as a new version of model `name` (the next number unless
+        `version` is given) and return it once stored, validated and loaded.
+
+        `obj`: a path to a model file or directory, an `onnx.ModelProto`, or a
+        fitted scikit-learn estimator or pipeline (saved as an MLflow model in the
+        skops format; `example`: a few input rows, from which MLflow records the
+        signature and so the column names).
+        `serving`: `max_batch_size`, `max_queue_delay_ms`, `instances`, `load`,
+        `max_items`, `max_tokens`, `timeout_secs`, `max_body_bytes`,
+        `max_output_bytes`, `runtime`, as `zoo deploy` takes them.
+        """
+        query: Dict[str, Any] = {k: v for k, v in serving.items() if v is not None}
+        for k, v in (("alias", alias), ("task", task), ("description", description)):
+            if v is not None:
+                query[k] = v
+        if labels is not None:
+            query["labels"] = ",".join(labels)
+        with _artifact(obj, example) as (path, content_type):
+            size = path.stat().st_size
+            sha = _sha256(path)
+            bar = _progress(size, f"{name}", progress)
+            method, route = ("PUT", f"/v1/models/{name}/versions/{version}") if version else (
+                "POST",
+                f"/v1/models/{name}/versions",
+            )
+            try:
+                info = self._json(
+                    method,
+                    route,
+                    params=query,
+                    data=_Reader(path, size, bar),
+                    headers={"x-zoo-sha256": sha, "content-type": content_type},
+                )
+            finally:
+                bar(None)
+        return Version(self, info)
+
+    def predict(self, model: str, inputs: Any, version: Optional[str] = None, **options: Any) -> Any:
+        """Predict with a model's default version (alias `production`, else the
+        newest), or with `version`. `options`: `top_k`, `normalize`."""
+        path = f"/v1/models/{model}/versions/{version}/predict" if version else f"/v1/models/{model}/predict"
+        body = {"inputs": inputs, **{k: v for k, v in options.items() if v is not None}}
+        return self._json("POST", path, json=body)
+
+    def models(self, q: Optional[str] = None) -> List[Dict[str, Any]]:
+        """Every model (with `q`, those whose name or description contains it)."""
+        found: List[Dict[str, Any]] = []
+        cursor = None
+        while True:
+            params = {"limit": 1000, **({"q": q} if q else {}), **({"cursor": cursor} if cursor else {})}
+            page = self._json("GET", "/v1/models", params=params)
+            found.extend(page["models"])
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return found
+
+    def model(self, name: str) -> Dict[str, Any]:
+        """A model with its versions and aliases."""
+        return self._json("GET", f"/v1/models/{name}")
+
+    def version(self, name: str, version: str) -> Version:
+        return Version(self, self._json("GET", f"/v1/models/{name}/versions/{version}"))
+
+    def set_alias(self, name: str, alias: str, version: str) -> Dict[str, Any]:
+        return self._json("PUT", f"/v1/models/{name}/aliases/{alias}", json={"version": version})
+
+
+class _artifact:
+    """The file to upload for `obj`, with its content type; temporary files are
+    removed on exit."""
+
+    def __init__(self, obj: Any, example: Any = None):
+        self.obj = obj
+        self.example = example
+        self.tmp: Optional[tempfile.TemporaryDirectory] = None
+
+    def __enter__(self):
+        obj = self.obj
+        if isinstance(obj, (str, os.PathLike)):
+            path = Path(obj)
+            if path.is_dir():
+                return self._tar(path), "application/x-tar"
+            if path.is_file():
+                return path, "application/octet-stream"
+            raise FileNotFoundError(f"no file or directory at {path}")
+        kind = f"{type(obj).__module__}.{type(obj).__name__}"
+        if kind.startswith("onnx") and type(obj).__name__ == "ModelProto":
+            out = self._dir() / "model.onnx"
+            out.write_bytes(obj.SerializeToString())
+            return out, "application/octet-stream"
+        if kind.startswith("sklearn.") and hasattr(obj, "predict"):
+            return self._tar(self._sklearn(obj)), "application/x-tar"
+        raise TypeError(
+            f"zoo.deploy cannot deploy a {kind} yet: give the path of a saved model (a file or a directory), an "
+            "onnx.ModelProto or a scikit-learn estimator"
+        )
+
+    def _sklearn(self, est: Any) -> Path:
+        """A fitted scikit-learn estimator or pipeline as an MLflow model directory
+        in the skops format (read by zoo as data; never a pickle), with the
+        signature MLflow infers from `example` when one was given."""
+        try:
+            import mlflow.sklearn
+            import skops.io as sio
+        except ImportError as e:
+            raise ImportError(
+                f"deploying a scikit-learn estimator needs mlflow and skops ({e.name} is missing): "
+                "pip install mlflow skops"
+            ) from None
+        out = self._dir() / "sklearn-model"
+        signature = None
+        if self.example is not None:
+            from mlflow.models import infer_signature
+
+            signature = infer_signature(self.example, est.predict(self.example))
+        trusted = sio.get_untrusted_types(data=sio.dumps(est)) or None
+        mlflow.sklearn.save_model(
+            est,
+            str(out),
+            serialization_format="skops",
+            skops_trusted_types=trusted,
+            signature=signature,
+            # No requirement inference (it loads the model again in a subprocess).
+            pip_requirements=[],
+        )
+        return out
+
+    def _dir(self) -> Path:
+        if self.tmp is None:
+            self.tmp = tempfile.TemporaryDirectory(prefix="zoo-deploy-")
+        return Path(self.tmp.name)
+
+    def _tar(self, root: Path) -> Path:
+        """The directory as `zoo deploy DIR` sends it: regular files in sorted
+        order, hidden files left out, links followed (their content is sent)."""
+        out = self._dir() / "bundle.tar"
+        files = sorted(
+            p.relative_to(root)
+            for p in root.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        )
+        with tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as tar:
+            for rel in files:
+                info = tar.gettarinfo(str(root / rel), arcname=rel.as_posix())
+                info.type = tarfile.REGTYPE
+                info.linkname = ""
+                info.size = (root / rel).stat().st_size
+                info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+                info.mode = 0o644
+                with open(root / rel, "rb") as f:
+                    tar.addfile(info, f)
+        return out
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.tmp is not None:
+            self.tmp.cleanup()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class _Reader:
+    """The file, streamed in blocks (with its length, so that the request says
+    its Content-Length), counting what was sent."""
+
+    def __init__(self, path: Path, size: int, bar: Callable[[Optional[int]], None]):
+        self._f = open(path, "rb")
+        self._size = size
+        self._bar = bar
+
+    def __len__(self) -> int:
+        return self._size
+
+    def read(self, n: int = -1) -> bytes:
+        chunk = self._f.read(_CHUNK if n is None or n < 0 else n)
+        if chunk:
+            self._bar(len(chunk))
+        else:
+            self._f.close()
+        return chunk
+
+
+def _progress(total: int, label: str, wanted: Optional[bool]) -> Callable[[Optional[int]], None]:
+    """A progress callback (bytes sent; `None` to close): tqdm's notebook-aware
+    bar when tqdm is installed and `wanted` is not False, else nothing."""
+    if wanted is False:
+        return lambda n: None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        if wanted:
+            raise ImportError("progress=True needs tqdm: pip install 'zoo-client[progress]'") from None
+        return lambda n: None
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"deploy {label}")
+
+    def update(n: Optional[int]) -> None:
+        if n is None:
+            bar.close()
+        else:
+            bar.update(n)
+
+    return update
+
+
+_default: Optional[Client] = None
+
+
+def _client() -> Client:
+    global _default
+    if _default is None:
+        _default = Client()
+    return _default
+
+
+def deploy(obj: Any, name: str, **kwargs: Any) -> Version:
+    """`Client().deploy(...)` with the environment's server and key."""
+    return _client().deploy(obj, name, **kwargs)
+
+
+def predict(model: str, inputs: Any, **kwargs: Any) -> Any:
+    """`Client().predict(...)` with the environment's server and key."""
+    return _client().predict(model, inputs, **kwargs)
