@@ -116,3 +116,25 @@ def test_the_cli_login_is_used_when_the_environment_says_nothing(tmp_path, monke
     # The saved key is sent: listing needs one.
     assert isinstance(client.models(), list)
     assert zoo.Client(key="zk_nobody_000000000000").key != client.key
+
+
+def test_keys_limit_what_a_client_may_do():
+    admin = zoo.Client()
+    zoo.deploy(mlp(seed=11), "py-keys-a", progress=False)
+    zoo.deploy(mlp(seed=12), "py-keys-b", progress=False)
+    created = admin.create_key("py predict a", ["predict"], models=["py-keys-a"])
+    assert created["key"].startswith(f"zk_{created['info']['id']}_")
+    assert created["info"]["id"] in [k["id"] for k in admin.keys()]
+    limited = zoo.Client(key=created["key"])
+    x = {"x": [[0.5, 0.5, 0.5, 0.5]]}
+    assert "outputs" in limited.predict("py-keys-a", x)
+    with pytest.raises(zoo.ZooError) as e:
+        limited.predict("py-keys-b", x)
+    assert (e.value.status, e.value.code) == (403, "forbidden")
+    with pytest.raises(zoo.ZooError) as e:
+        limited.deploy(mlp(seed=13), "py-keys-a")
+    assert (e.value.status, e.value.code) == (403, "forbidden")
+    assert admin.revoke_key(created["info"]["id"])["revoked"] is True
+    with pytest.raises(zoo.ZooError) as e:
+        limited.predict("py-keys-a", x)
+    assert (e.value.status, e.value.code) == (401, "unauthorized")

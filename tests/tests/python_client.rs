@@ -30,7 +30,7 @@ fn the_python_client_deploys_and_predicts() {
         .unwrap();
     let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     println!("{printed}");
-    assert!(out.status.success() && printed.contains("4 passed"), "{printed}");
+    assert!(out.status.success() && printed.contains("5 passed"), "{printed}");
 
     // Fitted scikit-learn objects, with scikit-learn itself as the reference (in
     // the environment that has it: scikit-learn, skops, mlflow).

@@ -199,7 +199,31 @@ class Client:
         return Version(self, self._json("GET", f"/v1/models/{name}/versions/{version}"))
 
     def set_alias(self, name: str, alias: str, version: str) -> Dict[str, Any]:
+        """Point `alias` (e.g. `production`) at a version; the default route serves `production`."""
         return self._json("PUT", f"/v1/models/{name}/aliases/{alias}", json={"version": version})
+
+    def remove_alias(self, name: str, alias: str) -> Dict[str, Any]:
+        return self._json("DELETE", f"/v1/models/{name}/aliases/{alias}")
+
+    # -- keys (admin scope) --
+
+    def create_key(
+        self, name: str, scopes: List[str], models: Optional[List[str]] = None, expires_at: Optional[str] = None
+    ) -> Dict[str, Any]:
+        """A new API key: `{"key": <shown once>, "info": {...}}`. `scopes`: `read`,
+        `predict`, `deploy`, `admin`; `models`: name patterns it is limited to;
+        `expires_at`: RFC 3339."""
+        body: Dict[str, Any] = {"name": name, "scopes": scopes, "models": models or []}
+        if expires_at is not None:
+            body["expires_at"] = expires_at
+        return self._json("POST", "/v1/keys", json=body)
+
+    def keys(self) -> List[Dict[str, Any]]:
+        return self._json("GET", "/v1/keys")["keys"]
+
+    def revoke_key(self, key_id: str, confirm: bool = False) -> Dict[str, Any]:
+        """Revoke a key (`confirm=True` to revoke the key this client uses)."""
+        return self._json("DELETE", f"/v1/keys/{key_id}", params={"confirm": "true"} if confirm else None)
 
 
 class _artifact:
