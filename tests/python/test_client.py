@@ -72,6 +72,21 @@ def test_a_saved_file_and_a_model_directory_deploy_as_the_cli_sends_them(tmp_pat
     onnx.save(mlp(seed=9), str(path))
     v = zoo.Client().deploy(str(path), "py-file", version="7", max_batch_size=4, progress=False)
     assert v.version == "7" and v.info["effective"]["max_batch_size"] == 4
+    # A directory: links followed, hidden files left out, long names kept.
+    real = tmp_path / "elsewhere"
+    real.mkdir()
+    onnx.save(mlp(seed=10), str(real / "model.onnx"))
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "model.onnx").symlink_to(real / "model.onnx")
+    (bundle / "docs").symlink_to(real, target_is_directory=True)
+    long_name = "notes-" + "x" * 120 + ".txt"
+    (bundle / long_name).write_text("how this model was trained")
+    (bundle / ".secret").write_text("not sent")
+    v = zoo.deploy(bundle, "py-dir", progress=False)
+    sent = sorted(f["path"] for f in v.signature["files"])
+    assert sent == sorted(["model.onnx", "docs/model.onnx", long_name]), sent
+    assert v.servable, v.info
     # The text classifier's directory: sent as a tar bundle, served as a text task.
     v = zoo.deploy(CASES["dir"], "py-text")
     assert v.task == "text-classification"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tarfile
 import tempfile
 from pathlib import Path
@@ -41,7 +42,11 @@ def _saved_login() -> Dict[str, str]:
     """The login `zoo login` saved (a flat TOML file of `url` and `key`)."""
     path = os.environ.get("ZOO_CONFIG")
     if not path:
-        base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+        # Where the CLI saves it (Rust's dirs::config_dir).
+        if sys.platform == "darwin":
+            base = os.path.join(os.path.expanduser("~"), "Library", "Application Support")
+        else:
+            base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
         path = os.path.join(base, "zoo", "config.toml")
     saved: Dict[str, str] = {}
     try:
@@ -160,15 +165,17 @@ class Client:
                 "POST",
                 f"/v1/models/{name}/versions",
             )
+            body = _Reader(path, size, bar)
             try:
                 info = self._json(
                     method,
                     route,
                     params=query,
-                    data=_Reader(path, size, bar),
+                    data=body,
                     headers={"x-zoo-sha256": sha, "content-type": content_type},
                 )
             finally:
+                body.close()
                 bar(None)
         return Version(self, info)
 
@@ -293,14 +300,18 @@ class _artifact:
 
     def _tar(self, root: Path) -> Path:
         """The directory as `zoo deploy DIR` sends it: regular files in sorted
-        order, hidden files left out, links followed (their content is sent)."""
+        order, hidden files and directories left out, links followed (their
+        content is sent), long names in GNU tar's form."""
         out = self._dir() / "bundle.tar"
-        files = sorted(
-            p.relative_to(root)
-            for p in root.rglob("*")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-        )
-        with tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as tar:
+        files = []
+        for here, dirs, names in os.walk(root, followlinks=True):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for n in names:
+                p = Path(here) / n
+                if not n.startswith(".") and p.is_file():
+                    files.append(p.relative_to(root))
+        files.sort()
+        with tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as tar:
             for rel in files:
                 info = tar.gettarinfo(str(root / rel), arcname=rel.as_posix())
                 info.type = tarfile.REGTYPE
@@ -341,9 +352,10 @@ class _Reader:
         chunk = self._f.read(_CHUNK if n is None or n < 0 else n)
         if chunk:
             self._bar(len(chunk))
-        else:
-            self._f.close()
         return chunk
+
+    def close(self) -> None:
+        self._f.close()
 
 
 def _progress(total: int, label: str, wanted: Optional[bool]) -> Callable[[Optional[int]], None]:

@@ -122,6 +122,9 @@ pub struct Measurer {
     rates: Vec<BatchRate>,
 }
 
+/// The largest batch measured, in bytes of inputs.
+const MEASURE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Timed rounds (after one untimed).
 const TIMED_ROUNDS: usize = 5;
 
@@ -130,9 +133,11 @@ impl Measurer {
         let mut sizes: Vec<usize> =
             std::iter::successors(Some(1usize), |n| n.checked_mul(2)).take_while(|n| *n < max).collect();
         sizes.push(max.max(1));
-        // Only sizes the probe's rows divide.
+        // Only sizes the probe's rows divide, and batches of at most MEASURE_BYTES
+        // (a size given at deploy may be huge; larger batches are not measured).
         let rows = rows_of(&probe);
-        sizes.retain(|n| n % rows == 0);
+        let bytes_per_row = (probe.iter().map(|(_, t)| t.byte_size()).sum::<u64>() / rows as u64).max(1);
+        sizes.retain(|n| n % rows == 0 && (*n as u64).saturating_mul(bytes_per_row) <= MEASURE_BYTES);
         let best = vec![Duration::MAX; sizes.len()];
         Measurer { probe, pad, sizes, best, round: 0, at: 0, rates: Vec::new() }
     }
@@ -326,5 +331,13 @@ mod tests {
         assert!(rates[0].rows_per_s <= 500.0, "{rates:?}");
         assert!(rates[2].rows_per_s > rates[0].rows_per_s * 2.0, "{rates:?}");
         assert_eq!(cap(rates), Some(4), "{rates:?}");
+    }
+
+    #[test]
+    fn huge_batch_sizes_are_not_measured() {
+        // 4 MiB a row: at most 16 rows (64 MiB) are measured, whatever the maximum.
+        let probe = vec![("x".to_string(), Tensor::F32(ArrayD::zeros(IxDyn(&[1, 1024 * 1024]))))];
+        let m = Measurer::new(probe, 4_000_000_000, vec![]);
+        assert_eq!(m.sizes, [1, 2, 4, 8, 16]);
     }
 }

@@ -75,6 +75,9 @@ pub struct Done {
 struct Job {
     inputs: Tensors,
     rows: usize,
+    /// It has no rows (counted as 1): never merged, since its outputs could not
+    /// be told apart from the others'.
+    solo: bool,
     enqueued: Instant,
     reply: oneshot::Sender<Result<Done, RuntimeError>>,
 }
@@ -134,7 +137,7 @@ impl ModelHost {
     /// Queue inputs of `rows` rows and wait for the outputs.
     pub async fn infer(&self, inputs: Tensors, rows: usize) -> Result<Done, HostError> {
         let (reply, rx) = oneshot::channel();
-        let job = Job { inputs, rows: rows.max(1), enqueued: Instant::now(), reply };
+        let job = Job { inputs, rows: rows.max(1), solo: rows == 0, enqueued: Instant::now(), reply };
         self.tx.try_send(job).map_err(|e| match e {
             TrySendError::Full(_) => HostError::Busy,
             TrySendError::Disconnected(_) => HostError::Stopped,
@@ -177,29 +180,26 @@ fn serve(
     mut measure: Option<(batch::Measurer, bool)>,
 ) {
     let mut carry: Option<Job> = None;
-    let mut token: Option<MeasureToken> = None;
     loop {
         let first = match carry.take() {
             Some(j) => j,
             None => match rx.try_recv() {
                 Ok(j) => j,
                 Err(TryRecvError::Disconnected) => return, // every handle dropped: unload
-                // Nothing waits: measure one more run, if the measurement is not
-                // done and no other version is measuring (they would measure
-                // each other: one at a time in the process).
+                // Nothing waits: make one more measuring run, if the measurement
+                // is not done.
                 Err(TryRecvError::Empty) if measure.is_some() && batching.load(Ordering::Relaxed) => {
-                    if token.is_none() {
-                        token = MeasureToken::take();
-                    }
-                    if token.is_none() {
-                        // Another version measures: wait for a request a little.
-                        match rx.recv_timeout(Duration::from_millis(20)) {
+                    // One measuring run at a time in the process (versions would
+                    // measure each other), taken for this run only.
+                    let Some(_token) = MeasureToken::take() else {
+                        // Another version is making its run: wait for a request a little.
+                        match rx.recv_timeout(Duration::from_millis(5)) {
                             Ok(j) => carry = Some(j),
                             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
                             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                         }
                         continue;
-                    }
+                    };
                     if let Some((m, keep_max)) = &mut measure
                         && !m.step(model.as_mut())
                     {
@@ -211,7 +211,6 @@ fn serve(
                             "measured which batch sizes pay");
                         *tuning.rates.lock().expect("tuning") = rates;
                         measure = None;
-                        token = None;
                     }
                     continue;
                 }
@@ -253,8 +252,8 @@ fn serve(
     }
 }
 
-/// Held by the one host that is measuring its batch sizes; given back when
-/// dropped (measurement done, or the host gone).
+/// Held by the one host making a measuring run; given back when dropped (after
+/// the run, or if the host's thread ends).
 struct MeasureToken;
 
 static MEASURING: AtomicBool = AtomicBool::new(false);
@@ -303,8 +302,12 @@ fn run_jobs(
     // Requests whose inputs agree on everything but their rows share a batch.
     let mut groups: Vec<Vec<Job>> = Vec::new();
     for job in jobs {
+        if job.solo {
+            groups.push(vec![job]);
+            continue;
+        }
         let key = batch::compat_key(&job.inputs, &padded);
-        match groups.iter_mut().find(|g| batch::compat_key(&g[0].inputs, &padded) == key) {
+        match groups.iter_mut().find(|g| !g[0].solo && batch::compat_key(&g[0].inputs, &padded) == key) {
             Some(g) => g.push(job),
             None => groups.push(vec![job]),
         }
@@ -509,5 +512,34 @@ mod tests {
             assert_eq!(rates.iter().map(|r| r.batch).collect::<Vec<_>>(), [1, 2, 4, 8]);
             assert_eq!(host.max_batch_rows(), if *keep_max { 8 } else { 2 }, "{rates:?}");
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_request_without_rows_runs_alone_and_batching_stays_on() {
+        let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let settings = HostSettings {
+            label: "t".into(),
+            capacity: 64,
+            max_batch_rows: 16,
+            max_queue_delay: Duration::from_millis(50),
+            pad: vec![],
+            measure: None,
+        };
+        let host =
+            Arc::new(ModelHost::spawn(vec![Box::new(Doubler(batches.clone()))], settings, Arc::new(|_| {})).unwrap());
+        for round in 0..2 {
+            let tasks: Vec<_> = [0usize, 1, 2, 0, 1]
+                .into_iter()
+                .map(|rows| {
+                    let host = host.clone();
+                    tokio::spawn(async move { (rows, host.infer(x(1.0, rows), rows).await) })
+                })
+                .collect();
+            for t in tasks {
+                let (rows, r) = t.await.unwrap();
+                assert_eq!(r.unwrap().outputs[0].1.shape()[0], rows, "round {round}: a request gets its own rows");
+            }
+        }
+        assert!(host.max_batch_rows() > 1, "batching was switched off");
     }
 }
