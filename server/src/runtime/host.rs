@@ -158,10 +158,7 @@ impl ModelHost {
         if !self.batching.load(Ordering::Relaxed) {
             return 1;
         }
-        match self.tuning.cap.load(Ordering::Relaxed) {
-            0 => self.max_batch_rows,
-            cap => cap.min(self.max_batch_rows),
-        }
+        self.tuning.max_rows(self.max_batch_rows)
     }
 
     /// Rows per second at each batch size measured (empty until measured).
@@ -221,10 +218,7 @@ fn serve(
             },
         };
         let mut jobs = vec![first];
-        let max_rows = match tuning.cap.load(Ordering::Relaxed) {
-            0 => settings.max_batch_rows,
-            cap => cap.min(settings.max_batch_rows),
-        };
+        let max_rows = tuning.max_rows(settings.max_batch_rows);
         if batching.load(Ordering::Relaxed) {
             let deadline = jobs[0].enqueued + settings.max_queue_delay;
             let mut rows = jobs[0].rows;
@@ -249,6 +243,16 @@ fn serve(
             continue;
         }
         run_jobs(model.as_mut(), jobs, settings, batching, observe);
+    }
+}
+
+impl Tuning {
+    /// Rows per batch at most: `configured`, or the measured cap below it.
+    fn max_rows(&self, configured: usize) -> usize {
+        match self.cap.load(Ordering::Relaxed) {
+            0 => configured,
+            cap => cap.min(configured),
+        }
     }
 }
 

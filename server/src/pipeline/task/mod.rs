@@ -67,8 +67,10 @@ pub trait TaskPipeline: Send + Sync {
         None
     }
 
-    /// Inputs to warm a loaded model up with.
-    fn warmup_inputs(&self, signature: &Signature) -> Option<Tensors>;
+    /// Inputs to warm a loaded model up with (a task with a tokenizer: real tokens).
+    fn warmup_inputs(&self, _signature: &Signature) -> Option<Tensors> {
+        self.text().and_then(TextPipeline::warmup_inputs)
+    }
 
     /// Whether a failed warm-up rules the runtime out (real inputs must run;
     /// made-up zeros may rightly be refused).
@@ -76,9 +78,10 @@ pub trait TaskPipeline: Send + Sync {
         true
     }
 
-    /// What each input is padded with when requests of different lengths share a batch.
+    /// What each input is padded with when requests of different lengths share a
+    /// batch (a task with a tokenizer: its token inputs).
     fn padding(&self) -> Vec<(String, i64)> {
-        Vec::new()
+        self.text().map(TextPipeline::padding).unwrap_or_default()
     }
 
     /// What the model is to run for a v1 request (`{"inputs": ...}` or, for an

@@ -80,14 +80,6 @@ impl TaskPipeline for Loaded {
         Some(&self.0)
     }
 
-    fn warmup_inputs(&self, _signature: &Signature) -> Option<Tensors> {
-        self.0.warmup_inputs()
-    }
-
-    fn padding(&self) -> Vec<(String, i64)> {
-        self.0.padding()
-    }
-
     fn inputs(&self, signature: &Signature, limits: &EffectiveServing, req: &RawPredict<'_>) -> Result<Inputs> {
         text::request_texts(signature, limits, req)
     }
