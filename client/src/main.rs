@@ -663,7 +663,9 @@ fn print_deployed(c: &Client, info: &VersionInfo) {
     let body = match info.task {
         _ if info.task.takes_text(&info.signature) => r#"{"inputs": "good job"}"#.to_string(),
         // MLflow's text models: a list of texts, answered in MLflow's shape.
-        Task::TextClassification | Task::FeatureExtraction => r#"{"inputs": ["good job"]}"#.to_string(),
+        Task::TextClassification | Task::FeatureExtraction | Task::TokenClassification => {
+            r#"{"inputs": ["good job"]}"#.to_string()
+        }
         Task::Tensor => example_tensor_body(info),
     };
     println!("try it:\n  curl -H \"Authorization: Bearer $ZOO_API_KEY\" -d '{body}' {url}");
@@ -730,19 +732,39 @@ fn print_prediction(body: &Value) {
             .collect();
         parts.map(|p| p.join("  "))
     };
+    // Entities (token-classification): `PER "Sarah" 11..16 0.9876`.
+    let entity_line = |v: &Value| -> Option<String> {
+        let items = v.as_array().filter(|a| a.first().is_some_and(|e| e.get("entity_group").is_some()))?;
+        let parts: Option<Vec<String>> = items
+            .iter()
+            .map(|e| {
+                Some(format!(
+                    "{} {:?} {}..{} {:.4}",
+                    e.get("entity_group")?.as_str()?,
+                    e.get("word")?.as_str()?,
+                    e.get("start")?.as_u64()?,
+                    e.get("end")?.as_u64()?,
+                    e.get("score")?.as_f64()?
+                ))
+            })
+            .collect();
+        parts.map(|p| p.join("  "))
+    };
     let embedding_line = |v: &Value| -> Option<String> {
         let nums = v.as_array()?.iter().map(Value::as_f64).collect::<Option<Vec<f64>>>()?;
         let head: Vec<String> = nums.iter().take(6).map(|x| format!("{x:.4}")).collect();
         let norm = nums.iter().map(|x| x * x).sum::<f64>().sqrt();
         Some(format!("embedding [{}]: {} ... (L2 norm {norm:.3})", nums.len(), head.join(" ")))
     };
-    if let Some(line) = label_line(body).or_else(|| embedding_line(body)) {
+    if let Some(line) = entity_line(body).or_else(|| label_line(body)).or_else(|| embedding_line(body)) {
         println!("{line}");
         return;
     }
     if let Some(rows) = body.as_array().filter(|r| !r.is_empty())
-        && let Some(lines) =
-            rows.iter().map(|r| label_line(r).or_else(|| embedding_line(r))).collect::<Option<Vec<_>>>()
+        && let Some(lines) = rows
+            .iter()
+            .map(|r| entity_line(r).or_else(|| label_line(r)).or_else(|| embedding_line(r)))
+            .collect::<Option<Vec<_>>>()
     {
         for l in lines {
             println!("{l}");

@@ -18,14 +18,88 @@ pub const BUNDLE: BundleKind = BundleKind {
     inspect: |dir, files, limits| inspect_dir_at(dir, dir, "tokenizer.json", files, limits),
 };
 
-/// Model types zoo runs natively from safetensors (with candle).
-pub const NATIVE_MODEL_TYPES: &[&str] = &["bert"];
+/// A Hugging Face encoder architecture zoo runs natively (with candle): where its
+/// config keeps its sizes, what its task models prefix their weights with, what it
+/// takes, and the weights of its sequence-classification head.
+#[derive(Debug, Clone, Copy)]
+pub struct Architecture {
+    /// `model_type` in config.json.
+    pub model_type: &'static str,
+    /// Config keys of the hidden size and the number of attention heads.
+    pub hidden_key: &'static str,
+    pub heads_key: &'static str,
+    /// The weights' prefix in `*ForSequenceClassification` / `*ForTokenClassification`.
+    pub prefix: &'static str,
+    /// Whether the model takes `token_type_ids`.
+    pub token_types: bool,
+    /// The sequence-classification head's layers (the last one gives the logits).
+    pub sequence_head: &'static [&'static str],
+    /// How many position embeddings the model reserves before the first token
+    /// (RoBERTa's count from `pad_token_id + 1`).
+    pub position_offset: u64,
+}
 
-/// A Hugging Face directory: `config.json` + `model.safetensors` (+ a tokenizer) in
-/// `model_dir`, the tokenizer at `tokenizer` (relative to the bundle `root`). A
-/// BERT encoder takes token ids and returns its last hidden state, which the text
-/// tasks pool like an ONNX export of the same model; a BERT sequence classifier
-/// returns logits.
+/// Model types zoo runs natively from safetensors (with candle).
+pub const ARCHITECTURES: &[Architecture] = &[
+    Architecture {
+        model_type: "bert",
+        hidden_key: "hidden_size",
+        heads_key: "num_attention_heads",
+        prefix: "bert",
+        token_types: true,
+        sequence_head: &["bert.pooler.dense", "classifier"],
+        position_offset: 0,
+    },
+    Architecture {
+        model_type: "distilbert",
+        hidden_key: "dim",
+        heads_key: "n_heads",
+        prefix: "distilbert",
+        token_types: false,
+        sequence_head: &["pre_classifier", "classifier"],
+        position_offset: 0,
+    },
+    Architecture {
+        model_type: "roberta",
+        hidden_key: "hidden_size",
+        heads_key: "num_attention_heads",
+        prefix: "roberta",
+        token_types: false,
+        sequence_head: &["classifier.dense", "classifier.out_proj"],
+        position_offset: 2,
+    },
+    Architecture {
+        model_type: "xlm-roberta",
+        hidden_key: "hidden_size",
+        heads_key: "num_attention_heads",
+        prefix: "roberta",
+        token_types: false,
+        sequence_head: &["classifier.dense", "classifier.out_proj"],
+        position_offset: 2,
+    },
+];
+
+/// The model types zoo runs natively, as a list for messages.
+pub fn native_model_types() -> String {
+    ARCHITECTURES.iter().map(|a| a.model_type).collect::<Vec<_>>().join(", ")
+}
+
+/// The architecture of a `model_type`, if zoo runs it natively.
+pub fn architecture(model_type: &str) -> Option<&'static Architecture> {
+    ARCHITECTURES.iter().find(|a| a.model_type == model_type)
+}
+
+/// What a Hugging Face model directory's weights compute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// The encoder alone: `last_hidden_state`.
+    Encoder,
+    /// `*ForSequenceClassification`: `logits` `[batch, labels]`.
+    Sequence(i64),
+    /// `*ForTokenClassification`: `logits` `[batch, sequence, labels]`.
+    Token(i64),
+}
+
 pub fn inspect_dir_at(
     root: &Path,
     model_dir: &Path,
@@ -45,54 +119,9 @@ pub fn inspect_dir_at(
         None => serde_json::Value::Null,
     };
     let model_type = config.get("model_type").and_then(serde_json::Value::as_str).unwrap_or("");
-    let hidden = config.get("hidden_size").and_then(serde_json::Value::as_i64);
-    if NATIVE_MODEL_TYPES.contains(&model_type) {
-        let heads = config.get("num_attention_heads").and_then(serde_json::Value::as_i64).unwrap_or(0);
-        if heads < 1 || hidden.is_none_or(|h| h < 1 || h % heads != 0) {
-            return Err(Error::Invalid {
-                format: Format::Safetensors,
-                rule: "config",
-                message: format!(
-                    "config.json: hidden_size ({hidden:?}) must be a positive multiple of num_attention_heads ({heads})"
-                ),
-            });
-        }
-    }
-    let (inputs, outputs) = if NATIVE_MODEL_TYPES.contains(&model_type) {
-        let ids = |name: &str| TensorSpec {
-            name: name.into(),
-            kind: ValueKind::Tensor,
-            dtype: DType::Int64,
-            shape: Some(vec![Dim::Symbolic("batch".into()), Dim::Symbolic("sequence".into())]),
-            type_text: "tensor(int64)[batch,sequence]".into(),
-            doc: String::new(),
-            optional: false,
-        };
-        let hidden_dim = hidden.map(Dim::Fixed).unwrap_or(Dim::Unknown(None));
-        let out = match sequence_classifier(&config, &info)? {
-            // BertForSequenceClassification: pooled [CLS] state -> logits.
-            Some(labels) => TensorSpec {
-                name: "logits".into(),
-                kind: ValueKind::Tensor,
-                dtype: DType::Float32,
-                type_text: format!("tensor(float)[batch,{labels}]"),
-                shape: Some(vec![Dim::Symbolic("batch".into()), Dim::Fixed(labels)]),
-                doc: String::new(),
-                optional: false,
-            },
-            None => TensorSpec {
-                name: "last_hidden_state".into(),
-                kind: ValueKind::Tensor,
-                dtype: DType::Float32,
-                type_text: format!("tensor(float)[batch,sequence,{hidden_dim}]"),
-                shape: Some(vec![Dim::Symbolic("batch".into()), Dim::Symbolic("sequence".into()), hidden_dim]),
-                doc: String::new(),
-                optional: false,
-            },
-        };
-        (vec![ids("input_ids"), ids("attention_mask"), ids("token_type_ids")], vec![out])
-    } else {
-        (vec![], vec![])
+    let (inputs, outputs) = match architecture(model_type) {
+        Some(arch) => native_signature(arch, &config, &info)?,
+        None => (vec![], vec![]),
     };
     let mut signature =
         Signature { inputs, outputs, safetensors: Some(info), files, ..Signature::empty(Format::Safetensors, true) };
@@ -107,32 +136,96 @@ pub fn inspect_dir_at(
     })
 }
 
-/// The number of labels of a `BertForSequenceClassification` (its `classifier`
-/// weights), or `None` for a plain encoder. Refuses a classifier without the
-/// pooler or classifier weights it needs.
-fn sequence_classifier(config: &serde_json::Value, info: &zoo_api::SafetensorsInfo) -> Result<Option<i64>, Error> {
-    let is_classifier = config
-        .get("architectures")
-        .and_then(serde_json::Value::as_array)
-        .is_some_and(|a| a.iter().any(|x| x.as_str() == Some("BertForSequenceClassification")));
-    if !is_classifier {
-        return Ok(None);
+/// The inputs and outputs of a natively run architecture: token ids (and types
+/// for BERT) in; the last hidden state, or logits for a classifier, out.
+fn native_signature(
+    arch: &Architecture,
+    config: &serde_json::Value,
+    info: &zoo_api::SafetensorsInfo,
+) -> Result<(Vec<TensorSpec>, Vec<TensorSpec>), Error> {
+    let hidden = config.get(arch.hidden_key).and_then(serde_json::Value::as_i64);
+    let heads = config.get(arch.heads_key).and_then(serde_json::Value::as_i64).unwrap_or(0);
+    if heads < 1 || hidden.is_none_or(|h| h < 1 || h % heads != 0) {
+        return Err(Error::Invalid {
+            format: Format::Safetensors,
+            rule: "config",
+            message: format!(
+                "config.json: {} ({hidden:?}) must be a positive multiple of {} ({heads})",
+                arch.hidden_key, arch.heads_key
+            ),
+        });
     }
-    let missing = |what: &str| Error::Invalid {
-        format: Format::Safetensors,
-        rule: "weights",
-        message: format!("a BertForSequenceClassification needs the {what} weights, which model.safetensors lacks"),
+    let tensor = |name: &str, dtype: DType, dims: Vec<Dim>| {
+        let text: Vec<String> = dims.iter().map(ToString::to_string).collect();
+        let ty = if dtype == DType::Int64 { "int64" } else { "float" };
+        TensorSpec {
+            name: name.into(),
+            kind: ValueKind::Tensor,
+            dtype,
+            type_text: format!("tensor({ty})[{}]", text.join(",")),
+            shape: Some(dims),
+            doc: String::new(),
+            optional: false,
+        }
     };
-    let find = |name: &str| info.tensors.iter().find(|t| t.name == name || t.name == format!("bert.{name}"));
-    find("pooler.dense.weight").ok_or_else(|| missing("pooler.dense"))?;
-    let classifier =
-        info.tensors.iter().find(|t| t.name == "classifier.weight").ok_or_else(|| missing("classifier"))?;
-    match classifier.shape.as_slice() {
-        [labels, _] if *labels > 0 => Ok(Some(*labels as i64)),
-        other => Err(Error::Invalid {
+    let sym = |s: &str| Dim::Symbolic(s.into());
+    let ids = |name: &str| tensor(name, DType::Int64, vec![sym("batch"), sym("sequence")]);
+    let mut inputs = vec![ids("input_ids"), ids("attention_mask")];
+    if arch.token_types {
+        inputs.push(ids("token_type_ids"));
+    }
+    let out = match head(arch, config, info)? {
+        Head::Sequence(labels) => tensor("logits", DType::Float32, vec![sym("batch"), Dim::Fixed(labels)]),
+        Head::Token(labels) => {
+            tensor("logits", DType::Float32, vec![sym("batch"), sym("sequence"), Dim::Fixed(labels)])
+        }
+        Head::Encoder => tensor(
+            "last_hidden_state",
+            DType::Float32,
+            vec![sym("batch"), sym("sequence"), hidden.map(Dim::Fixed).unwrap_or(Dim::Unknown(None))],
+        ),
+    };
+    Ok((inputs, vec![out]))
+}
+
+/// What the weights compute, from config.json's `architectures` (a
+/// `*ForSequenceClassification` or `*ForTokenClassification`); refuses a
+/// classifier without the head weights it needs.
+pub fn head(arch: &Architecture, config: &serde_json::Value, info: &zoo_api::SafetensorsInfo) -> Result<Head, Error> {
+    let named = |suffix: &str| {
+        config
+            .get("architectures")
+            .and_then(serde_json::Value::as_array)
+            .and_then(|a| a.iter().filter_map(serde_json::Value::as_str).find(|x| x.ends_with(suffix)))
+            .map(str::to_string)
+    };
+    let (class, layers): (String, &[&str]) = if let Some(c) = named("ForSequenceClassification") {
+        (c, arch.sequence_head)
+    } else if let Some(c) = named("ForTokenClassification") {
+        (c, &["classifier"])
+    } else {
+        return Ok(Head::Encoder);
+    };
+    let find = |name: &str| info.tensors.iter().find(|t| t.name == name);
+    let mut last = None;
+    for layer in layers {
+        let weight = format!("{layer}.weight");
+        let t = find(&weight).ok_or_else(|| Error::Invalid {
             format: Format::Safetensors,
             rule: "weights",
-            message: format!("classifier.weight must be [labels, hidden], not {other:?}"),
-        }),
+            message: format!("a {class} needs the {layer} weights, which model.safetensors lacks"),
+        })?;
+        last = Some(t);
     }
+    let labels = match last.map(|t| t.shape.as_slice()) {
+        Some([labels, _]) if *labels > 0 => *labels as i64,
+        other => {
+            return Err(Error::Invalid {
+                format: Format::Safetensors,
+                rule: "weights",
+                message: format!("{}.weight must be [labels, hidden], not {other:?}", layers[layers.len() - 1]),
+            });
+        }
+    };
+    Ok(if layers == ["classifier"] { Head::Token(labels) } else { Head::Sequence(labels) })
 }

@@ -33,7 +33,7 @@ pub mod torchscript;
 pub mod torchscript_ops;
 pub mod zip;
 
-pub use hf::NATIVE_MODEL_TYPES;
+pub use hf::native_model_types;
 pub use serving::{Engine, bundle_model_file, bundle_model_path, engine, never_servable, single_file_name};
 pub use text::{Derived, derive_task, derive_task_at};
 

@@ -3,7 +3,7 @@
 
 use zoo_api::{BundleFile, Format, Signature};
 
-use crate::{Error, NATIVE_MODEL_TYPES, Stored, UPLOADS};
+use crate::{Error, Stored, UPLOADS, native_model_types};
 
 /// The name zoo gives a single-file artifact of this format in its local cache
 /// (from its entry in `UPLOADS`).
@@ -50,7 +50,7 @@ pub fn never_servable(signature: &Signature) -> Option<String> {
         Some(Engine::Safetensors) if signature.inputs.is_empty() => Some(format!(
             "zoo runs safetensors directories of these model types natively: {}; this config.json names another \
              (export the model to ONNX to serve it)",
-            NATIVE_MODEL_TYPES.join(", ")
+            native_model_types()
         )),
         Some(Engine::Safetensors) if signature.text.is_none() => {
             Some("a safetensors encoder needs its tokenizer.json in the directory to be served".into())

@@ -106,8 +106,17 @@ pub fn derive_task_at(
         && sig.outputs.iter().any(|o| {
             rank(o) == Some(2) && o.shape.as_ref().and_then(|s| s[1].fixed()).is_none_or(|n| n as usize == labels.len())
         });
+    // A token classifier (NER): logits for every token, `[batch, sequence, labels]`.
+    let token_classifier = !labels.is_empty()
+        && sig.outputs.iter().any(|o| {
+            o.name == "logits"
+                && rank(o) == Some(3)
+                && o.shape.as_ref().and_then(|s| s[2].fixed()).is_none_or(|n| n as usize == labels.len())
+        });
     let task = if classifier {
         Task::TextClassification
+    } else if token_classifier {
+        Task::TokenClassification
     } else if sig.outputs.iter().any(|o| matches!(rank(o), Some(2 | 3))) {
         Task::FeatureExtraction
     } else {
@@ -122,7 +131,13 @@ fn max_length(dir: &Path, tokenizer: &Path, config: Option<&Value>, limits: &Lim
     let tok = read_small(tokenizer, limits.max_side_file)?
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
         .and_then(|t| t.pointer("/truncation/max_length").and_then(Value::as_u64));
-    let model = config.and_then(|c| c.get("max_position_embeddings").and_then(Value::as_u64));
+    // RoBERTa's positions start after its padding index: 514 embeddings hold 512 tokens.
+    let offset = config
+        .and_then(|c| c.get("model_type").and_then(Value::as_str))
+        .and_then(crate::hf::architecture)
+        .map_or(0, |a| a.position_offset);
+    let model =
+        config.and_then(|c| c.get("max_position_embeddings").and_then(Value::as_u64)).map(|m| m.saturating_sub(offset));
     let chosen = st.or(tok).unwrap_or(DEFAULT_MAX_LENGTH as u64);
     let cap = model.unwrap_or(DEFAULT_MAX_LENGTH as u64);
     Ok(chosen.min(cap).max(2) as usize)

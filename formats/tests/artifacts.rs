@@ -421,6 +421,97 @@ fn hf_bert_directory_is_a_feature_extractor() {
     assert!(zoo_formats::never_servable(&a.signature).unwrap().contains("tokenizer.json"));
 }
 
+/// A safetensors file of zero-filled float32 tensors of these shapes.
+fn zero_safetensors(tensors: &[(&str, &[usize])]) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    let mut at = 0usize;
+    for (name, shape) in tensors {
+        let n = shape.iter().product::<usize>() * 4;
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [at, at + n]}),
+        );
+        at += n;
+    }
+    let mut h = serde_json::Value::Object(header).to_string().into_bytes();
+    while !h.len().is_multiple_of(8) {
+        h.push(b' ');
+    }
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend(h);
+    out.resize(out.len() + at, 0);
+    out
+}
+
+#[test]
+fn hf_architectures_are_described_by_their_config_and_head() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tokenizer = models().join("minilm/tokenizer.json");
+    let dir_with = |name: &str, config: serde_json::Value, tensors: &[(&str, &[usize])]| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        std::fs::write(dir.join("model.safetensors"), zero_safetensors(tensors)).unwrap();
+        std::fs::copy(&tokenizer, dir.join("tokenizer.json")).unwrap();
+        let files = ["config.json", "model.safetensors", "tokenizer.json"]
+            .map(|f| zoo_api::BundleFile { path: f.into(), size: 0 })
+            .to_vec();
+        zoo_formats::inspect_dir(&dir, files, &Limits::default())
+    };
+    let ner_labels = serde_json::json!({"0": "O", "1": "B-PER", "2": "I-PER"});
+
+    // DistilBERT token classifier: no token types; logits for every token.
+    let a = dir_with(
+        "distilbert",
+        serde_json::json!({"model_type": "distilbert", "dim": 32, "n_heads": 4, "id2label": ner_labels,
+                           "architectures": ["DistilBertForTokenClassification"]}),
+        &[("distilbert.embeddings.word_embeddings.weight", &[10, 32]), ("classifier.weight", &[3, 32])],
+    )
+    .unwrap();
+    assert_eq!(a.task, Task::TokenClassification);
+    assert_eq!(a.labels, ["O", "B-PER", "I-PER"]);
+    let inputs: Vec<&str> = a.signature.inputs.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(inputs, ["input_ids", "attention_mask"]);
+    assert_eq!(a.signature.outputs[0].type_text, "tensor(float)[batch,sequence,3]");
+    assert_eq!(zoo_formats::never_servable(&a.signature), None);
+
+    // RoBERTa sequence classifier: its head is dense + out_proj; its positions
+    // start after the padding index, so 66 position embeddings hold 64 tokens.
+    let roberta = |tensors: &[(&str, &[usize])]| {
+        dir_with(
+            "roberta",
+            serde_json::json!({"model_type": "roberta", "hidden_size": 32, "num_attention_heads": 4,
+                               "max_position_embeddings": 66, "pad_token_id": 1,
+                               "id2label": {"0": "NEGATIVE", "1": "POSITIVE"},
+                               "architectures": ["RobertaForSequenceClassification"]}),
+            tensors,
+        )
+    };
+    let a = roberta(&[("classifier.dense.weight", &[32, 32]), ("classifier.out_proj.weight", &[2, 32])]).unwrap();
+    assert_eq!(a.task, Task::TextClassification);
+    assert_eq!(a.signature.outputs[0].type_text, "tensor(float)[batch,2]");
+    assert_eq!(a.signature.text.as_ref().unwrap().max_length, 64);
+    match roberta(&[("classifier.dense.weight", &[32, 32])]) {
+        Err(Error::Invalid { rule: "weights", message, .. }) => {
+            assert!(message.contains("RobertaForSequenceClassification") && message.contains("classifier.out_proj"))
+        }
+        other => panic!("a classifier without its output layer must be refused: {other:?}"),
+    }
+
+    // A DistilBERT config whose sizes do not divide is refused with its own keys.
+    match dir_with("bad", serde_json::json!({"model_type": "distilbert", "dim": 30, "n_heads": 4}), &[("x", &[1])]) {
+        Err(Error::Invalid { rule: "config", message, .. }) => {
+            assert!(message.contains("dim") && message.contains("n_heads"))
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A model type zoo does not run is stored with the reason, naming those it runs.
+    let a = dir_with("deberta", serde_json::json!({"model_type": "deberta-v2"}), &[("x", &[1])]).unwrap();
+    let why = zoo_formats::never_servable(&a.signature).unwrap();
+    assert!(why.contains("distilbert") && why.contains("xlm-roberta"), "{why}");
+}
+
 const FORWARD: &[u8] = b"class M(Module):\n  def forward(self: __torch__.M,\n    x: Tensor) -> Tensor:\n    return x\n";
 
 #[test]

@@ -587,10 +587,26 @@ pub struct LabelScore {
     pub score: f32,
 }
 
+/// One entity of a token-classification response, as transformers' pipeline
+/// answers with `aggregation_strategy="simple"`: adjacent tokens of one entity
+/// grouped, `start`..`end` its characters in the text (Unicode scalar values).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Entity {
+    /// The entity's type (`PER` from `B-PER`/`I-PER`).
+    pub entity_group: String,
+    /// The mean score of its tokens.
+    pub score: f32,
+    /// Its tokens, decoded.
+    pub word: String,
+    pub start: usize,
+    pub end: usize,
+}
+
 /// Response of `POST .../predict`, by task: `tensor` -> `{"outputs": {...}}`;
 /// `text-classification` -> `[{"label", "score"}, ...]` for one text, a list of those
 /// for a list of texts; `feature-extraction` -> `[float, ...]` for one text, a list
-/// of those for a list.
+/// of those for a list; `token-classification` -> `[{"entity_group", "score",
+/// "word", "start", "end"}, ...]` for one text, a list of those for a list.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum PredictResponse {
@@ -600,6 +616,8 @@ pub enum PredictResponse {
     LabelsBatch(Vec<Vec<LabelScore>>),
     Embedding(Vec<f32>),
     EmbeddingBatch(Vec<Vec<f32>>),
+    Entities(Vec<Entity>),
+    EntitiesBatch(Vec<Vec<Entity>>),
 }
 
 /// What a key may do. `admin` includes every other scope.

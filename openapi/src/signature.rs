@@ -47,17 +47,21 @@ pub enum Task {
     TextClassification,
     /// Text in, one embedding vector per text out.
     FeatureExtraction,
+    /// Text in, the entities found in it out (named-entity recognition).
+    TokenClassification,
 }
 
 impl Task {
     /// Every task, in the order the catalogue and the CLI list them.
-    pub const ALL: [Task; 3] = [Task::Tensor, Task::TextClassification, Task::FeatureExtraction];
+    pub const ALL: [Task; 4] =
+        [Task::Tensor, Task::TextClassification, Task::FeatureExtraction, Task::TokenClassification];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Task::Tensor => "tensor",
             Task::TextClassification => "text-classification",
             Task::FeatureExtraction => "feature-extraction",
+            Task::TokenClassification => "token-classification",
         }
     }
 
@@ -66,7 +70,8 @@ impl Task {
     /// Text tasks do, except MLflow bundles, which answer in MLflow's own shape and
     /// are shown with MLflow's request formats.
     pub fn takes_text(self, signature: &Signature) -> bool {
-        matches!(self, Task::TextClassification | Task::FeatureExtraction) && signature.mlflow.is_none()
+        matches!(self, Task::TextClassification | Task::FeatureExtraction | Task::TokenClassification)
+            && signature.mlflow.is_none()
     }
 
     pub fn parse(s: &str) -> Option<Task> {

@@ -271,8 +271,13 @@ pub fn classify_in_process(bundle: &Path, texts: &[&str]) -> Vec<Vec<zoo_api::La
     let text = artifact.signature.text.clone().expect("a text bundle");
     let limits = zoo_server::runtime::RunLimits { timeout: Duration::from_secs(60), max_output_bytes: u64::MAX };
     let mut model = rt.load(&artifact.model_path, &artifact.signature, &limits).unwrap();
-    let pipeline =
-        zoo_server::pipeline::text::TextPipeline::load(bundle, &artifact.signature, text, true).expect("tokenizer");
+    let pipeline = zoo_server::pipeline::text::TextPipeline::load(
+        bundle,
+        &artifact.signature,
+        text,
+        zoo_server::pipeline::text::Reads::Labels,
+    )
+    .expect("tokenizer");
     texts
         .iter()
         .map(|t| {

@@ -138,15 +138,23 @@ class Client:
         description: Optional[str] = None,
         progress: Optional[bool] = None,
         example: Any = None,
+        tokenizer: Any = None,
+        example_inputs: Any = None,
         **serving: Any,
     ) -> Version:
         """Upload `obj` as a new version of model `name` (the next number unless
         `version` is given) and return it once stored, validated and loaded.
 
-        `obj`: a path to a model file or directory, an `onnx.ModelProto`, or a
-        fitted scikit-learn estimator or pipeline (saved as an MLflow model in the
-        skops format; `example`: a few input rows, from which MLflow records the
-        signature and so the column names).
+        `obj`: a path to a model file or directory (an ONNX, TorchScript or
+        safetensors file, a Hugging Face or MLflow model directory), an
+        `onnx.ModelProto`, a `transformers` pipeline, a `transformers` model (with
+        `tokenizer=`, or as a `(model, tokenizer)` pair; saved with
+        `save_pretrained` as safetensors and `tokenizer.json`), a `torch.nn.Module`
+        (compiled with `torch.jit.script`, or `torch.jit.trace` when
+        `example_inputs` is given), or a fitted scikit-learn estimator or pipeline
+        (saved as an MLflow model in the skops format; `example`: a few input rows,
+        from which MLflow records the signature and so the column names). The
+        framework packages are imported only for their own objects.
         `serving`: `max_batch_size`, `max_queue_delay_ms`, `instances`, `load`,
         `max_items`, `max_tokens`, `timeout_secs`, `max_body_bytes`,
         `max_output_bytes`, `runtime`, as `zoo deploy` takes them.
@@ -157,7 +165,10 @@ class Client:
                 query[k] = v
         if labels is not None:
             query["labels"] = ",".join(labels)
-        with _artifact(obj, example) as (path, content_type):
+        art = _artifact(obj, example, tokenizer=tokenizer, example_inputs=example_inputs)
+        with art as (path, content_type):
+            if task is None and art.task is not None:
+                query["task"] = art.task
             size = path.stat().st_size
             sha = _sha256(path)
             bar = _progress(size, f"{name}", progress)
@@ -237,10 +248,14 @@ class _artifact:
     """The file to upload for `obj`, with its content type; temporary files are
     removed on exit."""
 
-    def __init__(self, obj: Any, example: Any = None):
+    def __init__(self, obj: Any, example: Any = None, tokenizer: Any = None, example_inputs: Any = None):
         self.obj = obj
         self.example = example
+        self.tokenizer = tokenizer
+        self.example_inputs = example_inputs
         self.tmp: Optional[tempfile.TemporaryDirectory] = None
+        # The task the object says it does (a transformers pipeline's), if any.
+        self.task: Optional[str] = None
 
     def __enter__(self):
         obj = self.obj
@@ -251,7 +266,15 @@ class _artifact:
             if path.is_file():
                 return path, "application/octet-stream"
             raise FileNotFoundError(f"no file or directory at {path}")
+        if isinstance(obj, tuple) and len(obj) == 2 and self.tokenizer is None:
+            obj, self.tokenizer = obj
         kind = f"{type(obj).__module__}.{type(obj).__name__}"
+        if kind.startswith("transformers.") and hasattr(obj, "model") and hasattr(obj, "task"):
+            return self._tar(self._pipeline(obj)), "application/x-tar"
+        if kind.startswith("transformers.") and hasattr(obj, "save_pretrained") and hasattr(obj, "config"):
+            return self._tar(self._pretrained(obj, self.tokenizer)), "application/x-tar"
+        if _is_torch_module(obj):
+            return self._torch(obj), "application/octet-stream"
         if kind.startswith("onnx") and type(obj).__name__ == "ModelProto":
             out = self._dir() / "model.onnx"
             out.write_bytes(obj.SerializeToString())
@@ -259,9 +282,53 @@ class _artifact:
         if kind.startswith("sklearn.") and hasattr(obj, "predict"):
             return self._tar(self._sklearn(obj)), "application/x-tar"
         raise TypeError(
-            f"zoo.deploy cannot deploy a {kind} yet: give the path of a saved model (a file or a directory), an "
-            "onnx.ModelProto or a scikit-learn estimator"
+            f"zoo.deploy cannot deploy a {kind}: give the path of a saved model (a file or a directory), an "
+            "onnx.ModelProto, a transformers pipeline or model, a torch.nn.Module or a scikit-learn estimator"
         )
+
+    def _pipeline(self, pipe: Any) -> Path:
+        """A transformers pipeline: its model and preprocessors, saved as a
+        Hugging Face directory; its task named for zoo."""
+        self.task = _PIPELINE_TASKS.get(pipe.task)
+        pre = [getattr(pipe, a, None) for a in ("tokenizer", "image_processor", "feature_extractor")]
+        return self._pretrained(pipe.model, *[p for p in pre if p is not None])
+
+    def _pretrained(self, model: Any, *preprocessors: Any) -> Path:
+        """A transformers model (and its tokenizer or image processor) saved with
+        `save_pretrained`: config.json, model.safetensors, tokenizer.json."""
+        out = self._dir() / "hf-model"
+        model.save_pretrained(str(out), safe_serialization=True)
+        for p in preprocessors:
+            if p is not None:
+                p.save_pretrained(str(out))
+        tokenizers = [p for p in preprocessors if p is not None and hasattr(p, "encode")]
+        if tokenizers and not (out / "tokenizer.json").is_file():
+            raise ValueError(
+                "zoo needs the tokenizer as tokenizer.json, which only a fast tokenizer saves: "
+                "load it with AutoTokenizer.from_pretrained(..., use_fast=True)"
+            )
+        if not (out / "model.safetensors").is_file():
+            raise ValueError(
+                "save_pretrained wrote no single model.safetensors (a sharded checkpoint?): "
+                "zoo takes one safetensors file; save with a larger max_shard_size"
+            )
+        return out
+
+    def _torch(self, module: Any) -> Path:
+        """A torch.nn.Module as TorchScript: `torch.jit.trace` with
+        `example_inputs` when given, else `torch.jit.script`; a ScriptModule as it is."""
+        import torch
+
+        out = self._dir() / "model.pt"
+        if isinstance(module, torch.jit.ScriptModule):
+            scripted = module
+        elif self.example_inputs is not None:
+            ex = self.example_inputs
+            scripted = torch.jit.trace(module.eval(), ex if isinstance(ex, tuple) else (ex,))
+        else:
+            scripted = torch.jit.script(module.eval())
+        torch.jit.save(scripted, str(out))
+        return out
 
     def _sklearn(self, est: Any) -> Path:
         """A fitted scikit-learn estimator or pipeline as an MLflow model directory
@@ -326,6 +393,22 @@ class _artifact:
     def __exit__(self, *exc: Any) -> None:
         if self.tmp is not None:
             self.tmp.cleanup()
+
+
+# transformers' pipeline task names -> zoo's tasks.
+_PIPELINE_TASKS = {
+    "text-classification": "text-classification",
+    "sentiment-analysis": "text-classification",
+    "feature-extraction": "feature-extraction",
+    "token-classification": "token-classification",
+    "ner": "token-classification",
+}
+
+
+def _is_torch_module(obj: Any) -> bool:
+    """Whether `obj` is a torch.nn.Module, without importing torch for others."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.nn.Module)
 
 
 def _sha256(path: Path) -> str:

@@ -7,6 +7,7 @@ use std::num::NonZeroUsize;
 use ndarray::ArrayD;
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use tokenizers::Encoding;
 use zoo_api::{PredictRequest, Signature};
 
 use super::json;
@@ -85,11 +86,12 @@ pub enum Inputs {
     Texts { texts: Vec<String>, many: bool },
 }
 
-/// What `respond` needs besides the outputs: for texts, whether a list was sent
-/// and the attention mask (embeddings are pooled over it).
+/// What `respond` needs besides the outputs: for texts, whether a list was sent,
+/// the attention mask (embeddings are pooled over it) and the tokenizer's
+/// encodings (entities are read from their tokens and offsets).
 pub enum Answer {
     Tensors,
-    Texts { many: bool, mask: ArrayD<i64> },
+    Texts { many: bool, mask: ArrayD<i64>, encodings: Vec<Encoding>, texts: Vec<String> },
 }
 
 impl Answer {
@@ -98,6 +100,14 @@ impl Answer {
         match self {
             Answer::Texts { many, .. } => Ok(*many),
             Answer::Tensors => Err(Error::internal("a text version answered without its texts")),
+        }
+    }
+
+    /// The texts' encodings, and the texts.
+    pub fn encodings(&self) -> Result<(&[Encoding], &[String])> {
+        match self {
+            Answer::Texts { encodings, texts, .. } => Ok((encodings, texts)),
+            Answer::Tensors => Err(Error::internal("a text version answered without its texts' tokens")),
         }
     }
 

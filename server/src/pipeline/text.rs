@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use ndarray::{ArrayD, Axis, IxDyn};
-use tokenizers::{Tokenizer, TruncationParams};
+use tokenizers::{Encoding, Tokenizer, TruncationParams};
 use zoo_api::{DType, EffectiveServing, LabelScore, Signature, TextInfo};
 
 use super::mlflow;
@@ -24,16 +24,30 @@ pub struct TextPipeline {
     output: String,
 }
 
-/// One tokenized batch, with the attention mask kept for pooling.
+/// One tokenized batch, with the attention mask kept for pooling and the
+/// tokenizer's encodings (tokens, offsets) for tasks that answer per token.
 pub struct Encoded {
     pub inputs: Tensors,
     pub mask: ArrayD<i64>,
+    pub encodings: Vec<Encoding>,
+    pub texts: Vec<String>,
+}
+
+/// What a text task reads from the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// Logits `[batch, labels]`.
+    Labels,
+    /// Logits for every token, `[batch, sequence, labels]`.
+    TokenLabels,
+    /// Hidden states `[batch, sequence, hidden]` or embeddings `[batch, dim]`.
+    Hidden,
 }
 
 impl TextPipeline {
     /// The text pipeline of a version of a text task (`labels`: the class names
     /// given at deploy, which replace the bundle's).
-    pub fn for_version(dir: &Path, signature: &Signature, labels: &[String], classifier: bool) -> Result<TextPipeline> {
+    pub fn for_version(dir: &Path, signature: &Signature, labels: &[String], reads: Reads) -> Result<TextPipeline> {
         let mut info: TextInfo = signature
             .text
             .clone()
@@ -41,7 +55,7 @@ impl TextPipeline {
         if !labels.is_empty() {
             info.labels = labels.to_vec();
         }
-        TextPipeline::load(dir, signature, info, classifier)
+        TextPipeline::load(dir, signature, info, reads)
     }
 
     /// Real tokens to warm the model up with, and to measure at load which batch
@@ -59,10 +73,15 @@ impl TextPipeline {
         ]
     }
 
-    pub fn load(dir: &Path, signature: &Signature, info: TextInfo, classifier: bool) -> Result<TextPipeline> {
+    pub fn load(dir: &Path, signature: &Signature, info: TextInfo, reads: Reads) -> Result<TextPipeline> {
         let mut tokenizer = Tokenizer::from_file(dir.join(&info.tokenizer))
             .map_err(|e| Error::NotServable(format!("tokenizer.json cannot be loaded: {e}")))?;
-        let pad_id = tokenizer.get_padding().map(|p| p.pad_id as i64).unwrap_or(0);
+        // The tokenizer's padding token, else its vocabulary's (RoBERTa pads with 1).
+        let pad_id = tokenizer
+            .get_padding()
+            .map(|p| p.pad_id)
+            .or_else(|| ["[PAD]", "<pad>"].iter().find_map(|t| tokenizer.token_to_id(t)))
+            .map_or(0, i64::from);
         // Padding is done per batch here; truncation to the model's length.
         tokenizer.with_padding(None);
         tokenizer
@@ -79,10 +98,20 @@ impl TextPipeline {
                 }
             }
         }
-        let wanted_rank = if classifier { [2, 2] } else { [3, 2] };
-        let output = pick_output(signature, classifier, &wanted_rank)
+        let output = pick_output(signature, reads)
             .ok_or_else(|| Error::NotServable("no output of the expected rank for this text task".into()))?;
         Ok(TextPipeline { tokenizer, info, pad_id, inputs, output })
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The model's output this task reads, as float32.
+    pub fn read(&self, outputs: &Tensors) -> Result<ArrayD<f32>> {
+        self.output(outputs)?
+            .to_f32()
+            .ok_or_else(|| Error::Inference(format!("'{}' is not floating point", self.output)))
     }
 
     pub fn info(&self) -> &TextInfo {
@@ -139,7 +168,7 @@ impl TextPipeline {
                 (name.clone(), t)
             })
             .collect();
-        Ok(Encoded { inputs, mask })
+        Ok(Encoded { inputs, mask, encodings: enc, texts: texts.to_vec() })
     }
 
     fn output<'a>(&self, outputs: &'a Tensors) -> Result<&'a Tensor> {
@@ -236,14 +265,17 @@ impl TextPipeline {
     }
 }
 
-fn pick_output(sig: &Signature, classifier: bool, ranks: &[usize; 2]) -> Option<String> {
-    let preferred: &[&str] =
-        if classifier { &["logits"] } else { &["last_hidden_state", "sentence_embedding", "embeddings"] };
-    let rank_ok = |r: usize| if classifier { r == 2 } else { ranks.contains(&r) };
+fn pick_output(sig: &Signature, reads: Reads) -> Option<String> {
+    let (preferred, ranks): (&[&str], &[usize]) = match reads {
+        Reads::Labels => (&["logits"], &[2]),
+        Reads::TokenLabels => (&["logits"], &[3]),
+        Reads::Hidden => (&["last_hidden_state", "sentence_embedding", "embeddings"], &[3, 2]),
+    };
+    let rank_ok = |o: &zoo_api::TensorSpec| o.shape.as_ref().is_some_and(|s| ranks.contains(&s.len()));
     sig.outputs
         .iter()
-        .find(|o| preferred.contains(&o.name.as_str()) && o.shape.as_ref().is_some_and(|s| rank_ok(s.len())))
-        .or_else(|| sig.outputs.iter().find(|o| o.shape.as_ref().is_some_and(|s| rank_ok(s.len()))))
+        .find(|o| preferred.contains(&o.name.as_str()) && rank_ok(o))
+        .or_else(|| sig.outputs.iter().find(|o| rank_ok(o)))
         .map(|o| o.name.clone())
 }
 

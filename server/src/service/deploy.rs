@@ -125,10 +125,11 @@ impl Services {
                         t.as_str()
                     )));
                 }
-                if t == Task::TextClassification && labels.is_empty() {
-                    return Err(Error::InvalidRequest(
-                        "task 'text-classification' needs labels: add id2label to config.json or pass labels".into(),
-                    ));
+                if crate::pipeline::task::kind(t).needs_labels() && labels.is_empty() {
+                    return Err(Error::InvalidRequest(format!(
+                        "task '{}' needs labels: add id2label to config.json or pass labels",
+                        t.as_str()
+                    )));
                 }
                 t
             }

@@ -143,11 +143,11 @@ impl Services {
         match inputs {
             Inputs::Tensors { tensors, rows } => Ok((Answer::Tensors, self.run(served, tensors, rows).await?)),
             Inputs::Texts { texts, many } => {
-                let Encoded { inputs, mask } =
+                let Encoded { inputs, mask, encodings, texts } =
                     self.tokenize(served, texts, served.effective.max_tokens as usize).await?;
                 let rows = mask.shape()[0];
                 let done = self.run(served, inputs, rows).await?;
-                Ok((Answer::Texts { many, mask }, done))
+                Ok((Answer::Texts { many, mask, encodings, texts }, done))
             }
         }
     }

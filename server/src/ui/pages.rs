@@ -187,6 +187,37 @@ fn shape(spec: &TensorSpec) -> String {
     }
 }
 
+/// The text with the entities of a token-classification answer marked (their
+/// type and score in the mark's title), or `None` for any other answer.
+fn entity_marks(text: &str, body: &str) -> Option<Markup> {
+    let entities: Vec<zoo_api::Entity> = serde_json::from_str(body).ok()?;
+    let chars: Vec<char> = text.chars().collect();
+    let mut at = 0;
+    let mut parts: Vec<(String, Option<&zoo_api::Entity>)> = Vec::new();
+    for e in &entities {
+        if e.start < at || e.end < e.start || e.end > chars.len() {
+            return None;
+        }
+        parts.push((chars[at..e.start].iter().collect(), None));
+        parts.push((chars[e.start..e.end].iter().collect(), Some(e)));
+        at = e.end;
+    }
+    parts.push((chars[at..].iter().collect(), None));
+    Some(html! {
+        p.entities #try-entities {
+            @for (piece, e) in &parts {
+                @match e {
+                    Some(e) => mark title=(format!("{} {:.3}", e.entity_group, e.score)) data-entity=(e.entity_group) {
+                        (piece) " " small { (e.entity_group) }
+                    },
+                    None => (piece),
+                }
+            }
+            @if entities.is_empty() { " " span.muted { "(no entities)" } }
+        }
+    })
+}
+
 fn signature_table(title: &str, specs: &[TensorSpec]) -> Markup {
     html! {
         h3 { (title) }
@@ -381,12 +412,13 @@ pub fn model(
                                 }
                                 button type="submit" { "Predict" }
                             }
-                            @if let Some((r, _)) = &tried {
+                            @if let Some((r, input)) = &tried {
                                 div.result role="status" aria-live="polite" {
                                     p {
                                         @if r.status == 200 { span.ok { "200 OK" } } @else { span.bad { (r.status) } }
                                         " · version " (r.version) " · " span.latency { (format!("{:.1} ms", r.millis)) }
                                     }
+                                    @if let Some(marked) = entity_marks(input, &r.body) { (marked) }
                                     pre #try-output { code { (r.body) } }
                                 }
                             }

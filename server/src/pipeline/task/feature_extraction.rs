@@ -13,7 +13,7 @@ use super::{TaskKind, TaskPipeline, v2_meta};
 use crate::error::{Error, Result};
 use crate::pipeline::json;
 use crate::pipeline::request::{Answer, Inputs, RawPredict};
-use crate::pipeline::text::{self, TextPipeline, texts_schema};
+use crate::pipeline::text::{self, Reads, TextPipeline, texts_schema};
 use crate::runtime::{Tensor, Tensors};
 
 pub struct FeatureExtraction;
@@ -31,7 +31,7 @@ impl TaskKind for FeatureExtraction {
     }
 
     fn load(&self, dir: &Path, signature: &Signature, labels: &[String]) -> Result<Box<dyn TaskPipeline>> {
-        Ok(Box::new(Loaded(TextPipeline::for_version(dir, signature, labels, false)?)))
+        Ok(Box::new(Loaded(TextPipeline::for_version(dir, signature, labels, Reads::Hidden)?)))
     }
 
     fn v2_metadata(&self, signature: &Signature, _labels: &[String]) -> (Vec<V2TensorMetadata>, Vec<V2TensorMetadata>) {

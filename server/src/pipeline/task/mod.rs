@@ -21,6 +21,7 @@ use crate::runtime::Tensors;
 pub mod feature_extraction;
 pub mod tensor;
 pub mod text_classification;
+pub mod token_classification;
 
 /// The registration of every task: its one line each.
 pub fn kind(task: Task) -> &'static dyn TaskKind {
@@ -28,6 +29,7 @@ pub fn kind(task: Task) -> &'static dyn TaskKind {
         Task::Tensor => &tensor::TensorTask,
         Task::TextClassification => &text_classification::TextClassification,
         Task::FeatureExtraction => &feature_extraction::FeatureExtraction,
+        Task::TokenClassification => &token_classification::TokenClassification,
     }
 }
 
@@ -46,6 +48,11 @@ pub trait TaskKind: Sync {
     /// OpenAPI document (MLflow versions take MLflow's formats instead, see
     /// `pipeline/openapi.rs`).
     fn openapi(&self, info: &VersionInfo) -> (Value, Value, Value);
+
+    /// Whether a version of this task needs labels (from `id2label` or the deploy).
+    fn needs_labels(&self) -> bool {
+        false
+    }
 
     /// The JSON Schema of one cell of an MLflow request to a version of this task.
     fn mlflow_cell(&self) -> Value {
@@ -180,7 +187,7 @@ mod tests {
     #[test]
     fn text_tasks_take_a_bare_text_except_in_mlflow_bundles() {
         for t in Task::ALL {
-            let text = matches!(t, Task::TextClassification | Task::FeatureExtraction);
+            let text = matches!(t, Task::TextClassification | Task::FeatureExtraction | Task::TokenClassification);
             assert_eq!(kind(t).try_it(&signature(false)) == TryIt::Text, text, "{}", t.as_str());
             assert_eq!(kind(t).try_it(&signature(true)), TryIt::Json, "{}", t.as_str());
         }

@@ -14,7 +14,7 @@ use super::{TaskKind, TaskPipeline, v2_meta};
 use crate::error::{Error, Result};
 use crate::pipeline::json;
 use crate::pipeline::request::{Answer, Inputs, RawPredict};
-use crate::pipeline::text::{self, TextPipeline, texts_schema};
+use crate::pipeline::text::{self, Reads, TextPipeline, texts_schema};
 use crate::runtime::{Tensor, Tensors};
 
 pub struct TextClassification;
@@ -27,7 +27,7 @@ impl TaskKind for TextClassification {
     }
 
     fn load(&self, dir: &Path, signature: &Signature, labels: &[String]) -> Result<Box<dyn TaskPipeline>> {
-        Ok(Box::new(Loaded(TextPipeline::for_version(dir, signature, labels, true)?)))
+        Ok(Box::new(Loaded(TextPipeline::for_version(dir, signature, labels, Reads::Labels)?)))
     }
 
     fn v2_metadata(&self, signature: &Signature, labels: &[String]) -> (Vec<V2TensorMetadata>, Vec<V2TensorMetadata>) {
@@ -68,6 +68,10 @@ impl TaskKind for TextClassification {
             ]
         });
         (request, response, text::example_request())
+    }
+
+    fn needs_labels(&self) -> bool {
+        true
     }
 
     fn mlflow_cell(&self) -> Value {

@@ -32,7 +32,7 @@ const INPROC_LIMITS: zoo_server::runtime::RunLimits =
 use anyhow::Context;
 use zoo_api::Task;
 use zoo_formats::build;
-use zoo_server::pipeline::text::TextPipeline;
+use zoo_server::pipeline::text::{Reads, TextPipeline};
 use zoo_server::runtime::ort::OrtRuntime;
 use zoo_server::runtime::{Runtime, Tensor};
 
@@ -205,7 +205,8 @@ fn inproc(args: &[String]) -> anyhow::Result<()> {
             let text = artifact.signature.text.clone().context("not a text bundle")?;
             let classifier = artifact.task == Task::TextClassification;
             let model = rt.load(&artifact.model_path, &artifact.signature, &INPROC_LIMITS)?;
-            let pipeline = TextPipeline::load(&dir, &artifact.signature, text, classifier)?;
+            let reads = if classifier { Reads::Labels } else { Reads::Hidden };
+            let pipeline = TextPipeline::load(&dir, &artifact.signature, text, reads)?;
             // Tokenizer, runtime and post-processing, as zoo runs them.
             let f = move |m: &mut Box<dyn zoo_server::runtime::LoadedModel>, i: usize| -> anyhow::Result<()> {
                 let texts: Vec<String> = (0..batch).map(|k| TEXTS[(i + k) % TEXTS.len()].to_string()).collect();
