@@ -77,6 +77,15 @@ pub const ARCHITECTURES: &[Architecture] = &[
         sequence_head: &["classifier.dense", "classifier.out_proj"],
         position_offset: 2,
     },
+    Architecture {
+        model_type: "deberta-v2",
+        hidden_key: "hidden_size",
+        heads_key: "num_attention_heads",
+        prefix: "deberta",
+        token_types: false,
+        sequence_head: &["pooler.dense", "classifier"],
+        position_offset: 0,
+    },
 ];
 
 /// The model types zoo runs natively, as a list for messages.

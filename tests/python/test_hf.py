@@ -61,20 +61,36 @@ def byte_bpe() -> PreTrainedTokenizerFast:
                                              pad_token="<pad>", mask_token="<mask>")
 
 
-def unigram() -> PreTrainedTokenizerFast:
-    """A SentencePiece-style Unigram tokenizer as XLM-RoBERTa's, trained here."""
+def sentencepiece(special) -> Tokenizer:
+    """A SentencePiece-style Unigram tokenizer (`special`: cls, pad, sep, unk,
+    mask, at ids 0..4 in that order of the list), trained here."""
     tok = Tokenizer(models.Unigram())
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
-    special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
     tok.train_from_iterator(CORPUS, trainers.UnigramTrainer(vocab_size=300, special_tokens=special,
-                                                            unk_token="<unk>"))
+                                                            unk_token=special[3]))
+    return tok
+
+
+def unigram() -> PreTrainedTokenizerFast:
+    """XLM-RoBERTa's kind of tokenizer: `<s> text </s>`."""
+    tok = sentencepiece(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
     return transformers.XLMRobertaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
                                                 sep_token="</s>", cls_token="<s>", unk_token="<unk>",
                                                 pad_token="<pad>", mask_token="<mask>")
+
+
+def deberta_unigram() -> PreTrainedTokenizerFast:
+    """DeBERTa-v3's kind of tokenizer: `[CLS] text [SEP]`, [PAD] at 0."""
+    tok = sentencepiece(["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"])
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 1), ("[SEP]", 2)])
+    return transformers.DebertaV2TokenizerFast(tokenizer_object=tok, bos_token="[CLS]", eos_token="[SEP]",
+                                               sep_token="[SEP]", cls_token="[CLS]", unk_token="[UNK]",
+                                               pad_token="[PAD]", mask_token="[MASK]")
 
 
 def config(arch: str, vocab: int, **extra):
@@ -85,13 +101,21 @@ def config(arch: str, vocab: int, **extra):
     if arch == "distilbert":
         return transformers.DistilBertConfig(vocab_size=vocab, dim=h, n_layers=n, n_heads=k, hidden_dim=i,
                                              **extra)
+    if arch == "deberta-v2":
+        # DeBERTa-v3's settings: disentangled attention over log-bucketed relative positions.
+        return transformers.DebertaV2Config(
+            vocab_size=vocab, hidden_size=h, num_hidden_layers=n, num_attention_heads=k, intermediate_size=i,
+            max_position_embeddings=128, relative_attention=True, position_buckets=32, max_relative_positions=-1,
+            norm_rel_ebd="layer_norm", share_att_key=True, pos_att_type=["p2c", "c2p"],
+            position_biased_input=False, type_vocab_size=0, pad_token_id=0, **extra)
     cls = transformers.RobertaConfig if arch == "roberta" else transformers.XLMRobertaConfig
     return cls(vocab_size=vocab, hidden_size=h, num_hidden_layers=n, num_attention_heads=k,
                intermediate_size=i, max_position_embeddings=130, pad_token_id=1, bos_token_id=0,
                eos_token_id=2, type_vocab_size=1, **extra)
 
 
-TOKENIZERS = {"bert": wordpiece, "distilbert": wordpiece, "roberta": byte_bpe, "xlm-roberta": unigram}
+TOKENIZERS = {"bert": wordpiece, "distilbert": wordpiece, "roberta": byte_bpe, "xlm-roberta": unigram,
+              "deberta-v2": deberta_unigram}
 ARCHS = list(TOKENIZERS)
 
 

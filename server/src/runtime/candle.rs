@@ -1,11 +1,13 @@
-//! candle: Hugging Face encoders (BERT, DistilBERT, RoBERTa, XLM-RoBERTa)
+//! candle: Hugging Face encoders (BERT, DistilBERT, RoBERTa, XLM-RoBERTa, DeBERTa-v2/v3)
 //! straight from `model.safetensors` + `config.json`, in pure Rust. Takes
 //! `input_ids`, `attention_mask` (and BERT's `token_type_ids`) and returns
 //! `last_hidden_state`, like an ONNX export of the same model, so the text tasks
 //! work the same on both. A `*ForSequenceClassification` returns `logits` from its
 //! head as transformers computes it (BERT: pooler + classifier; DistilBERT:
-//! pre-classifier + ReLU + classifier; RoBERTa: dense + tanh + out_proj, all on
-//! the first token); a `*ForTokenClassification` returns `logits` for every token.
+//! pre-classifier + ReLU + classifier; RoBERTa: dense + tanh + out_proj;
+//! DeBERTa: its context pooler (dense + the configured activation) + classifier,
+//! all on the first token); a `*ForTokenClassification` returns `logits` for every
+//! token.
 //!
 //! DistilBERT is BERT without token types and pooler, with its layers named
 //! differently: its weights are renamed onto candle's BERT (whose GELU is the
@@ -17,6 +19,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor as CTensor};
 use candle_nn::{Linear, Module, VarBuilder};
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use candle_transformers::models::debertav2::{Config as DebertaConfig, DebertaV2Model};
 use candle_transformers::models::xlm_roberta::{Config as RobertaConfig, XLMRobertaModel};
 use ndarray::{ArrayD, IxDyn};
 use serde_json::{Value, json};
@@ -65,6 +68,11 @@ impl Runtime for CandleRuntime {
                 "distilbert" => {
                     Head::PreClassifier(linear(&tensors, "pre_classifier")?, linear(&tensors, "classifier")?)
                 }
+                "deberta-v2" => {
+                    let act = config.get("pooler_hidden_act").and_then(Value::as_str).unwrap_or("gelu");
+                    let act = Activation::parse(act)?;
+                    Head::ContextPooler(linear(&tensors, "pooler.dense")?, act, linear(&tensors, "classifier")?)
+                }
                 _ => Head::Dense(linear(&tensors, "classifier.dense")?, linear(&tensors, "classifier.out_proj")?),
             }
         };
@@ -85,6 +93,11 @@ impl Runtime for CandleRuntime {
                 let tensors = distilbert_weights(tensors, cfg.hidden_size, &device)?;
                 let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
                 Encoder::Bert(BertModel::load(vb, &cfg).map_err(load_err)?)
+            }
+            "deberta-v2" => {
+                let cfg = deberta_config(&config)?;
+                let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
+                Encoder::Deberta(Box::new(DebertaV2Model::load(vb, &cfg).map_err(load_err)?))
             }
             _ => {
                 let cfg = roberta_config(&config, arch)?;
@@ -199,9 +212,54 @@ fn roberta_config(config: &Value, arch: &Architecture) -> Result<RobertaConfig, 
         .map_err(|e| load_err(format!("config.json is not a {} config: {e}", arch.model_type)))
 }
 
+fn deberta_config(config: &Value) -> Result<DebertaConfig, RuntimeError> {
+    // transformers' DebertaV2Config defaults, for what a saved config leaves out.
+    let defaults = json!({
+        "layer_norm_eps": 1e-7, "type_vocab_size": 0, "relative_attention": false,
+        "max_relative_positions": -1, "position_biased_input": true, "pos_att_type": [],
+        "pooler_hidden_act": "gelu", "pooler_dropout": 0.0
+    });
+    let mut merged = with_defaults(config, with_defaults(&defaults, encoder_defaults()));
+    if merged.get("pooler_hidden_size").is_none_or(Value::is_null) {
+        merged["pooler_hidden_size"] = merged["hidden_size"].clone();
+    }
+    serde_json::from_value(merged).map_err(|e| load_err(format!("config.json is not a DeBERTa-v2 config: {e}")))
+}
+
+/// The activation of DeBERTa's context pooler (`pooler_hidden_act`).
+#[derive(Clone, Copy)]
+enum Activation {
+    Gelu,
+    GeluTanh,
+    Relu,
+    Tanh,
+}
+
+impl Activation {
+    fn parse(name: &str) -> Result<Activation, RuntimeError> {
+        Ok(match name {
+            "gelu" => Activation::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
+            "relu" => Activation::Relu,
+            "tanh" => Activation::Tanh,
+            other => return Err(load_err(format!("pooler_hidden_act '{other}' is not one zoo runs"))),
+        })
+    }
+
+    fn apply(self, x: &CTensor) -> candle_core::Result<CTensor> {
+        match self {
+            Activation::Gelu => x.gelu_erf(),
+            Activation::GeluTanh => x.gelu(),
+            Activation::Relu => x.relu(),
+            Activation::Tanh => x.tanh(),
+        }
+    }
+}
+
 enum Encoder {
     Bert(BertModel),
     Roberta(XLMRobertaModel),
+    Deberta(Box<DebertaV2Model>),
 }
 
 /// What follows the encoder.
@@ -214,6 +272,8 @@ enum Head {
     PreClassifier(Linear, Linear),
     /// RoBERTa's head: dense + tanh on the first token, then out_proj.
     Dense(Linear, Linear),
+    /// DeBERTa's context pooler (dense + activation on the first token), then the classifier.
+    ContextPooler(Linear, Activation, Linear),
     /// A classifier on every token.
     Token(Linear),
 }
@@ -258,6 +318,7 @@ impl LoadedModel for CandleEncoder {
                 };
                 m.forward(&ids, &mask, &types, None, None, None).map_err(run)?
             }
+            Encoder::Deberta(m) => m.forward(&ids, None, mask).map_err(run)?,
         };
         let first = || hidden.narrow(1, 0, 1).and_then(|t| t.squeeze(1)).map_err(run);
         let (name, out) = match &self.head {
@@ -268,6 +329,10 @@ impl LoadedModel for CandleEncoder {
             }
             Head::PreClassifier(pre, classifier) => {
                 let pooled = pre.forward(&first()?).and_then(|t| t.relu()).map_err(run)?;
+                ("logits", classifier.forward(&pooled).map_err(run)?)
+            }
+            Head::ContextPooler(dense, act, classifier) => {
+                let pooled = dense.forward(&first()?).and_then(|t| act.apply(&t)).map_err(run)?;
                 ("logits", classifier.forward(&pooled).map_err(run)?)
             }
             Head::Token(classifier) => ("logits", classifier.forward(&hidden).map_err(run)?),
