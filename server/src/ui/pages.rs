@@ -502,3 +502,28 @@ pub fn keys(s: &Session, keys: &[KeyInfo], created: Option<&CreatedKey>, error: 
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::entity_marks;
+
+    #[test]
+    fn entities_are_marked_in_the_text_by_their_character_offsets() {
+        let body = r#"[{"entity_group": "PER", "score": 0.99, "word": "sarah", "start": 11, "end": 16},
+                       {"entity_group": "LOC", "score": 0.5, "word": "zürich", "start": 31, "end": 37}]"#;
+        let html = entity_marks("My name is Sarah and I live in Zürich!", body).unwrap().into_string();
+        assert!(
+            html.contains(r#"My name is <mark title="PER 0.990" data-entity="PER">Sarah <small>PER</small></mark>"#),
+            "{html}"
+        );
+        assert!(
+            html.contains(r#"<mark title="LOC 0.500" data-entity="LOC">Zürich <small>LOC</small></mark>!"#),
+            "{html}"
+        );
+        // No entities; other answers; offsets that do not fit the text.
+        assert!(entity_marks("nothing here", "[]").unwrap().into_string().contains("no entities"));
+        assert!(entity_marks("good job", r#"[{"label": "POSITIVE", "score": 0.9}]"#).is_none());
+        let outside = r#"[{"entity_group": "PER", "score": 0.9, "word": "x", "start": 3, "end": 99}]"#;
+        assert!(entity_marks("short", outside).is_none());
+    }
+}
