@@ -58,7 +58,7 @@ def main():
     ms = (time.perf_counter() - s) * 1000
     print(f"DistilBERT-base sentiment ({(out / 'model.safetensors').stat().st_size / 1e6:.0f} MB): deploy() -> first "
           f"prediction {ms:.0f} ms; zoo {first}, transformers {pipe('good job')[0]}")
-    while not zoo.Client().version("bench-sentiment", v.version).info["effective"]["measured_batches"]:
+    while not zoo.Client().version("bench-sentiment", v.version).info["effective"].get("measured_batches"):
         time.sleep(1)
     time.sleep(15)  # the measurement's rounds
     torch.set_num_threads(2)
