@@ -281,7 +281,7 @@ pub fn classify_in_process(bundle: &Path, texts: &[&str]) -> Vec<Vec<zoo_api::La
     texts
         .iter()
         .map(|t| {
-            let enc = pipeline.encode(&[t.to_string()], usize::MAX).unwrap();
+            let enc = pipeline.encode(vec![t.to_string()], usize::MAX).unwrap();
             let out = model.run(enc.inputs).unwrap();
             pipeline.classify(&out, None).unwrap().remove(0)
         })

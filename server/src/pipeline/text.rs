@@ -61,7 +61,7 @@ impl TextPipeline {
     /// Real tokens to warm the model up with, and to measure at load which batch
     /// sizes pay: a sentence of a typical review's length.
     pub fn warmup_inputs(&self) -> Option<Tensors> {
-        self.encode(&[WARMUP_TEXT.to_string()], usize::MAX).ok().map(|e| e.inputs)
+        self.encode(vec![WARMUP_TEXT.to_string()], usize::MAX).ok().map(|e| e.inputs)
     }
 
     /// What each token input is padded with when texts of different lengths share a batch.
@@ -126,10 +126,10 @@ impl TextPipeline {
     /// Tokenize and pad a batch of texts into the model's inputs.
     /// Texts of more than `max_tokens` tokens (before truncation to the model's
     /// length) are refused.
-    pub fn encode(&self, texts: &[String], max_tokens: usize) -> Result<Encoded> {
+    pub fn encode(&self, texts: Vec<String>, max_tokens: usize) -> Result<Encoded> {
         let enc = self
             .tokenizer
-            .encode_batch(texts.to_vec(), true)
+            .encode_batch(texts.iter().map(String::as_str).collect::<Vec<_>>(), true)
             .map_err(|e| Error::InvalidInput(format!("cannot tokenize the text: {e}")))?;
         for (i, e) in enc.iter().enumerate() {
             let total = e.len() + e.get_overflowing().iter().map(|o| o.len()).sum::<usize>();
@@ -168,7 +168,7 @@ impl TextPipeline {
                 (name.clone(), t)
             })
             .collect();
-        Ok(Encoded { inputs, mask, encodings: enc, texts: texts.to_vec() })
+        Ok(Encoded { inputs, mask, encodings: enc, texts })
     }
 
     fn output<'a>(&self, outputs: &'a Tensors) -> Result<&'a Tensor> {

@@ -158,10 +158,10 @@ impl Services {
         let no_tokenizer = || Error::internal("tokenize on a version without a tokenizer");
         let p = served.pipeline.text().ok_or_else(no_tokenizer)?;
         if texts.iter().map(String::len).sum::<usize>() <= INLINE_TOKENIZE_BYTES {
-            return p.encode(&texts, max_tokens);
+            return p.encode(texts, max_tokens);
         }
         let served = served.clone();
-        tokio::task::spawn_blocking(move || served.pipeline.text().ok_or_else(no_tokenizer)?.encode(&texts, max_tokens))
+        tokio::task::spawn_blocking(move || served.pipeline.text().ok_or_else(no_tokenizer)?.encode(texts, max_tokens))
             .await?
     }
 

@@ -128,6 +128,13 @@ impl Loaded {
             )));
         }
         let (encodings, texts) = answer.encodings()?;
+        if logits.shape()[0] != encodings.len() {
+            return Err(Error::Inference(format!(
+                "the model returned logits for {} texts, not {}",
+                logits.shape()[0],
+                encodings.len()
+            )));
+        }
         let labels = &self.0.info().labels;
         let tokenizer = self.0.tokenizer();
         let unk = ["[UNK]", "<unk>"].iter().find_map(|t| tokenizer.token_to_id(t));

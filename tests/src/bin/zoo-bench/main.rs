@@ -210,7 +210,7 @@ fn inproc(args: &[String]) -> anyhow::Result<()> {
             // Tokenizer, runtime and post-processing, as zoo runs them.
             let f = move |m: &mut Box<dyn zoo_server::runtime::LoadedModel>, i: usize| -> anyhow::Result<()> {
                 let texts: Vec<String> = (0..batch).map(|k| TEXTS[(i + k) % TEXTS.len()].to_string()).collect();
-                let enc = pipeline.encode(&texts, usize::MAX)?;
+                let enc = pipeline.encode(texts, usize::MAX)?;
                 let out = m.run(enc.inputs)?;
                 if classifier {
                     pipeline.classify(&out, None)?;
