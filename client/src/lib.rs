@@ -7,6 +7,7 @@ use reqwest::{Body, Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use tokio_util::io::ReaderStream;
+use zoo_api::openai::{ChatCompletionChunk, ChatCompletionRequest};
 use zoo_api::{
     AliasInfo, CreateKeyRequest, CreatedKey, DeployQuery, ErrorBody, ErrorCode, KeyInfo, KeyList, ListModelsQuery,
     ModelDetail, ModelList, PredictRequest, VersionInfo, headers,
@@ -168,6 +169,56 @@ impl Client {
         Ok(Prediction { body, version, inference_ms })
     }
 
+    /// A chat completion of a text-generation model, streamed
+    /// (`/openai/v1/chat/completions` with `stream: true`): `on_text` gets each
+    /// piece of the answer as it comes. Returns the whole answer and why it ended
+    /// (`stop` or `length`).
+    pub async fn chat(
+        &self,
+        req: &ChatCompletionRequest,
+        mut on_text: impl FnMut(&str),
+    ) -> Result<(String, Option<String>)> {
+        let mut req = req.clone();
+        req.params.stream = Some(true);
+        let resp = self.send(self.request(Method::POST, "/openai/v1/chat/completions").json(&req)).await?;
+        let mut body = resp.bytes_stream();
+        let (mut pending, mut answer, mut finish) = (Vec::<u8>::new(), String::new(), None);
+        while let Some(bytes) = body.next().await {
+            pending.extend_from_slice(&bytes?);
+            // Events end with a blank line; their `data:` lines hold the JSON.
+            while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
+                let event: Vec<u8> = pending.drain(..end + 2).collect();
+                let event = String::from_utf8_lossy(&event);
+                for data in event.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim) {
+                    if data == "[DONE]" {
+                        return Ok((answer, finish));
+                    }
+                    if let Ok(err) = serde_json::from_str::<ErrorBody>(data) {
+                        let status = if err.error.code == ErrorCode::Overloaded { 429 } else { 500 };
+                        return Err(ClientError::Api { status, code: err.error.code, message: err.error.message });
+                    }
+                    let chunk: ChatCompletionChunk = serde_json::from_str(data)
+                        .map_err(|_| ClientError::Unexpected { status: 200, body: data.chars().take(500).collect() })?;
+                    for choice in chunk.choices {
+                        if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
+                            on_text(&text);
+                            answer.push_str(&text);
+                        }
+                        if choice.finish_reason.is_some() {
+                            finish = choice.finish_reason;
+                        }
+                    }
+                }
+            }
+            if pending.len() > MAX_CHAT_EVENT {
+                return Err(ClientError::Other(format!(
+                    "the server sent a stream event longer than {MAX_CHAT_EVENT} bytes"
+                )));
+            }
+        }
+        Err(ClientError::Other("the server ended the stream before it was done".into()))
+    }
+
     /// Download an artifact to `dest`, checking its sha256.
     pub async fn pull(&self, name: &str, version: &str, dest: &Path) -> Result<VersionInfo> {
         let info = self.show_version(name, version).await?;
@@ -258,4 +309,61 @@ pub async fn sha256_file(path: &Path) -> Result<String> {
         hasher.update(&buf[..n]);
     }
     Ok(hex::encode(hasher.finalize()))
+}
+
+/// The longest server-sent event `Client::chat` holds while waiting for its end:
+/// one chunk of a chat answer is a few hundred bytes, so a longer one is a server
+/// that is not zoo, or a hostile one.
+const MAX_CHAT_EVENT: usize = 1 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that answers any request with `body` as an event stream.
+    async fn serve_once(body: Vec<u8>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut req = vec![0u8; 64 * 1024];
+            let _ = conn.read(&mut req).await;
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+            let _ = conn.write_all(head.as_bytes()).await;
+            let _ = conn.write_all(&body).await;
+        });
+        format!("http://{addr}")
+    }
+
+    fn request() -> ChatCompletionRequest {
+        serde_json::from_value(serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_chat_stream_is_read_event_by_event() {
+        let chunk = |text: &str, finish: Option<&str>| {
+            let c = serde_json::json!({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m", "system_fingerprint": "zoo",
+                "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}]});
+            format!("data: {c}\n\n")
+        };
+        let body = format!("{}{}{}data: [DONE]\n\n", chunk("Hel", None), chunk("lo", None), chunk("", Some("stop")));
+        let client = Client::new(&serve_once(body.into_bytes()).await, None).unwrap();
+        let mut seen = Vec::new();
+        let (answer, finish) = client.chat(&request(), |t| seen.push(t.to_string())).await.unwrap();
+        assert_eq!(
+            (answer.as_str(), finish.as_deref(), seen),
+            ("Hello", Some("stop"), vec!["Hel".into(), "lo".into()])
+        );
+    }
+
+    #[tokio::test]
+    async fn an_endless_event_is_refused_not_held() {
+        // A server that never ends its event: the client stops at its bound.
+        let body = [b"data: ".as_slice(), &vec![b'x'; 3 * MAX_CHAT_EVENT]].concat();
+        let client = Client::new(&serve_once(body).await, None).unwrap();
+        let err = client.chat(&request(), |_| {}).await.unwrap_err();
+        assert!(err.to_string().contains("longer than"), "{err}");
+    }
 }

@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
+use zoo_api::openai::{ChatCompletionRequest, ChatMessage, Content, SamplingParams};
 use zoo_api::{
     CreateKeyRequest, DeployQuery, Format, ListModelsQuery, LoadPolicy, PredictRequest, RuntimeChoice, Scope, Task,
     VersionInfo,
@@ -140,12 +141,37 @@ enum Command {
         /// JSON request body from a file, or - for standard input.
         #[arg(long, conflicts_with = "text")]
         json: Option<String>,
+        /// An image (JPEG or PNG) to classify, for an image model.
+        #[arg(long, conflicts_with_all = ["text", "json"])]
+        file: Option<PathBuf>,
         /// Version (default: alias production, else the newest).
         #[arg(long)]
         version: Option<String>,
-        /// Labels to return per text.
+        /// Labels to return per text or image.
         #[arg(long)]
         top_k: Option<usize>,
+    },
+    /// Chat with a text-generation model, the answer streamed as it comes:
+    /// `zoo chat NAME` (a conversation; an empty line or Ctrl-D ends it, /reset
+    /// starts over) or `zoo chat NAME "message"` (one answer; - reads the
+    /// message from standard input).
+    Chat {
+        /// A model name; NAME@VERSION or NAME:ALIAS for another than the default.
+        name: String,
+        /// One message to answer, then exit.
+        message: Option<String>,
+        /// A system prompt (default: the model's own, if its template has one).
+        #[arg(long)]
+        system: Option<String>,
+        /// Most tokens per answer (default: until the model ends).
+        #[arg(long)]
+        max_tokens: Option<u32>,
+        /// 0 (greedy) to 2 (default 0.7).
+        #[arg(long, default_value_t = 0.7)]
+        temperature: f64,
+        /// Makes sampled answers repeatable.
+        #[arg(long)]
+        seed: Option<i64>,
     },
     /// Download a version's artifact.
     Pull {
@@ -454,9 +480,19 @@ async fn run(cli: Cli, malloc: Option<&'static str>) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Predict { name, text, json: body, version, top_k } => {
+        Command::Predict { name, text, json: body, file, version, top_k } => {
             let c = client(&cli)?;
             let req = match (text, body) {
+                _ if file.is_some() => {
+                    use base64::Engine as _;
+                    let path = file.as_ref().expect("checked");
+                    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+                    PredictRequest {
+                        inputs: Value::String(base64::engine::general_purpose::STANDARD.encode(bytes)),
+                        top_k: *top_k,
+                        ..Default::default()
+                    }
+                }
                 (Some(t), _) => PredictRequest {
                     inputs: Value::String(t.clone()),
                     top_k: *top_k,
@@ -478,7 +514,7 @@ async fn run(cli: Cli, malloc: Option<&'static str>) -> anyhow::Result<()> {
                     }
                     req
                 }
-                (None, None) => bail!("give a text to send, or --json FILE|- with a request body"),
+                (None, None) => bail!("give a text to send, --file IMAGE, or --json FILE|- with a request body"),
             };
             let p = c.predict(name, version.as_deref(), &req).await?;
             if json {
@@ -486,6 +522,60 @@ async fn run(cli: Cli, malloc: Option<&'static str>) -> anyhow::Result<()> {
             }
             print_prediction(&p.body);
             Ok(())
+        }
+        Command::Chat { name, message, system, max_tokens, temperature, seed } => {
+            let c = client(&cli)?;
+            let mut req = ChatCompletionRequest {
+                model: name.clone(),
+                messages: Vec::new(),
+                params: SamplingParams {
+                    max_tokens: *max_tokens,
+                    temperature: Some(*temperature),
+                    seed: *seed,
+                    ..Default::default()
+                },
+            };
+            let system = system.iter().map(|s| chat_message("system", s.clone()));
+            req.messages.extend(system);
+            let one = match message.as_deref() {
+                Some("-") => Some(std::io::read_to_string(std::io::stdin())?),
+                Some(m) => Some(m.to_string()),
+                None if !std::io::stdin().is_terminal() => Some(std::io::read_to_string(std::io::stdin())?),
+                None => None,
+            };
+            if let Some(m) = one {
+                if m.trim().is_empty() {
+                    bail!("the message is empty: give one, or run `zoo chat {name}` in a terminal to converse");
+                }
+                req.messages.push(chat_message("user", m));
+                let (answer, finish) = chat_answer(&c, &req, !json).await?;
+                if json {
+                    return print_json(&serde_json::json!({"content": answer, "finish_reason": finish}));
+                }
+                return Ok(());
+            }
+            let first = req.messages.len();
+            eprintln!("chatting with {name}: an empty line or Ctrl-D ends, /reset starts over");
+            loop {
+                eprint!("> ");
+                let mut line = String::new();
+                if std::io::stdin().read_line(&mut line)? == 0 || line.trim().is_empty() {
+                    return Ok(());
+                }
+                if line.trim() == "/reset" {
+                    req.messages.truncate(first);
+                    continue;
+                }
+                req.messages.push(chat_message("user", line.trim_end().to_string()));
+                match chat_answer(&c, &req, true).await {
+                    Ok((answer, _)) => req.messages.push(chat_message("assistant", answer)),
+                    Err(e) => {
+                        // The conversation goes on without the message that failed.
+                        req.messages.pop();
+                        eprintln!("error: {e:#}");
+                    }
+                }
+            }
         }
         Command::Pull { name, version, out } => {
             let c = client(&cli)?;
@@ -582,6 +672,32 @@ async fn run(cli: Cli, malloc: Option<&'static str>) -> anyhow::Result<()> {
     }
 }
 
+fn chat_message(role: &str, text: String) -> ChatMessage {
+    ChatMessage { role: role.into(), content: Some(Content::Text(text)), name: None }
+}
+
+/// One answer of a chat, printed as it comes; a note on standard error when the
+/// answer was cut at `--max-tokens` or the model's context.
+async fn chat_answer(c: &Client, req: &ChatCompletionRequest, print: bool) -> anyhow::Result<(String, Option<String>)> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout();
+    let (answer, finish) = c
+        .chat(req, |piece| {
+            if print {
+                let _ = out.write_all(piece.as_bytes());
+                let _ = out.flush();
+            }
+        })
+        .await?;
+    if print {
+        println!();
+    }
+    if finish.as_deref() == Some("length") {
+        eprintln!("(cut at the token limit)");
+    }
+    Ok((answer, finish))
+}
+
 fn chrono_now_plus_days(days: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::Utc::now() + chrono::TimeDelta::days(days)
 }
@@ -661,7 +777,24 @@ fn print_deployed(c: &Client, info: &VersionInfo) {
     let url = format!("{}{}", c.base_url(), info.endpoints.predict_default);
     println!("endpoint: POST {url}");
     let body = match info.task {
+        Task::TextGeneration => {
+            println!(
+                "try it:\n  zoo chat {}\n  OpenAI clients: base_url {}/openai/v1, model \"{}\"",
+                info.model,
+                c.base_url(),
+                info.model
+            );
+            return;
+        }
         _ if info.task.takes_text(&info.signature) => r#"{"inputs": "good job"}"#.to_string(),
+        _ if info.task.takes_image(&info.signature) => {
+            println!(
+                "try it:\n  zoo predict {} --file cat.jpg\n  curl -H \"Authorization: Bearer $ZOO_API_KEY\" -H 'Content-Type: image/jpeg' --data-binary @cat.jpg {url}",
+                info.model
+            );
+            return;
+        }
+        Task::ImageClassification => r#"{"inputs": ["<base64 image>"]}"#.to_string(),
         // MLflow's text models: a list of texts, answered in MLflow's shape.
         Task::TextClassification | Task::FeatureExtraction | Task::TokenClassification => {
             r#"{"inputs": ["good job"]}"#.to_string()

@@ -11,7 +11,8 @@ use crate::{Artifact, BundleKind, Error, Limits, bundle, derive_task_at, safeten
 
 /// A directory without an ONNX file and with `model.safetensors`.
 pub const BUNDLE: BundleKind = BundleKind {
-    accepted: "a tar bundle of a Hugging Face model directory (config.json + model.safetensors + tokenizer.json)",
+    accepted: "a tar bundle of a Hugging Face model directory (config.json + model.safetensors + tokenizer.json, or \
+               preprocessor_config.json for an image model)",
     claims: |files| {
         !files.iter().any(|f| f.path.ends_with(".onnx")) && files.iter().any(|f| f.path == "model.safetensors")
     },
@@ -88,9 +89,13 @@ pub const ARCHITECTURES: &[Architecture] = &[
     },
 ];
 
+/// Vision model types zoo runs natively (with candle): ViT, as an encoder
+/// (`ViTModel`) or an image classifier (`ViTForImageClassification`).
+pub const IMAGE_MODEL_TYPES: &[&str] = &["vit"];
+
 /// The model types zoo runs natively, as a list for messages.
 pub fn native_model_types() -> String {
-    ARCHITECTURES.iter().map(|a| a.model_type).collect::<Vec<_>>().join(", ")
+    ARCHITECTURES.iter().map(|a| a.model_type).chain(IMAGE_MODEL_TYPES.iter().copied()).collect::<Vec<_>>().join(", ")
 }
 
 /// The architecture of a `model_type`, if zoo runs it natively.
@@ -130,12 +135,14 @@ pub fn inspect_dir_at(
     let model_type = config.get("model_type").and_then(serde_json::Value::as_str).unwrap_or("");
     let (inputs, outputs) = match architecture(model_type) {
         Some(arch) => native_signature(arch, &config, &info)?,
+        None if model_type == "vit" => vit_signature(&config, &info)?,
         None => (vec![], vec![]),
     };
     let mut signature =
         Signature { inputs, outputs, safetensors: Some(info), files, ..Signature::empty(Format::Safetensors, true) };
     let derived = derive_task_at(&signature, root, dir, tokenizer, limits)?;
     signature.text = derived.text;
+    signature.image = derived.image;
     Ok(Artifact {
         signature,
         task: derived.task,
@@ -164,19 +171,7 @@ fn native_signature(
             ),
         });
     }
-    let tensor = |name: &str, dtype: DType, dims: Vec<Dim>| {
-        let text: Vec<String> = dims.iter().map(ToString::to_string).collect();
-        let ty = if dtype == DType::Int64 { "int64" } else { "float" };
-        TensorSpec {
-            name: name.into(),
-            kind: ValueKind::Tensor,
-            dtype,
-            type_text: format!("tensor({ty})[{}]", text.join(",")),
-            shape: Some(dims),
-            doc: String::new(),
-            optional: false,
-        }
-    };
+    let tensor = spec;
     let sym = |s: &str| Dim::Symbolic(s.into());
     let ids = |name: &str| tensor(name, DType::Int64, vec![sym("batch"), sym("sequence")]);
     let mut inputs = vec![ids("input_ids"), ids("attention_mask")];
@@ -193,6 +188,82 @@ fn native_signature(
             DType::Float32,
             vec![sym("batch"), sym("sequence"), hidden.map(Dim::Fixed).unwrap_or(Dim::Unknown(None))],
         ),
+    };
+    Ok((inputs, vec![out]))
+}
+
+/// A tensor of the signature of a natively run model.
+fn spec(name: &str, dtype: DType, dims: Vec<Dim>) -> TensorSpec {
+    let text: Vec<String> = dims.iter().map(ToString::to_string).collect();
+    let ty = if dtype == DType::Int64 { "int64" } else { "float" };
+    TensorSpec {
+        name: name.into(),
+        kind: ValueKind::Tensor,
+        dtype,
+        type_text: format!("tensor({ty})[{}]", text.join(",")),
+        shape: Some(dims),
+        doc: String::new(),
+        optional: false,
+    }
+}
+
+/// ViT's inputs and outputs: `pixel_values` `[batch, channels, size, size]` in;
+/// `logits` `[batch, labels]` for a `ViTForImageClassification` (its classifier
+/// weights checked), else `last_hidden_state` `[batch, patches + 1, hidden]`.
+fn vit_signature(
+    config: &serde_json::Value,
+    info: &zoo_api::SafetensorsInfo,
+) -> Result<(Vec<TensorSpec>, Vec<TensorSpec>), Error> {
+    let bad = |message: String| Error::Invalid { format: Format::Safetensors, rule: "config", message };
+    let num = |key: &str, default: i64| match config.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(default),
+        Some(v) => v
+            .as_i64()
+            .filter(|n| *n > 0 && *n <= 1 << 16)
+            .ok_or_else(|| bad(format!("config.json: {key} must be a positive whole number, not {v}"))),
+    };
+    let size = num("image_size", 224)?;
+    let patch = num("patch_size", 16)?;
+    let channels = num("num_channels", 3)?;
+    let hidden = num("hidden_size", 768)?;
+    let heads = num("num_attention_heads", 12)?;
+    if size % patch != 0 || hidden % heads != 0 {
+        return Err(bad(format!(
+            "config.json: image_size ({size}) must be a multiple of patch_size ({patch}), and hidden_size \
+             ({hidden}) of num_attention_heads ({heads})"
+        )));
+    }
+    let sym = |s: &str| Dim::Symbolic(s.into());
+    let inputs = vec![spec(
+        "pixel_values",
+        DType::Float32,
+        vec![sym("batch"), Dim::Fixed(channels), Dim::Fixed(size), Dim::Fixed(size)],
+    )];
+    let classifier = config
+        .get("architectures")
+        .and_then(serde_json::Value::as_array)
+        .is_some_and(|a| a.iter().any(|x| x.as_str().is_some_and(|x| x.ends_with("ForImageClassification"))));
+    let out = if classifier {
+        let weight = info.tensors.iter().find(|t| t.name == "classifier.weight").ok_or_else(|| Error::Invalid {
+            format: Format::Safetensors,
+            rule: "weights",
+            message: "a ViTForImageClassification needs the classifier weights, which model.safetensors lacks".into(),
+        })?;
+        match weight.shape.as_slice() {
+            [labels, h] if *labels > 0 && *h as i64 == hidden => {
+                spec("logits", DType::Float32, vec![sym("batch"), Dim::Fixed(*labels as i64)])
+            }
+            other => {
+                return Err(Error::Invalid {
+                    format: Format::Safetensors,
+                    rule: "weights",
+                    message: format!("classifier.weight must be [labels, {hidden}], not {other:?}"),
+                });
+            }
+        }
+    } else {
+        let tokens = (size / patch) * (size / patch) + 1;
+        spec("last_hidden_state", DType::Float32, vec![sym("batch"), Dim::Fixed(tokens), Dim::Fixed(hidden)])
     };
     Ok((inputs, vec![out]))
 }

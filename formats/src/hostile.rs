@@ -489,5 +489,40 @@ pub fn corpus() -> Vec<Case> {
         sklearn_bundle(&skops_tree(huge, GOOD_TREE, NODE_DESCR)),
         invalid("mlflow", "protocol"),
     );
+
+    // GGUF: every length, count, type and offset a reader trusts.
+    use crate::gguf::write::{Meta, file, tiny_llama};
+    let llama = tiny_llama();
+    case("gguf-truncated-in-metadata", llama[..28].to_vec(), invalid("gguf", "truncated"));
+    case("gguf-truncated-in-data", llama[..llama.len() - 100].to_vec(), invalid("gguf", "tensor_offset"));
+    let mut v1 = llama.clone();
+    v1[4] = 1;
+    case("gguf-version-1", v1, invalid("gguf", "version"));
+    let mut counts = llama.clone();
+    counts[8..16].copy_from_slice(&(1u64 << 62).to_le_bytes());
+    case("gguf-tensor-count-2^62", counts, invalid("gguf", "tensor_count"));
+    let mut key = llama.clone();
+    key[24..32].copy_from_slice(&u64::MAX.to_le_bytes());
+    case("gguf-key-length-2^64", key, invalid("gguf", "string_length"));
+    let w = || vec![("w", vec![8u64], vec![0.0f32; 8])];
+    let mut array = file(&[("tokenizer.ggml.token_type", Meta::I32s(vec![7, 7]))], &w());
+    let at = array.windows(8).rposition(|x| x == 2u64.to_le_bytes()).unwrap_or(0);
+    array[at..at + 8].copy_from_slice(&(1u64 << 61).to_le_bytes());
+    case("gguf-array-claims-2^61-elements", array, invalid("gguf", "array_length"));
+    let mut nested = file(&[("a", Meta::I32s(vec![1]))], &w());
+    let at = 24 + 8 + 1 + 4; // the header, the key, its type: the array's element type
+    nested[at..at + 4].copy_from_slice(&9u32.to_le_bytes());
+    case("gguf-array-of-arrays", nested, invalid("gguf", "metadata_type"));
+    case(
+        "gguf-tensor-past-the-end",
+        file(&[], &[("w", vec![1 << 20], vec![0.0; 8])]),
+        invalid("gguf", "tensor_offset"),
+    );
+    case(
+        "gguf-dimensions-overflow",
+        file(&[], &[("w", vec![1 << 40, 1 << 40], vec![0.0; 8])]),
+        invalid("gguf", "tensor_dims"),
+    );
+    case("gguf-odd-alignment", file(&[("general.alignment", Meta::U32(3))], &w()), invalid("gguf", "alignment"));
     v
 }

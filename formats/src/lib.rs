@@ -19,9 +19,11 @@ use zoo_api::{BundleFile, Format, Signature, Task};
 #[cfg(feature = "fixtures")]
 pub mod build;
 pub mod bundle;
+pub mod gguf;
 pub mod hf;
 #[cfg(feature = "fixtures")]
 pub mod hostile;
+pub mod image;
 pub mod mlflow;
 pub mod onnx;
 pub mod onnx_proto;
@@ -94,6 +96,7 @@ pub enum Sniffed {
     Tar,
     Zip,
     Safetensors,
+    Gguf,
     /// Anything else: may be ONNX (protobuf has no magic number).
     Other,
 }
@@ -102,6 +105,9 @@ pub enum Sniffed {
 pub fn sniff(head: &[u8]) -> Sniffed {
     if head.len() >= 262 && &head[257..262] == b"ustar" {
         return Sniffed::Tar;
+    }
+    if head.starts_with(crate::gguf::MAGIC) {
+        return Sniffed::Gguf;
     }
     if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
         return Sniffed::Zip;
@@ -171,7 +177,8 @@ pub struct BundleKind {
 }
 
 /// Every upload zoo takes, by what its first bytes look like.
-pub const UPLOADS: &[UploadKind] = &[bundle::UPLOAD, torchscript::UPLOAD, safetensors::UPLOAD, onnx::UPLOAD];
+pub const UPLOADS: &[UploadKind] =
+    &[bundle::UPLOAD, torchscript::UPLOAD, safetensors::UPLOAD, gguf::UPLOAD, onnx::UPLOAD];
 
 /// Every bundle zoo takes, the first that claims a directory's files first.
 pub const BUNDLES: &[BundleKind] = &[mlflow::BUNDLE, hf::BUNDLE, onnx::BUNDLE];
@@ -235,14 +242,14 @@ mod tests {
 
     #[test]
     fn every_kind_of_first_bytes_has_exactly_one_validator() {
-        for s in [Sniffed::Tar, Sniffed::Zip, Sniffed::Safetensors, Sniffed::Other] {
+        for s in [Sniffed::Tar, Sniffed::Zip, Sniffed::Safetensors, Sniffed::Gguf, Sniffed::Other] {
             assert_eq!(UPLOADS.iter().filter(|u| u.sniffed == s).count(), 1, "{s:?}");
         }
     }
 
     #[test]
     fn every_single_file_format_is_stored_under_its_own_name() {
-        for f in [Format::Onnx, Format::Torchscript, Format::Safetensors] {
+        for f in [Format::Onnx, Format::Torchscript, Format::Safetensors, Format::Gguf] {
             let entries: Vec<Stored> = UPLOADS.iter().filter_map(|u| u.stored).filter(|s| s.format == f).collect();
             assert_eq!(entries.len(), 1, "{f:?}");
             assert_eq!(single_file_name(f), entries[0].file_name);

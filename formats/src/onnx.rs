@@ -436,7 +436,7 @@ fn inspect_upload(u: &Upload<'_>) -> Result<Artifact, Error> {
     let signature = inspect(bytes, None, u.limits)?;
     let derived = derive_task(&signature, None, u.limits)?;
     Ok(Artifact {
-        signature: Signature { text: derived.text, ..signature },
+        signature: Signature { text: derived.text, image: derived.image, ..signature },
         task: derived.task,
         labels: derived.labels,
         model_path: u.path.to_path_buf(),
@@ -452,6 +452,7 @@ fn inspect_dir(dir: &Path, files: Vec<BundleFile>, limits: &Limits) -> Result<Ar
     let derived = derive_task(&signature, Some(dir), limits)?;
     signature.bundle = true;
     signature.text = derived.text;
+    signature.image = derived.image;
     signature.files = files;
     Ok(Artifact {
         signature,

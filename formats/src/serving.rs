@@ -24,6 +24,8 @@ pub enum Engine {
     Torchscript,
     /// A scikit-learn model in the skops format.
     Skops,
+    /// A GGUF language model (candle's quantized runtimes).
+    Gguf,
 }
 
 /// What loads this version: its format, or for an MLflow bundle the flavor zoo
@@ -52,10 +54,16 @@ pub fn never_servable(signature: &Signature) -> Option<String> {
              (export the model to ONNX to serve it)",
             native_model_types()
         )),
-        Some(Engine::Safetensors) if signature.text.is_none() => {
-            Some("a safetensors encoder needs its tokenizer.json in the directory to be served".into())
+        Some(Engine::Safetensors) if signature.text.is_none() && signature.image.is_none() => {
+            let image = signature.inputs.iter().any(|i| i.name == "pixel_values");
+            Some(if image {
+                "a safetensors image model needs its preprocessor_config.json in the directory to be served".into()
+            } else {
+                "a safetensors encoder needs its tokenizer.json in the directory to be served".into()
+            })
         }
         Some(Engine::Skops) => signature.skops.as_ref().and_then(|m| m.unservable_reason.clone()),
+        Some(Engine::Gguf) => signature.gguf.as_ref().and_then(|g| g.unservable_reason.clone()),
         _ => None,
     }
 }

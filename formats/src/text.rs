@@ -1,10 +1,11 @@
 //! Tasks as data: a bundle with `tokenizer.json` (and `config.json` with `id2label`)
-//! is a text model; everything else is a tensor model.
+//! is a text model, one with `preprocessor_config.json` an image model (see
+//! `image.rs`); everything else is a tensor model.
 
 use std::path::Path;
 
 use serde_json::Value;
-use zoo_api::{Signature, Task, TensorSpec, TextInfo};
+use zoo_api::{ImageInfo, Signature, Task, TensorSpec, TextInfo};
 
 use crate::bundle::read_small;
 use crate::{Error, Limits};
@@ -15,6 +16,7 @@ pub struct Derived {
     pub task: Task,
     pub labels: Vec<String>,
     pub text: Option<TextInfo>,
+    pub image: Option<ImageInfo>,
 }
 
 /// Longest token sequence zoo feeds a text model when nothing in the bundle says.
@@ -60,7 +62,7 @@ fn rank(spec: &TensorSpec) -> Option<usize> {
 pub fn derive_task(sig: &Signature, bundle_dir: Option<&Path>, limits: &Limits) -> Result<Derived, Error> {
     match bundle_dir {
         Some(dir) => derive_task_at(sig, dir, dir, "tokenizer.json", limits),
-        None => Ok(Derived { task: Task::Tensor, labels: Vec::new(), text: None }),
+        None => Ok(Derived { task: Task::Tensor, labels: Vec::new(), text: None, image: None }),
     }
 }
 
@@ -74,12 +76,28 @@ pub fn derive_task_at(
     tokenizer: &str,
     limits: &Limits,
 ) -> Result<Derived, Error> {
-    let tensor = Derived { task: Task::Tensor, labels: Vec::new(), text: None };
+    let tensor = Derived { task: Task::Tensor, labels: Vec::new(), text: None, image: None };
     let config = json(dir, "config.json", limits)?;
     let labels = match &config {
         Some(c) => labels(c)?,
         None => Vec::new(),
     };
+    let classifier_of = |n: usize| {
+        sig.outputs
+            .iter()
+            .any(|o| rank(o) == Some(2) && o.shape.as_ref().and_then(|s| s[1].fixed()).is_none_or(|v| v as usize == n))
+    };
+    // An ONNX export whose processor zoo does not apply stays a tensor model (it
+    // takes its pixel values as they are); a safetensors ViT is served only with it.
+    let image = match crate::image::image_info(sig, dir, &labels, limits) {
+        Err(Error::InvalidBundle { rule: "preprocessor", .. }) if sig.format != zoo_api::Format::Safetensors => None,
+        other => other?,
+    };
+    if let Some(image) = image {
+        let task =
+            if !labels.is_empty() && classifier_of(labels.len()) { Task::ImageClassification } else { Task::Tensor };
+        return Ok(Derived { task, labels, text: None, image: Some(image) });
+    }
     let tokenizer_path = root.join(tokenizer);
     let has_tokenizer = std::fs::symlink_metadata(&tokenizer_path).is_ok_and(|m| m.is_file());
     let takes_ids = sig.inputs.iter().any(|i| i.name == "input_ids");
@@ -102,10 +120,7 @@ pub fn derive_task_at(
         tokenizer: tokenizer.to_string(),
     };
 
-    let classifier = !labels.is_empty()
-        && sig.outputs.iter().any(|o| {
-            rank(o) == Some(2) && o.shape.as_ref().and_then(|s| s[1].fixed()).is_none_or(|n| n as usize == labels.len())
-        });
+    let classifier = !labels.is_empty() && classifier_of(labels.len());
     // A token classifier (NER): logits for every token, `[batch, sequence, labels]`.
     let token_classifier = !labels.is_empty()
         && sig.outputs.iter().any(|o| {
@@ -122,7 +137,7 @@ pub fn derive_task_at(
     } else {
         return Ok(Derived { labels, ..tensor });
     };
-    Ok(Derived { task, labels, text: Some(text) })
+    Ok(Derived { task, labels, text: Some(text), image: None })
 }
 
 fn max_length(dir: &Path, tokenizer: &Path, config: Option<&Value>, limits: &Limits) -> Result<usize, Error> {

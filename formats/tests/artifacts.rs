@@ -666,3 +666,47 @@ fn hostile_corpus_breaks_the_rules_it_names() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     assert!(corpus.len() >= 30, "{} cases", corpus.len());
 }
+
+#[test]
+fn a_vit_directory_with_its_preprocessor_is_an_image_classifier() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir_with = |name: &str, config: serde_json::Value, preprocessor: Option<serde_json::Value>| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        std::fs::write(dir.join("model.safetensors"), zero_safetensors(&[("classifier.weight", &[3, 32])])).unwrap();
+        let mut files = vec!["config.json", "model.safetensors"];
+        if let Some(p) = preprocessor {
+            std::fs::write(dir.join("preprocessor_config.json"), p.to_string()).unwrap();
+            files.push("preprocessor_config.json");
+        }
+        let files = files.into_iter().map(|f| zoo_api::BundleFile { path: f.into(), size: 0 }).collect();
+        zoo_formats::inspect_dir(&dir, files, &Limits::default())
+    };
+    let config = serde_json::json!({"model_type": "vit", "image_size": 64, "patch_size": 16, "hidden_size": 32,
+                                    "num_attention_heads": 4, "architectures": ["ViTForImageClassification"],
+                                    "id2label": {"0": "cat", "1": "dog", "2": "bird"}});
+    let vit = serde_json::json!({"size": {"height": 64, "width": 64}, "resample": 2,
+                                 "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]});
+    let a = dir_with("vit", config.clone(), Some(vit.clone())).unwrap();
+    assert_eq!(a.task, Task::ImageClassification);
+    assert_eq!(a.labels, ["cat", "dog", "bird"]);
+    assert_eq!(a.signature.inputs[0].type_text, "tensor(float)[batch,3,64,64]");
+    assert_eq!(a.signature.outputs[0].type_text, "tensor(float)[batch,3]");
+    let image = a.signature.image.as_ref().unwrap();
+    assert_eq!((image.input.as_str(), image.height, image.width), ("pixel_values", 64, 64));
+    assert_eq!(zoo_formats::never_servable(&a.signature), None);
+
+    // Without its processor settings it is stored, and says what it lacks.
+    let a = dir_with("bare", config.clone(), None).unwrap();
+    assert!(zoo_formats::never_servable(&a.signature).unwrap().contains("preprocessor_config.json"));
+
+    // A processor that makes another size than the model takes is refused at upload.
+    let other = serde_json::json!({"size": {"height": 32, "width": 32}});
+    match dir_with("mismatch", config, Some(other)) {
+        Err(Error::InvalidBundle { rule: "preprocessor", message }) => {
+            assert!(message.contains("height 32") && message.contains("takes 64"), "{message}")
+        }
+        other => panic!("a processor of the wrong size must be refused: {other:?}"),
+    }
+}

@@ -12,7 +12,7 @@ use crate::DType;
 pub struct V2ServerMetadata {
     pub name: String,
     pub version: String,
-    /// Protocol extensions zoo implements (`binary_tensor_data`).
+    /// Protocol extensions zoo implements (`binary_tensor_data`, `generate`).
     pub extensions: Vec<String>,
 }
 
@@ -38,6 +38,13 @@ pub struct V2TensorMetadata {
     pub datatype: String,
     /// Dimensions; -1 for a variable one.
     pub shape: Vec<i64>,
+}
+
+impl V2TensorMetadata {
+    /// The metadata of a tensor of `dtype`, named by the protocol's datatype.
+    pub fn new(name: &str, dtype: DType, shape: Vec<i64>) -> Self {
+        V2TensorMetadata { name: name.into(), datatype: datatype(dtype).into(), shape }
+    }
 }
 
 /// `GET /v2/models/{name}[/versions/{version}]`.
@@ -169,3 +176,74 @@ pub fn parse_datatype(s: &str) -> Option<DType> {
 
 /// The header that gives the length of the JSON part of a binary request or response.
 pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
+
+/// `POST /v2/models/{name}/generate` and `.../generate_stream` (Triton's generate
+/// extension): the prompt as the model's `text_input`, generation settings in
+/// `parameters`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct V2GenerateRequest {
+    /// Echoed in the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The prompt, continued as it is (no chat template).
+    pub text_input: String,
+    #[serde(default)]
+    pub parameters: Option<V2GenerateParameters>,
+}
+
+/// The generation settings of a generate request (the names of Triton's vLLM
+/// and TensorRT-LLM backends). Greedy unless a `temperature` above 0 is given.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct V2GenerateParameters {
+    /// Most tokens to generate (default 256, at most the model's context).
+    #[serde(default, deserialize_with = "crate::openai::whole::u32")]
+    #[schema(minimum = 1, maximum = 4294967295u32)]
+    pub max_tokens: Option<u32>,
+    /// 0 (greedy, the default) to 2.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 2)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    #[schema(exclusive_minimum = 0, maximum = 1)]
+    pub top_p: Option<f64>,
+    #[serde(default, deserialize_with = "crate::openai::whole::u32")]
+    #[schema(minimum = 0, maximum = 4294967295u32)]
+    pub top_k: Option<u32>,
+    #[serde(default)]
+    #[schema(exclusive_minimum = 0, maximum = 10)]
+    pub repetition_penalty: Option<f64>,
+    #[serde(default, deserialize_with = "crate::openai::whole::i64")]
+    #[schema(minimum = -9223372036854775808i64, maximum = 9223372036854775807i64)]
+    pub seed: Option<i64>,
+    /// Strings that end the text (not included in it).
+    #[serde(default)]
+    pub stop: Option<crate::openai::Stop>,
+    /// `generate` answers with the prompt followed by the generated text unless
+    /// this is true; `generate_stream` sends only generated text.
+    #[serde(default)]
+    pub exclude_input_in_output: Option<bool>,
+    /// Accepted for Triton's clients; the route decides (`generate_stream` streams).
+    #[serde(default)]
+    pub stream: Option<bool>,
+}
+
+/// The answer of `generate`, and each event of `generate_stream`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct V2GenerateResponse {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub model_name: String,
+    pub model_version: String,
+    /// The text (in a stream: the next piece of it).
+    pub text_output: String,
+    /// Set on the last answer or event: `stop` (the model ended or a stop
+    /// string came) or `length` (`max_tokens` or the context ran out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens: Option<u32>,
+}

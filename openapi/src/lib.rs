@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub mod kserve;
+pub mod openai;
 mod signature;
 pub use signature::*;
 
@@ -336,7 +337,8 @@ pub struct DeployQuery {
     /// Point this alias (e.g. `production`) at the new version once it is ready.
     #[param(value_type = Option<AliasName>)]
     pub alias: Option<AliasName>,
-    /// Most rows (texts, tensor rows) merged into one batch (1 = no batching).
+    /// Most rows (texts, tensor rows) merged into one batch (1 = no batching);
+    /// for a text-generation version, the sequences decoded together (default 4).
     pub max_batch_size: Option<u32>,
     /// Longest a request waits for others to join its batch, in milliseconds.
     pub max_queue_delay_ms: Option<u32>,
@@ -411,7 +413,8 @@ pub struct ServingConfig {
 /// server's defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct EffectiveServing {
-    /// Rows merged into one batch at most (1 when the model cannot batch).
+    /// Rows merged into one batch at most (1 when the model cannot batch); for
+    /// text generation, the sequences decoded together.
     pub max_batch_size: u32,
     pub max_queue_delay_ms: u32,
     pub instances: u32,
@@ -561,6 +564,10 @@ pub struct PredictRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<Object>>, nullable = false)]
     pub instances: Option<serde_json::Value>,
+    /// text-generation: how to generate (`max_new_tokens`, `temperature`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub parameters: Option<openai::GenerationParameters>,
 }
 
 /// Response of MLflow versions, as `mlflow models serve` answers: one output's
@@ -606,7 +613,8 @@ pub struct Entity {
 /// `text-classification` -> `[{"label", "score"}, ...]` for one text, a list of those
 /// for a list of texts; `feature-extraction` -> `[float, ...]` for one text, a list
 /// of those for a list; `token-classification` -> `[{"entity_group", "score",
-/// "word", "start", "end"}, ...]` for one text, a list of those for a list.
+/// "word", "start", "end"}, ...]` for one text, a list of those for a list;
+/// `text-generation` -> `[{"generated_text": ...}]`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum PredictResponse {
@@ -618,6 +626,7 @@ pub enum PredictResponse {
     EmbeddingBatch(Vec<Vec<f32>>),
     Entities(Vec<Entity>),
     EntitiesBatch(Vec<Vec<Entity>>),
+    Generated(Vec<openai::GeneratedText>),
 }
 
 /// What a key may do. `admin` includes every other scope.

@@ -14,6 +14,9 @@ pub enum Format {
     Torchscript,
     Safetensors,
     Mlflow,
+    /// llama.cpp's GGUF: a language model's (usually quantized) weights with its
+    /// tokenizer and chat template in the metadata.
+    Gguf,
 }
 
 impl Format {
@@ -23,6 +26,7 @@ impl Format {
             Format::Torchscript => "torchscript",
             Format::Safetensors => "safetensors",
             Format::Mlflow => "mlflow",
+            Format::Gguf => "gguf",
         }
     }
 
@@ -32,6 +36,7 @@ impl Format {
             "torchscript" => Some(Format::Torchscript),
             "safetensors" => Some(Format::Safetensors),
             "mlflow" => Some(Format::Mlflow),
+            "gguf" => Some(Format::Gguf),
             _ => None,
         }
     }
@@ -49,12 +54,22 @@ pub enum Task {
     FeatureExtraction,
     /// Text in, the entities found in it out (named-entity recognition).
     TokenClassification,
+    /// An image (JPEG or PNG) in, labels with scores out.
+    ImageClassification,
+    /// A prompt (or a chat) in, the text the model continues it with out.
+    TextGeneration,
 }
 
 impl Task {
     /// Every task, in the order the catalogue and the CLI list them.
-    pub const ALL: [Task; 4] =
-        [Task::Tensor, Task::TextClassification, Task::FeatureExtraction, Task::TokenClassification];
+    pub const ALL: [Task; 6] = [
+        Task::Tensor,
+        Task::TextClassification,
+        Task::FeatureExtraction,
+        Task::TokenClassification,
+        Task::ImageClassification,
+        Task::TextGeneration,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -62,6 +77,8 @@ impl Task {
             Task::TextClassification => "text-classification",
             Task::FeatureExtraction => "feature-extraction",
             Task::TokenClassification => "token-classification",
+            Task::ImageClassification => "image-classification",
+            Task::TextGeneration => "text-generation",
         }
     }
 
@@ -70,8 +87,17 @@ impl Task {
     /// Text tasks do, except MLflow bundles, which answer in MLflow's own shape and
     /// are shown with MLflow's request formats.
     pub fn takes_text(self, signature: &Signature) -> bool {
-        matches!(self, Task::TextClassification | Task::FeatureExtraction | Task::TokenClassification)
-            && signature.mlflow.is_none()
+        matches!(
+            self,
+            Task::TextClassification | Task::FeatureExtraction | Task::TokenClassification | Task::TextGeneration
+        ) && signature.mlflow.is_none()
+    }
+
+    /// Whether a version of this task with `signature` takes an image (a JPEG or
+    /// PNG as the body, in a form, or base64 in JSON; `zoo predict NAME --file`,
+    /// the catalogue's file picker). MLflow bundles take MLflow's formats.
+    pub fn takes_image(self, signature: &Signature) -> bool {
+        self == Task::ImageClassification && signature.mlflow.is_none()
     }
 
     pub fn parse(s: &str) -> Option<Task> {
@@ -344,6 +370,37 @@ pub struct SkopsInfo {
     pub unservable_reason: Option<String>,
 }
 
+/// A GGUF file's model, read from its metadata and tensor table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GgufInfo {
+    /// The GGUF version (2 or 3).
+    pub version: u32,
+    /// `general.architecture`, e.g. `llama`, `qwen2`.
+    pub architecture: String,
+    /// `general.name`, when the file names its model.
+    pub name: Option<String>,
+    /// The most common quantization of its weight matrices, e.g. `Q4_1`.
+    pub quantization: String,
+    /// Parameters (elements of every tensor).
+    pub parameters: u64,
+    pub tensors: usize,
+    /// Tokens of context the model was trained for (`<arch>.context_length`).
+    pub context_length: Option<u64>,
+    /// Tokens in the vocabulary (`tokenizer.ggml.tokens`).
+    pub vocab_size: Option<u64>,
+    /// `tokenizer.ggml.model` and `tokenizer.ggml.pre`: which tokenizer.
+    pub tokenizer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_tokenizer: Option<String>,
+    /// The chat template (`tokenizer.chat_template`, Jinja), when the file has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_template: Option<String>,
+    /// Why zoo cannot run this model (its architecture, quantization or
+    /// tokenizer), when it cannot; the file is stored and catalogued all the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unservable_reason: Option<String>,
+}
+
 /// A file of a bundle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct BundleFile {
@@ -367,6 +424,46 @@ pub struct TextInfo {
     pub tokenizer: String,
 }
 
+/// Image pre-processing facts of a bundle with `preprocessor_config.json`, as
+/// transformers' image processor applies them: decode, convert to RGB, resize,
+/// centre-crop, rescale, normalise, channels first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ImageInfo {
+    /// The model's image input (`[batch, channels, height, width]`, float32).
+    pub input: String,
+    /// Height and width of the model's input.
+    pub height: u32,
+    pub width: u32,
+    /// How an image is resized first (none: it must have the model's size).
+    pub resize: Option<ImageResize>,
+    /// The resampling filter: `nearest`, `bilinear` or `bicubic` (Pillow's).
+    pub resample: String,
+    /// A centre crop to `[height, width]` after the resize.
+    pub crop: Option<[u32; 2]>,
+    /// What pixel values (0..255) are multiplied by.
+    pub rescale: Option<f64>,
+    /// Per-channel mean and standard deviation subtracted and divided by.
+    pub normalize: Option<ImageNormalize>,
+    /// Class labels by index, from `config.json` `id2label`.
+    pub labels: Vec<String>,
+}
+
+/// An image's resize: to a fixed size, or its shorter edge to a length (the
+/// longer one kept in proportion).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageResize {
+    Exact { height: u32, width: u32 },
+    ShortestEdge(u32),
+}
+
+/// Per-channel normalisation: `(x - mean) / std`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ImageNormalize {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
 fn default_tokenizer() -> String {
     "tokenizer.json".into()
 }
@@ -385,6 +482,8 @@ impl Signature {
             torchscript: None,
             skops: None,
             text: None,
+            image: None,
+            gguf: None,
             files: vec![],
         }
     }
@@ -410,6 +509,10 @@ pub struct Signature {
     pub skops: Option<SkopsInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<TextInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gguf: Option<GgufInfo>,
     /// Files of a bundle, with their sizes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<BundleFile>,

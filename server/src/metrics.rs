@@ -13,6 +13,8 @@ const LATENCY_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 /// Upper bounds of the batch size buckets, in rows.
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+/// Upper bounds of the decoding speed buckets, in tokens per second.
+const RATE_BUCKETS: &[f64] = &[1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 640.0];
 
 #[derive(Debug, Clone, Default)]
 struct Histogram {
@@ -78,6 +80,11 @@ pub struct Metrics {
     predict_seconds: Mutex<BTreeMap<(String, String, Phase), Histogram>>,
     /// Rows per batch run, by (model, version).
     batch_rows: Mutex<BTreeMap<(String, String), Histogram>>,
+    /// Text generation by (model, version): time to the first token, decoding
+    /// speed of each sequence, tokens generated.
+    first_token_seconds: Mutex<BTreeMap<(String, String), Histogram>>,
+    tokens_per_second: Mutex<BTreeMap<(String, String), Histogram>>,
+    generated_tokens: Mutex<BTreeMap<(String, String), u64>>,
     upload_bytes: AtomicU64,
 }
 
@@ -121,6 +128,32 @@ impl Metrics {
             .observe(BATCH_BUCKETS, rows as f64);
     }
 
+    /// A finished generation: its time to the first token, its decoding speed
+    /// (after the first token) and its tokens.
+    pub fn generation(
+        &self,
+        model: &str,
+        version: &str,
+        first_token: Option<Duration>,
+        decoding: Duration,
+        tokens: usize,
+    ) {
+        let key = (model.to_string(), version.to_string());
+        if let Some(t) = first_token {
+            self.first_token_seconds
+                .lock()
+                .expect("metrics")
+                .entry(key.clone())
+                .or_default()
+                .observe(LATENCY_BUCKETS, t.as_secs_f64());
+        }
+        if tokens > 1 && !decoding.is_zero() {
+            let rate = (tokens - 1) as f64 / decoding.as_secs_f64();
+            self.tokens_per_second.lock().expect("metrics").entry(key.clone()).or_default().observe(RATE_BUCKETS, rate);
+        }
+        *self.generated_tokens.lock().expect("metrics").entry(key).or_default() += tokens as u64;
+    }
+
     /// Drop the series of a deleted version (`None`: of every version of a deleted
     /// model), so that a server that sees many versions come and go keeps a
     /// bounded set of series.
@@ -129,6 +162,9 @@ impl Metrics {
         self.requests.lock().expect("metrics").retain(|(_, m, v, _), _| !gone(m, v));
         self.predict_seconds.lock().expect("metrics").retain(|(m, v, _), _| !gone(m, v));
         self.batch_rows.lock().expect("metrics").retain(|(m, v), _| !gone(m, v));
+        self.first_token_seconds.lock().expect("metrics").retain(|(m, v), _| !gone(m, v));
+        self.tokens_per_second.lock().expect("metrics").retain(|(m, v), _| !gone(m, v));
+        self.generated_tokens.lock().expect("metrics").retain(|(m, v), _| !gone(m, v));
     }
 
     pub fn uploaded(&self, bytes: u64) {
@@ -173,6 +209,30 @@ impl Metrics {
         for ((model, version), h) in self.batch_rows.lock().expect("metrics").iter() {
             let labels = format!("model=\"{}\",version=\"{}\"", escape(model), escape(version));
             h.render(&mut out, "zoo_batch_size", &labels, BATCH_BUCKETS);
+        }
+        out.push_str(
+            "# HELP zoo_time_to_first_token_seconds Text generation: from a request's arrival to its first token.\n",
+        );
+        out.push_str("# TYPE zoo_time_to_first_token_seconds histogram\n");
+        for ((model, version), h) in self.first_token_seconds.lock().expect("metrics").iter() {
+            let labels = format!("model=\"{}\",version=\"{}\"", escape(model), escape(version));
+            h.render(&mut out, "zoo_time_to_first_token_seconds", &labels, LATENCY_BUCKETS);
+        }
+        out.push_str("# HELP zoo_generation_tokens_per_second Text generation: each sequence's decoding speed after its first token.\n");
+        out.push_str("# TYPE zoo_generation_tokens_per_second histogram\n");
+        for ((model, version), h) in self.tokens_per_second.lock().expect("metrics").iter() {
+            let labels = format!("model=\"{}\",version=\"{}\"", escape(model), escape(version));
+            h.render(&mut out, "zoo_generation_tokens_per_second", &labels, RATE_BUCKETS);
+        }
+        out.push_str("# HELP zoo_generated_tokens_total Text generation: tokens generated.\n");
+        out.push_str("# TYPE zoo_generated_tokens_total counter\n");
+        for ((model, version), n) in self.generated_tokens.lock().expect("metrics").iter() {
+            let _ = writeln!(
+                out,
+                "zoo_generated_tokens_total{{model=\"{}\",version=\"{}\"}} {n}",
+                escape(model),
+                escape(version)
+            );
         }
         out.push_str("# HELP zoo_queue_depth Requests waiting in a loaded version's queue.\n");
         out.push_str("# TYPE zoo_queue_depth gauge\n");
@@ -230,6 +290,7 @@ mod tests {
         m.request("/v1/models/{name}/predict", "mlp", "1", 200, Duration::from_millis(3));
         m.predict("mlp", "1", Phase::Queue, Duration::from_micros(200));
         m.batch("mlp", "1", 4);
+        m.generation("mlp", "1", Some(Duration::from_millis(40)), Duration::from_secs(1), 31);
         m.uploaded(1000);
         let text = m.render(&Gauges { loaded: vec![("mlp".into(), "1".into(), "ort".into(), 2)] });
         assert!(text.contains(
@@ -243,5 +304,9 @@ mod tests {
         assert!(text.contains("zoo_queue_depth{model=\"mlp\",version=\"1\"} 2"));
         assert!(text.contains("zoo_loaded_models{runtime=\"ort\"} 1"));
         assert!(text.contains("zoo_upload_bytes_total 1000"));
+        assert!(text.contains("zoo_time_to_first_token_seconds_bucket{model=\"mlp\",version=\"1\",le=\"0.05\"} 1"));
+        assert!(text.contains("zoo_generation_tokens_per_second_bucket{model=\"mlp\",version=\"1\",le=\"20\"} 0"));
+        assert!(text.contains("zoo_generation_tokens_per_second_bucket{model=\"mlp\",version=\"1\",le=\"40\"} 1"));
+        assert!(text.contains("zoo_generated_tokens_total{model=\"mlp\",version=\"1\"} 31"));
     }
 }

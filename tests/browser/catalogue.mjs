@@ -1,5 +1,6 @@
 // zoo's web catalogue in Debian's headless Chromium, as a new user would use it:
-// sign in with the admin key, find the text classifier, try it, create a
+// sign in with the admin key, find the text classifier, try it (and an image
+// model with a file, and chat with a text generator), create a
 // predict-only key for a colleague (and see it work), revoke it, sign out; then a
 // user without the admin scope sees no key management and gets 403 from it.
 //
@@ -89,6 +90,40 @@ try {
   check((await page.inputValue("#input")).includes('"inputs"'), "a tensor model's JSON editor is prefilled");
   await Promise.all([page.waitForNavigation(), page.click("#try button[type=submit]")]);
   check((await page.textContent("#try-output")).includes('"outputs"'), "try it on a tensor model");
+
+  // An image model's try-it is a file picker: the chosen image is shown, sent, and
+  // shown again next to its labels.
+  await page.goto(`${url}/models/vit`);
+  check(await page.isVisible("#try input[type=file][name=image]"), "an image model's try-it is a file picker");
+  const vitPage = await page.textContent("main");
+  check(vitPage.includes("zoo predict vit --file cat.jpg") && vitPage.includes("--data-binary @cat.jpg"), "with the CLI and curl lines that send a file");
+  check(!(await page.isVisible("#preview")), "no preview before an image is chosen");
+  const png = Buffer.from("iVBORw0KGgoAAAANSUhEUgAAAAQAAAAECAIAAAAmkwkpAAAAKUlEQVR42g3HMQEAAAzCMIRVGGdFIXDLlyQSGxcTBIvjU6mt62cyOzcPp2MTQQYaK1UAAAAASUVORK5CYII=", "base64");
+  await page.setInputFiles("#input", { name: "cat.png", mimeType: "image/png", buffer: png });
+  check(await page.isVisible("#preview"), "the chosen image is shown before it is sent");
+  await Promise.all([page.waitForNavigation(), page.click("#try button[type=submit]")]);
+  const labels = await page.textContent("#try-output");
+  check(labels.includes('"label": "cat"') || labels.includes('"label": "dog"') || labels.includes('"label": "bird"'), "try it answers an image with its labels");
+  check(await page.isVisible("#tried-image"), "and shows the image it sent");
+  await page.screenshot({ path: `${shots}/try-image.png`, fullPage: true });
+
+  // A text-generation model's try-it is a chat box: the answer streams into the
+  // page, a second message continues the conversation, "New chat" starts over.
+  await page.goto(`${url}/models/tiny-chat`);
+  check(await page.isVisible("#chat-form textarea[name=input]"), "a generator's try-it is a chat box");
+  await page.fill("#chat-form textarea[name=input]", "Hello there");
+  await page.click("#chat-form button[type=submit]");
+  await page.waitForSelector("#chat-log .msg.assistant[data-finish]", { timeout: 30000 });
+  const first = await page.textContent("#chat-log .msg.assistant");
+  check(first.length > 0 && !(await page.isVisible("#chat-log .msg.error")), "the answer streams into the chat");
+  check((await page.textContent("#chat-log .msg.user")) === "Hello there", "with the message it answers");
+  await page.fill("#chat-form textarea[name=input]", "And again");
+  await page.press("#chat-form textarea[name=input]", "Enter");
+  await page.waitForFunction(() => document.querySelectorAll("#chat-log .msg.assistant[data-finish]").length === 2, null, { timeout: 30000 });
+  check((await page.$$("#chat-log .msg")).length === 4, "Enter sends a second message in the same conversation");
+  await page.screenshot({ path: `${shots}/chat.png`, fullPage: true });
+  await page.click("#chat-reset");
+  check((await page.$$("#chat-log .msg")).length === 0, "New chat empties the conversation");
 
   // The API docs page renders the model's own OpenAPI in Swagger UI.
   await page.goto(`${url}/models/text-classifier/docs`);

@@ -286,3 +286,194 @@ def test_a_slow_tokenizer_is_refused_with_what_to_do(tmp_path):
 
     with pytest.raises(ValueError, match="tokenizer.json"):
         zoo.deploy(model, "slow-tok", tokenizer=Slow(), progress=False)
+
+
+# --- image classification: ViT, natively (candle) and as an ONNX export ---
+
+IMAGE_LABELS = dict(enumerate(["cat", "dog", "bird", "fish", "horse", "frog"]))
+
+
+def vit_model(seed: int):
+    """A small random ViTForImageClassification (32x32 images, 8x8 patches)."""
+    torch.manual_seed(seed)
+    cfg = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                                 num_attention_heads=4, intermediate_size=37, id2label=IMAGE_LABELS,
+                                 label2id={v: k for k, v in IMAGE_LABELS.items()})
+    model = transformers.ViTForImageClassification(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(4.0)
+    return model
+
+
+def picture(width: int, height: int, seed: int = 7):
+    """A photo-like picture: smooth gradients under noise (every resize filter has work to do)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed + width * 1000 + height)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 255.0 / max(width - 1, 1), y * 255.0 / max(height - 1, 1), (x * 3 + y * 5) % 256], -1)
+    noisy = base + rng.normal(0, 40, (height, width, 3))
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB")
+
+
+def pictures():
+    """Larger than the model's input (downscaled), its size, smaller (upscaled),
+    wide, with an alpha channel, and greyscale."""
+    rgba = picture(50, 50).convert("RGBA")
+    rgba.putalpha(picture(50, 50, seed=3).convert("L"))
+    return {"large": picture(97, 75), "exact": picture(32, 32), "small": picture(20, 13),
+            "wide": picture(160, 40), "rgba": rgba, "grey": picture(45, 60).convert("L")}
+
+
+def encoded(img, fmt: str = "PNG", **options) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **options)
+    return buf.getvalue()
+
+
+def processor(kind: str):
+    """ViT's processor (a fixed-size bilinear resize), or CLIP's (shorter edge,
+    bicubic, then a centre crop, CLIP's mean and std)."""
+    if kind == "vit":
+        return transformers.ViTImageProcessor(size={"height": 32, "width": 32})
+    return transformers.CLIPImageProcessor(size={"shortest_edge": 40}, crop_size={"height": 32, "width": 32})
+
+
+def same_labels(want, got, tol: float = 1e-4):
+    assert [x["label"] for x in got] == [x["label"] for x in want], (want, got)
+    for w, g in zip(want, got):
+        assert close(w["score"], g["score"], tol), (want, got)
+
+
+@pytest.mark.parametrize("kind", ["vit", "clip"])
+def test_image_classification_pipeline_answers_as_transformers_does(kind):
+    pipe = pipeline("image-classification", model=vit_model(21), image_processor=processor(kind))
+    v = zoo.deploy(pipe, f"vit-{kind}", progress=False)
+    assert (v.task, v.servable, v.info["runtime"]) == ("image-classification", True, "candle")
+    for name, img in pictures().items():
+        # PNGs: the same pixels in both, so the same labels and scores.
+        same_labels(pipe(img, top_k=6), v.predict(encoded(img), top_k=6))
+        # The best 5 unless top_k says, as the pipeline.
+        if name == "large":
+            same_labels(pipe(img), v.predict(img))
+    # A list of images: one answer per image, as each alone.
+    imgs = list(pictures().values())[:3]
+    batch = v.predict([encoded(i) for i in imgs], top_k=6)
+    for img, got in zip(imgs, batch):
+        same_labels(pipe(img, top_k=6), got, 1e-5)
+    if kind == "vit":
+        the_image_front_ends_answer_the_same(v, pipe)
+
+
+def the_image_front_ends_answer_the_same(v, pipe):
+    """The image as the body, in a form, through KServe v2, the CLI; the OpenAPI
+    document; and what is refused."""
+    import base64
+    import tempfile
+
+    import requests
+
+    img = pictures()["large"]
+    png = encoded(img)
+    want = pipe(img, top_k=6)
+    auth = {"Authorization": f"Bearer {os.environ['ZOO_API_KEY']}"}
+    r = requests.post(v.endpoint, data=png, headers={**auth, "Content-Type": "image/png"}, timeout=60)
+    assert r.status_code == 200, r.text
+    same_labels(want[:5], r.json())
+    files = [("image", ("a.png", png, "image/png")), ("image", ("b.png", encoded(pictures()["wide"]), "image/png"))]
+    r = requests.post(v.endpoint, files=files, data={"top_k": "6"}, headers=auth, timeout=60)
+    assert r.status_code == 200, r.text
+    assert len(r.json()) == 2
+    same_labels(want, r.json()[0])
+    same_labels(pipe(pictures()["wide"], top_k=6), r.json()[1])
+    # KServe v2: an `image` BYTES input (base64), label / score / scores out.
+    url = f"{os.environ['ZOO_URL']}/v2/models/{v.model}/versions/{v.version}"
+    meta = requests.get(url, headers=auth, timeout=30).json()
+    assert [i["name"] for i in meta["inputs"]] == ["image"]
+    assert [o["name"] for o in meta["outputs"]] == ["label", "score", "scores"]
+    body = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
+                        "data": [base64.b64encode(png).decode()]}]}
+    out = {o["name"]: o["data"] for o in requests.post(f"{url}/infer", json=body, headers=auth, timeout=60).json()["outputs"]}
+    assert out["label"] == [want[0]["label"]] and close(out["score"][0], want[0]["score"])
+    # The CLI: `zoo predict NAME --file cat.png` prints the best labels first.
+    with tempfile.NamedTemporaryFile(suffix=".png") as f:
+        f.write(png)
+        f.flush()
+        cli = subprocess.run([os.environ["ZOO_CLI"], "predict", v.model, "--file", f.name], capture_output=True,
+                             text=True, check=True)
+    label, score = cli.stdout.split()[:2]
+    assert label == want[0]["label"] and close(float(score), want[0]["score"], 1.5e-4), cli.stdout
+    # The version's OpenAPI document names every body it takes and its labels.
+    doc = v.openapi()
+    path = next(p for p in doc["paths"] if p.endswith(f"/versions/{v.version}/predict"))
+    content = doc["paths"][path]["post"]["requestBody"]["content"]
+    assert {"application/json", "image/jpeg", "image/png", "multipart/form-data"} <= set(content), content
+    assert '"horse"' in json.dumps(doc["components"]["schemas"]["PredictResponse"])
+    # Refused, with the reason: not a JPEG or PNG; a URL (never fetched); nothing decodable.
+    for bad, says in [(b"GIF89a\x01\x00\x01\x00", "JPEG or a PNG"), (png[:40], "cannot be decoded")]:
+        r = requests.post(v.endpoint, data=bad, headers={**auth, "Content-Type": "image/png"}, timeout=30)
+        assert (r.status_code, r.json()["error"]["code"]) == (400, "invalid_input") and says in r.text, r.text
+    with pytest.raises(zoo.ZooError, match="never fetches"):
+        v.predict("https://example.com/cat.jpg")
+
+
+def test_a_jpeg_with_an_exif_orientation_is_turned_as_transformers_turns_it(tmp_path):
+    """JPEG decoders may differ in a pixel's last bit (libjpeg-turbo under Pillow,
+    zune-jpeg in zoo), so scores are compared to 2e-3 (7.6e-5 measured here); the
+    EXIF orientation (here: rotate 90) is applied by both, as transformers'
+    load_image does."""
+    from PIL import Image
+
+    pipe = pipeline("image-classification", model=vit_model(21), image_processor=processor("vit"))
+    v = zoo.deploy(pipe, "vit-jpeg", progress=False)
+    img = picture(120, 64)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "turned.jpg"
+    path.write_bytes(encoded(img, "JPEG", quality=95, subsampling=0, exif=exif))
+    want = pipe(str(path), top_k=6)
+    got = v.predict(path, top_k=6)
+    assert {x["label"] for x in got} == {x["label"] for x in want}
+    diffs = [abs(w["score"] - next(g["score"] for g in got if g["label"] == w["label"])) for w in want]
+    print(f"\nJPEG: largest score difference to transformers (Pillow's decoder) {max(diffs):.2e}")
+    assert max(diffs) < 2e-3, (want, got)
+    # The same JPEG without its orientation is another picture to the model.
+    unturned = v.predict(encoded(img, "JPEG", quality=95, subsampling=0), top_k=6)
+    assert max(abs(u["score"] - next(g["score"] for g in got if g["label"] == u["label"])) for u in unturned) > 1e-2
+
+
+def test_an_onnx_image_classifier_with_its_preprocessor_config(tmp_path):
+    """An ONNX export of a ViT with its config.json and preprocessor_config.json:
+    image-classification through ONNX Runtime."""
+    model = vit_model(31)
+    proc = processor("vit")
+    out = tmp_path / "onnx-vit"
+    out.mkdir()
+    torch.onnx.export(model, (torch.zeros(1, 3, 32, 32),), str(out / "model.onnx"), input_names=["pixel_values"],
+                      output_names=["logits"], dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}},
+                      opset_version=17, dynamo=False)
+    model.config.save_pretrained(out)
+    proc.save_pretrained(out)
+    v = zoo.deploy(out, "onnx-vit", progress=False)
+    assert (v.task, v.servable, v.info["format"]) == ("image-classification", True, "onnx")
+    pipe = pipeline("image-classification", model=model, image_processor=proc)
+    for img in pictures().values():
+        same_labels(pipe(img, top_k=6), v.predict(encoded(img), top_k=6))
+
+
+def test_an_image_sent_to_a_text_model_is_refused_as_the_wrong_media_type():
+    import requests
+
+    model, tok = build("distilbert", transformers.AutoModelForSequenceClassification, seed=4,
+                       id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1})
+    v = zoo.deploy((model, tok), "text-not-image", progress=False)
+    r = requests.post(v.endpoint, data=encoded(picture(8, 8)),
+                      headers={"Authorization": f"Bearer {os.environ['ZOO_API_KEY']}", "Content-Type": "image/png"},
+                      timeout=30)
+    assert (r.status_code, r.json()["error"]["code"]) == (415, "unsupported_media_type"), r.text
+    assert "takes JSON" in r.json()["error"]["message"]
+

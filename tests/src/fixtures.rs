@@ -410,3 +410,64 @@ pub fn mlflow_transformers_bundle(dir: &Path, hf: &Path, task: &str) -> PathBuf 
     std::fs::write(b.join("MLmodel"), mlmodel).unwrap();
     b
 }
+
+/// A tiny `ViTForImageClassification` directory built here (8x8 images, 4x4
+/// patches, hidden size 8, one layer, labels cat/dog/bird) with deterministic
+/// weights, and ViT's `preprocessor_config.json`: an image model for the pages and
+/// the API paths (its numbers against transformers are in tests/python/test_hf.py).
+pub fn tiny_vit(dir: &Path) -> PathBuf {
+    let b = dir.join("tiny-vit");
+    std::fs::create_dir_all(&b).unwrap();
+    let (h, inter, patch, size, labels) = (8u64, 16u64, 4u64, 8u64, 3u64);
+    let tokens = (size / patch) * (size / patch) + 1;
+    let mut seed = 0x9E37_79B9u32;
+    let mut t = |name: &str, shape: &[u64], ones: bool| {
+        let n: u64 = shape.iter().product();
+        let data: Vec<u8> = (0..n)
+            .flat_map(|_| {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let v = if ones { 1.0f32 } else { (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5 };
+                v.to_le_bytes()
+            })
+            .collect();
+        StTensor { name: name.into(), dtype: "F32".into(), shape: shape.to_vec(), data }
+    };
+    let l = "vit.encoder.layer.0";
+    let mut tensors = vec![
+        t("vit.embeddings.cls_token", &[1, 1, h], false),
+        t("vit.embeddings.position_embeddings", &[1, tokens, h], false),
+        t("vit.embeddings.patch_embeddings.projection.weight", &[h, 3, patch, patch], false),
+        t("vit.embeddings.patch_embeddings.projection.bias", &[h], false),
+    ];
+    for lin in
+        ["attention.attention.query", "attention.attention.key", "attention.attention.value", "attention.output.dense"]
+    {
+        tensors.push(t(&format!("{l}.{lin}.weight"), &[h, h], false));
+        tensors.push(t(&format!("{l}.{lin}.bias"), &[h], false));
+    }
+    tensors.push(t(&format!("{l}.intermediate.dense.weight"), &[inter, h], false));
+    tensors.push(t(&format!("{l}.intermediate.dense.bias"), &[inter], false));
+    tensors.push(t(&format!("{l}.output.dense.weight"), &[h, inter], false));
+    tensors.push(t(&format!("{l}.output.dense.bias"), &[h], false));
+    for norm in [format!("{l}.layernorm_before"), format!("{l}.layernorm_after"), "vit.layernorm".to_string()] {
+        tensors.push(t(&format!("{norm}.weight"), &[h], true));
+        tensors.push(t(&format!("{norm}.bias"), &[h], false));
+    }
+    tensors.push(t("classifier.weight", &[labels, h], false));
+    tensors.push(t("classifier.bias", &[labels], false));
+    write_safetensors(&b.join("model.safetensors"), &tensors);
+    let config = json!({
+        "model_type": "vit", "architectures": ["ViTForImageClassification"], "hidden_size": h,
+        "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": inter, "hidden_act": "gelu",
+        "layer_norm_eps": 1e-12, "image_size": size, "patch_size": patch, "num_channels": 3, "qkv_bias": true,
+        "id2label": {"0": "cat", "1": "dog", "2": "bird"}, "label2id": {"cat": 0, "dog": 1, "bird": 2}
+    });
+    std::fs::write(b.join("config.json"), config.to_string()).unwrap();
+    let processor = json!({
+        "image_processor_type": "ViTImageProcessor", "do_resize": true, "size": {"height": size, "width": size},
+        "resample": 2, "do_rescale": true, "rescale_factor": 1.0 / 255.0, "do_normalize": true,
+        "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]
+    });
+    std::fs::write(b.join("preprocessor_config.json"), processor.to_string()).unwrap();
+    b
+}

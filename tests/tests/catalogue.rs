@@ -101,6 +101,11 @@ async fn catalogue_in_a_real_browser() {
         "Sentiment of English sentences",
     ]));
     ok(&s.cli(&["deploy", mlp.path.to_str().unwrap(), "--name", "mlp"]));
+    let vit = fixtures::tiny_vit(dir.path());
+    ok(&s.cli(&["deploy", vit.to_str().unwrap(), "--name", "vit"]));
+    let chat = dir.path().join("tiny-chat.gguf");
+    std::fs::write(&chat, zoo_formats::gguf::write::tiny_llama()).unwrap();
+    ok(&s.cli(&["deploy", chat.to_str().unwrap(), "--name", "tiny-chat"]));
     let reader = key_of(&ok(
         &s.cli(&["keys", "create", "--name", "reader", "--scope", "read", "--scope", "predict", "-o", "json"])
     ));
@@ -113,7 +118,7 @@ async fn catalogue_in_a_real_browser() {
     let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     println!("{printed}");
     assert!(out.status.success() && printed.contains("all checks passed"), "{printed}");
-    for shot in ["login", "models", "model", "try", "docs", "keys", "model-phone"] {
+    for shot in ["login", "models", "model", "try", "try-image", "chat", "docs", "keys", "model-phone"] {
         assert!(shots.join(format!("{shot}.png")).is_file(), "screenshot {shot}.png");
     }
     println!("screenshots in {}", shots.display());

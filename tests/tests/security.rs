@@ -21,6 +21,8 @@ async fn schemathesis_finds_no_server_error_or_schema_violation() {
     let tc = fixtures::text_classifier(dir.path());
     ok(&s.cli(&["deploy", mlp.path.to_str().unwrap(), "--name", "mlp"]));
     ok(&s.cli(&["deploy", tc.dir.to_str().unwrap(), "--name", "tc", "--alias", "production"]));
+    let vit = fixtures::tiny_vit(dir.path());
+    ok(&s.cli(&["deploy", vit.to_str().unwrap(), "--name", "vit"]));
     let schemathesis = zoo_tests::test_python().with_file_name("schemathesis");
     let config = zoo_tests::python_script("schemathesis.toml");
     let run = |schema: &str, seed: &str, examples: &str| {
@@ -46,6 +48,8 @@ async fn schemathesis_finds_no_server_error_or_schema_violation() {
     // phase, every check, against the model itself.
     run("/v1/models/mlp/openapi.json", "20261203", "50");
     run("/v1/models/tc/openapi.json", "20261203", "50");
+    // An image model: raw image bodies, forms and base64 JSON, fuzzed.
+    run("/v1/models/vit/openapi.json", "20261203", "50");
     // The server-wide document: every check and every phase (examples, coverage,
     // fuzzing, stateful links), several seeds. The tests may delete the models.
     for seed in ["1", "2", "3"] {

@@ -81,7 +81,8 @@ class Version:
 
     def predict(self, inputs: Any, **options: Any) -> Any:
         """Predict with this version: `inputs` as its task takes them (a text or
-        a list of texts; a dict of tensor name -> nested lists)."""
+        a list of texts; an image or a list of images; a dict of tensor name ->
+        nested lists)."""
         return self._client.predict(self.model, inputs, version=self.version, **options)
 
     def openapi(self) -> Dict[str, Any]:
@@ -192,9 +193,12 @@ class Client:
 
     def predict(self, model: str, inputs: Any, version: Optional[str] = None, **options: Any) -> Any:
         """Predict with a model's default version (alias `production`, else the
-        newest), or with `version`. `options`: `top_k`, `normalize`."""
+        newest), or with `version`. `inputs`: a text or a list of texts; an image
+        (a `PIL.Image`, the bytes of a JPEG or PNG, or a `pathlib.Path` to one) or
+        a list of images; a dict of tensor name -> nested lists. `options`:
+        `top_k`, `normalize`."""
         path = f"/v1/models/{model}/versions/{version}/predict" if version else f"/v1/models/{model}/predict"
-        body = {"inputs": inputs, **{k: v for k, v in options.items() if v is not None}}
+        body = {"inputs": _encode_images(inputs), **{k: v for k, v in options.items() if v is not None}}
         return self._json("POST", path, json=body)
 
     def models(self, q: Optional[str] = None) -> List[Dict[str, Any]]:
@@ -395,8 +399,29 @@ class _artifact:
             self.tmp.cleanup()
 
 
+def _encode_images(inputs: Any) -> Any:
+    """Images in `inputs` as base64 (what an image model takes in JSON): a
+    `PIL.Image` as PNG, bytes as they are, a `pathlib.Path` read; others unchanged."""
+    import base64
+    import io
+
+    if isinstance(inputs, list):
+        return [_encode_images(i) for i in inputs]
+    pil = sys.modules.get("PIL.Image")
+    if pil is not None and isinstance(inputs, pil.Image):
+        buf = io.BytesIO()
+        inputs.save(buf, format="PNG")
+        return base64.b64encode(buf.getvalue()).decode("ascii")
+    if isinstance(inputs, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(inputs)).decode("ascii")
+    if isinstance(inputs, Path):
+        return base64.b64encode(inputs.read_bytes()).decode("ascii")
+    return inputs
+
+
 # transformers' pipeline task names -> zoo's tasks.
 _PIPELINE_TASKS = {
+    "image-classification": "image-classification",
     "text-classification": "text-classification",
     "sentiment-analysis": "text-classification",
     "feature-extraction": "feature-extraction",

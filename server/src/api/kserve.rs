@@ -7,15 +7,21 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use std::convert::Infallible;
+
+use axum::response::sse::{KeepAlive, Sse};
 use zoo_api::kserve::{
-    HEADER_CONTENT_LENGTH, V2Error, V2InferRequest, V2InferResponse, V2Live, V2ModelMetadata, V2Ready, V2ServerMetadata,
+    HEADER_CONTENT_LENGTH, V2Error, V2GenerateRequest, V2GenerateResponse, V2InferRequest, V2InferResponse, V2Live,
+    V2ModelMetadata, V2Ready, V2ServerMetadata,
 };
 use zoo_api::{ModelName, Scope, VersionName};
 
-use super::ApiPath;
+use super::{ApiPath, json_event, with_version};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::Error;
+use crate::pipeline::generation::{Piece, Settings};
+use crate::service::generate::Generating;
 use crate::service::predict::Target;
 
 /// An error in the protocol's shape: `{"error": "<code>: <message>"}`.
@@ -62,7 +68,7 @@ pub async fn server_metadata(c: std::result::Result<Caller, Error>) -> V2Result<
     Ok(Json(V2ServerMetadata {
         name: "zoo".into(),
         version: env!("CARGO_PKG_VERSION").into(),
-        extensions: vec!["binary_tensor_data".into()],
+        extensions: vec!["binary_tensor_data".into(), "generate".into()],
     }))
 }
 
@@ -202,7 +208,7 @@ async fn infer(
     let (response, binary) = state.services.v2_infer(&served, req, &bytes[json_len..]).await?;
     state.services.metrics.predict(&served.model, &served.version, crate::metrics::Phase::Total, started.elapsed());
     let json = serde_json::to_vec(&response).map_err(Error::internal)?;
-    let mut out = if binary.is_empty() {
+    let out = if binary.is_empty() {
         ([(header::CONTENT_TYPE, "application/json")], json).into_response()
     } else {
         let len = json.len();
@@ -212,10 +218,7 @@ async fn infer(
         r.headers_mut().insert(HEADER_CONTENT_LENGTH, HeaderValue::from(len));
         r
     };
-    if let Ok(v) = HeaderValue::from_str(&served.version) {
-        out.headers_mut().insert(zoo_api::headers::MODEL_VERSION, v);
-    }
-    Ok(out)
+    Ok(with_version(out, &served.version))
 }
 
 /// Run an inference on the model's default version: typed tensors in JSON (flat or
@@ -253,4 +256,168 @@ pub async fn version_infer(
     body: Body,
 ) -> V2Result<Response> {
     infer(state, c, name, Some(version), headers, body).await
+}
+
+/// The version a generate request names, after the key is checked for it.
+async fn generating(
+    state: &AppState,
+    c: std::result::Result<Caller, Error>,
+    name: &ModelName,
+    version: Option<&VersionName>,
+    body: Body,
+) -> V2Result<(Generating, V2GenerateRequest, Settings)> {
+    caller(c, Scope::Predict, Some(name))?;
+    let target = version.map_or(Target::Default, |v| Target::Version(v));
+    let g = state.services.generating(name, target).await?;
+    let limit = usize::try_from(g.served.effective.max_body_bytes).unwrap_or(usize::MAX);
+    let bytes = super::read_body(body, limit, state.services.config.upload_idle_timeout()).await?;
+    let req: V2GenerateRequest = super::parse_json(&bytes)?;
+    let settings = Settings::v2(&req.parameters.clone().unwrap_or_default())?;
+    Ok((g, req, settings))
+}
+
+/// An answer of `generate`, or an event of `generate_stream` (`end`: the
+/// finish reason and the prompt's and the answer's token counts).
+fn generated(
+    id: &Option<String>,
+    name: &str,
+    version: &str,
+    text: String,
+    end: Option<(&str, usize, usize)>,
+) -> V2GenerateResponse {
+    V2GenerateResponse {
+        id: id.clone(),
+        model_name: name.to_string(),
+        model_version: version.to_string(),
+        text_output: text,
+        finish_reason: end.map(|e| e.0.to_string()),
+        prompt_tokens: end.map(|e| e.1 as u32),
+        completion_tokens: end.map(|e| e.2 as u32),
+    }
+}
+
+async fn generate_inner(
+    state: AppState,
+    c: std::result::Result<Caller, Error>,
+    name: ModelName,
+    version: Option<VersionName>,
+    body: Body,
+) -> V2Result<Response> {
+    let (g, req, settings) = generating(&state, c, &name, version.as_ref(), body).await?;
+    let tokens = state.services.prompt_tokens(&g, req.text_input.clone()).await?;
+    let (text, finish, p, n) = state.services.start(&g, tokens, &settings)?.collect().await?;
+    let exclude = req.parameters.as_ref().and_then(|p| p.exclude_input_in_output).unwrap_or(false);
+    let text = if exclude { text } else { req.text_input + &text };
+    let answer = generated(&req.id, &name, &g.served.version, text, Some((finish.as_str(), p, n)));
+    Ok(with_version(Json(answer).into_response(), &g.served.version))
+}
+
+async fn generate_stream_inner(
+    state: AppState,
+    c: std::result::Result<Caller, Error>,
+    name: ModelName,
+    version: Option<VersionName>,
+    body: Body,
+) -> V2Result<Response> {
+    let (g, req, settings) = generating(&state, c, &name, version.as_ref(), body).await?;
+    let tokens = state.services.prompt_tokens(&g, req.text_input.clone()).await?;
+    let stream = state.services.start(&g, tokens, &settings)?;
+    let (id, name, version) = (req.id, name.to_string(), g.served.version.clone());
+    let header_version = version.clone();
+    // Each piece of text as an event; the last one carries the finish reason and
+    // the token counts; an error mid-stream is sent as the protocol's error body.
+    // Dropping the response (the client went away) ends the generation.
+    let events = futures::stream::unfold(Some(stream), move |stream| {
+        let (id, name, version) = (id.clone(), name.clone(), version.clone());
+        async move {
+            let mut stream = stream?;
+            let (event, rest) = match stream.next().await? {
+                Ok(Piece::Text(t)) => (json_event(&generated(&id, &name, &version, t, None)), Some(stream)),
+                Ok(Piece::End { finish, prompt_tokens, completion_tokens }) => {
+                    let end = Some((finish.as_str(), prompt_tokens, completion_tokens));
+                    (json_event(&generated(&id, &name, &version, String::new(), end)), None)
+                }
+                Err(e) => {
+                    let public = e.public();
+                    (json_event(&V2Error { error: format!("{}: {}", public.code, public.message) }), None)
+                }
+            };
+            Some((Ok::<_, Infallible>(event), rest))
+        }
+    });
+    let sse = Sse::new(events).keep_alive(KeepAlive::default());
+    Ok(with_version(sse.into_response(), &header_version))
+}
+
+/// Generate text with the model's default version (Triton's generate
+/// extension): `{"text_input": "prompt", "parameters": {"max_tokens": 32}}` ->
+/// `{"model_name", "model_version", "text_output"}`; the prompt is continued as
+/// it is, greedy unless a temperature above 0 is given.
+#[utoipa::path(post, path = "/v2/models/{name}/generate", tag = "kserve", params(("name" = ModelName, Path)),
+    request_body(content = V2GenerateRequest, example = json!({"text_input": "The capital of France is", "parameters": {"max_tokens": 16}})),
+    responses((status = 200, body = V2GenerateResponse), (status = 400, body = V2Error), (status = 401, body = V2Error),
+        (status = 403, body = V2Error), (status = 404, body = V2Error), (status = 409, body = V2Error),
+        (status = 413, body = V2Error), (status = 415, body = V2Error), (status = 429, body = V2Error),
+        (status = 500, body = V2Error), (status = 503, body = V2Error)))]
+pub async fn model_generate(
+    State(state): State<AppState>,
+    c: std::result::Result<Caller, Error>,
+    V2Path(name): V2Path<ModelName>,
+    body: Body,
+) -> V2Result<Response> {
+    generate_inner(state, c, name, None, body).await
+}
+
+/// Generate text with one version.
+#[utoipa::path(post, path = "/v2/models/{name}/versions/{version}/generate", tag = "kserve",
+    params(("name" = ModelName, Path), ("version" = VersionName, Path)),
+    request_body(content = V2GenerateRequest),
+    responses((status = 200, body = V2GenerateResponse), (status = 400, body = V2Error), (status = 401, body = V2Error),
+        (status = 403, body = V2Error), (status = 404, body = V2Error), (status = 409, body = V2Error),
+        (status = 413, body = V2Error), (status = 415, body = V2Error), (status = 429, body = V2Error),
+        (status = 500, body = V2Error), (status = 503, body = V2Error)))]
+pub async fn version_generate(
+    State(state): State<AppState>,
+    c: std::result::Result<Caller, Error>,
+    V2Path((name, version)): V2Path<(ModelName, VersionName)>,
+    body: Body,
+) -> V2Result<Response> {
+    generate_inner(state, c, name, Some(version), body).await
+}
+
+/// Generate text with the model's default version as server-sent events (Triton's
+/// generate_stream): one `V2GenerateResponse` per piece of text (`text_output`
+/// holds the piece), the last with `finish_reason` and the token counts.
+#[utoipa::path(post, path = "/v2/models/{name}/generate_stream", tag = "kserve", params(("name" = ModelName, Path)),
+    request_body(content = V2GenerateRequest),
+    responses((status = 200, content_type = "text/event-stream", body = V2GenerateResponse, description = "events of `V2GenerateResponse`; an error after the first event comes as a `V2Error` event"),
+        (status = 400, body = V2Error), (status = 401, body = V2Error),
+        (status = 403, body = V2Error), (status = 404, body = V2Error), (status = 409, body = V2Error),
+        (status = 413, body = V2Error), (status = 415, body = V2Error), (status = 429, body = V2Error),
+        (status = 500, body = V2Error), (status = 503, body = V2Error)))]
+pub async fn model_generate_stream(
+    State(state): State<AppState>,
+    c: std::result::Result<Caller, Error>,
+    V2Path(name): V2Path<ModelName>,
+    body: Body,
+) -> V2Result<Response> {
+    generate_stream_inner(state, c, name, None, body).await
+}
+
+/// Generate text with one version as server-sent events.
+#[utoipa::path(post, path = "/v2/models/{name}/versions/{version}/generate_stream", tag = "kserve",
+    params(("name" = ModelName, Path), ("version" = VersionName, Path)),
+    request_body(content = V2GenerateRequest),
+    responses((status = 200, content_type = "text/event-stream", body = V2GenerateResponse, description = "events of `V2GenerateResponse`; an error after the first event comes as a `V2Error` event"),
+        (status = 400, body = V2Error), (status = 401, body = V2Error),
+        (status = 403, body = V2Error), (status = 404, body = V2Error), (status = 409, body = V2Error),
+        (status = 413, body = V2Error), (status = 415, body = V2Error), (status = 429, body = V2Error),
+        (status = 500, body = V2Error), (status = 503, body = V2Error)))]
+pub async fn version_generate_stream(
+    State(state): State<AppState>,
+    c: std::result::Result<Caller, Error>,
+    V2Path((name, version)): V2Path<(ModelName, VersionName)>,
+    body: Body,
+) -> V2Result<Response> {
+    generate_stream_inner(state, c, name, Some(version), body).await
 }

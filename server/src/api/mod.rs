@@ -21,6 +21,8 @@ pub mod keys;
 pub mod kserve;
 pub mod model_docs;
 pub mod models;
+pub mod multipart;
+pub mod openai;
 pub mod predict;
 pub mod session;
 pub mod versions;
@@ -55,7 +57,8 @@ pub mod versions;
         (name = "predict", description = "Predictions"),
         (name = "keys", description = "API keys (admin)"),
         (name = "auth", description = "Browser sessions for the web catalogue"),
-        (name = "kserve", description = "KServe v2 / Open Inference Protocol (tritonclient and other existing clients)")
+        (name = "kserve", description = "KServe v2 / Open Inference Protocol (tritonclient and other existing clients)"),
+        (name = "openai", description = "OpenAI-compatible chat and completions for text-generation models (the openai client libraries, base_url `/openai/v1`)")
     )
 )]
 struct ApiDoc;
@@ -106,6 +109,15 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(kserve::version_ready))
         .routes(routes!(kserve::model_infer))
         .routes(routes!(kserve::version_infer))
+        .routes(routes!(kserve::model_generate))
+        .routes(routes!(kserve::version_generate))
+        .routes(routes!(kserve::model_generate_stream))
+        .routes(routes!(kserve::version_generate_stream))
+        .routes(routes!(openai::chat_completions))
+        .routes(routes!(openai::completions))
+        .routes(routes!(openai::chat_completions_openai))
+        .routes(routes!(openai::completions_openai))
+        .routes(routes!(openai::list_models))
 }
 
 /// The OpenAPI document of the server.
@@ -116,8 +128,38 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// What the route annotations cannot say: the session route takes its key in the
-/// body or in `Authorization`, so its body is optional.
+/// body or in `Authorization`, so its body is optional; the predict routes also
+/// take an image model's image as the body or in a form.
 pub fn finish(doc: &mut utoipa::openapi::OpenApi) {
+    let image = serde_json::json!({"type": "string", "contentMediaType": "image/*"});
+    let media: [(&str, serde_json::Value); 3] = [
+        ("image/jpeg", serde_json::json!({"schema": image})),
+        ("image/png", serde_json::json!({"schema": image})),
+        (
+            "multipart/form-data",
+            serde_json::json!({"schema": {
+                "type": "object",
+                "required": ["image"],
+                "properties": {
+                    "image": {"type": "array", "items": image, "minItems": 1,
+                              "description": "image models: the image file; several parts named image answer with a list"},
+                    "top_k": {"type": "integer", "minimum": 1}
+                }
+            }}),
+        ),
+    ];
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if path.ends_with("/predict")
+            && path.starts_with("/v1/")
+            && let Some(body) = item.post.as_mut().and_then(|p| p.request_body.as_mut())
+        {
+            for (ty, content) in &media {
+                if let Ok(c) = serde_json::from_value(content.clone()) {
+                    body.content.insert((*ty).to_string(), c);
+                }
+            }
+        }
+    }
     if let Some(item) = doc.paths.paths.get_mut("/v1/auth/session")
         && let Some(post) = item.post.as_mut()
         && let Some(body) = post.request_body.as_mut()
@@ -400,4 +442,17 @@ pub async fn not_found(req: Request) -> Error {
 /// 405 in the API's error format.
 pub async fn method_not_allowed(req: Request) -> Error {
     Error::MethodNotAllowed(format!("{} is not allowed on {}", req.method(), req.uri().path()))
+}
+
+/// `r` with the header naming the version that answered.
+pub(crate) fn with_version(mut r: axum::response::Response, version: &str) -> axum::response::Response {
+    if let Ok(v) = axum::http::HeaderValue::from_str(version) {
+        r.headers_mut().insert(zoo_api::headers::MODEL_VERSION, v);
+    }
+    r
+}
+
+/// A server-sent event whose data is `v` as JSON.
+pub(crate) fn json_event(v: &impl serde::Serialize) -> axum::response::sse::Event {
+    axum::response::sse::Event::default().data(serde_json::to_string(v).unwrap_or_default())
 }

@@ -7,10 +7,11 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use zoo_api::{AliasName, ErrorBody, ModelName, PredictRequest, PredictResponse, Scope, VersionName, headers};
 
+use super::multipart;
 use super::{ApiPath, check_json_type, read_body};
 use crate::AppState;
 use crate::auth::Caller;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::service::predict::Target;
 
 async fn predict(
@@ -25,9 +26,20 @@ async fn predict(
     // The version first: its body limit applies to the body.
     let (_, served) = state.services.prepare(&model, target).await?;
     let limit = usize::try_from(served.effective.max_body_bytes).unwrap_or(usize::MAX);
-    check_json_type(&h)?;
+    let kind = body_kind(&h)?;
+    if !matches!(kind, BodyKind::Json) {
+        crate::service::predict::takes_images(&served)?;
+    }
     let bytes = read_body(body, limit, state.services.config.upload_idle_timeout()).await?;
-    let p = state.services.predict_on(&served, &bytes).await?;
+    let p = match kind {
+        BodyKind::Json => state.services.predict_on(&served, &bytes).await?,
+        BodyKind::Image => state.services.predict_images(&served, vec![(*bytes).clone()], false, None).await?,
+        BodyKind::Form(boundary) => {
+            let form = ImageForm::read(&bytes, &boundary, served.effective.max_items as usize)?;
+            let many = form.images.len() > 1;
+            state.services.predict_images(&served, form.images, many, form.top_k).await?
+        }
+    };
     let mut response = Json(p.response).into_response();
     let hs = response.headers_mut();
     let ms = |d: std::time::Duration| HeaderValue::from_str(&format!("{:.3}", d.as_secs_f64() * 1000.0));
@@ -44,8 +56,75 @@ async fn predict(
     Ok(response)
 }
 
+/// What a predict body holds, from its content type.
+enum BodyKind {
+    /// `{"inputs": ...}` (and MLflow's formats).
+    Json,
+    /// The image itself (`image/jpeg`, `image/png`, `application/octet-stream`).
+    Image,
+    /// `multipart/form-data` with image files, with its boundary.
+    Form(String),
+}
+
+fn body_kind(h: &HeaderMap) -> Result<BodyKind> {
+    let ct = h.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if let Some(boundary) = multipart::boundary(ct) {
+        return Ok(BodyKind::Form(boundary?));
+    }
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if matches!(essence.as_str(), "image/jpeg" | "image/jpg" | "image/png" | "application/octet-stream") {
+        return Ok(BodyKind::Image);
+    }
+    check_json_type(h).map_err(|_| {
+        Error::UnsupportedMediaType(format!(
+            "expected a JSON body (application/json), an image (image/jpeg, image/png) or a form \
+             (multipart/form-data), got '{essence}'"
+        ))
+    })?;
+    Ok(BodyKind::Json)
+}
+
+/// The images (parts named `image`, or `file`) and `top_k` of a predict form.
+pub struct ImageForm {
+    pub images: Vec<bytes::Bytes>,
+    pub top_k: Option<std::num::NonZeroUsize>,
+}
+
+impl ImageForm {
+    pub fn read(body: &bytes::Bytes, boundary: &str, max_images: usize) -> Result<ImageForm> {
+        let mut form = ImageForm { images: Vec::new(), top_k: None };
+        for part in multipart::parse(body, boundary, max_images.saturating_add(4))? {
+            match part.name.as_str() {
+                "image" | "file" | "inputs" => form.images.push(part.data),
+                "top_k" => {
+                    let k = std::str::from_utf8(&part.data).ok().and_then(|t| t.trim().parse().ok());
+                    form.top_k =
+                        Some(k.ok_or_else(|| Error::InvalidInput("top_k must be a whole number from 1".into()))?);
+                }
+                other => {
+                    return Err(Error::InvalidInput(format!(
+                        "unknown form field '{other}': send the image as a part named image (and top_k)"
+                    )));
+                }
+            }
+        }
+        if form.images.is_empty() {
+            return Err(Error::InvalidInput("the form holds no image: send it as a part named image".into()));
+        }
+        if form.images.len() > max_images {
+            return Err(Error::InvalidInput(format!(
+                "at most {max_images} images per request, got {}",
+                form.images.len()
+            )));
+        }
+        Ok(form)
+    }
+}
+
 /// Predict with the model's default version: alias `production` if set, else the
-/// newest version. The body's shape depends on the task (see `PredictRequest`).
+/// newest version. The body's shape depends on the task (see `PredictRequest`);
+/// an image task also takes the image itself as the body (`image/jpeg`,
+/// `image/png`) or in a `multipart/form-data` form (parts named `image`, and `top_k`).
 #[utoipa::path(post, path = "/v1/models/{name}/predict", tag = "predict",
     params(("name" = ModelName, Path, description = "Model name")),
     request_body(content = PredictRequest, examples(

@@ -198,8 +198,10 @@ fn parse_range(h: &HeaderMap, size: u64) -> Result<Option<Range>> {
     params(("name" = ModelName, Path), ("version" = VersionName, Path),
         ("Range" = Option<String>, Header, description = "bytes=START-END")),
     responses(
-        (status = 200, description = "The artifact", content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 206, description = "Part of the artifact", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 200, description = "The artifact: a single file, or a bundle's tar archive", content(
+            (Vec<u8> = "application/octet-stream"), (Vec<u8> = "application/x-tar"))),
+        (status = 206, description = "Part of the artifact", content(
+            (Vec<u8> = "application/octet-stream"), (Vec<u8> = "application/x-tar"))),
         (status = 400, description = "invalid_name", body = ErrorBody),
         (status = 401, description = "unauthorized", body = ErrorBody),
         (status = 403, description = "forbidden", body = ErrorBody),

@@ -1,6 +1,7 @@
 //! Tasks as data: what a version takes and answers is decided by its task, one
 //! file each in `task/`; the rest of this module is what tasks share (JSON
-//! tensors, tokenization, MLflow's formats, the OpenAPI document's frame).
+//! tensors, tokenization, image preparation, labels from logits, MLflow's formats,
+//! the OpenAPI document's frame).
 
 use std::path::Path;
 
@@ -8,10 +9,13 @@ use zoo_api::{Signature, Task};
 
 use crate::error::Result;
 
+pub mod generation;
+pub mod image;
 pub mod json;
 pub mod mlflow;
 pub mod openapi;
 pub mod request;
+pub mod scores;
 pub mod task;
 pub mod tensor;
 pub mod text;

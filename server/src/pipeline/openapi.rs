@@ -101,16 +101,21 @@ pub fn document(info: &VersionInfo, example: Option<Value>, pinned: bool) -> Val
             "each request runs alone".to_string()
         }
     ));
+    let mut request_content = Map::new();
+    request_content.insert(
+        "application/json".into(),
+        json!({"schema": {"$ref": "#/components/schemas/PredictRequest"}, "example": example}),
+    );
+    if info.signature.mlflow.is_none() {
+        request_content.extend(super::task::kind(info.task).request_media(info));
+    }
     let error = |what: &str| json!({"description": what, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
     let operation = |summary: String, id: String| {
         json!({
             "summary": summary,
             "operationId": id,
             "tags": ["predict"],
-            "requestBody": {
-                "required": true,
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}, "example": example}}
-            },
+            "requestBody": {"required": true, "content": request_content},
             "responses": {
                 "200": {
                     "description": "the prediction",

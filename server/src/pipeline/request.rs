@@ -33,6 +33,9 @@ pub struct RawPredict<'a> {
     pub dataframe_records: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     pub instances: Option<&'a RawValue>,
+    /// text-generation: how to generate.
+    #[serde(default, deserialize_with = "present")]
+    pub parameters: Option<zoo_api::openai::GenerationParameters>,
 }
 
 /// An optional field that, when present, is never `null`.
@@ -73,6 +76,7 @@ impl RawPredict<'_> {
             dataframe_split: tree(self.dataframe_split)?,
             dataframe_records: tree(self.dataframe_records)?,
             instances: tree(self.instances)?,
+            parameters: self.parameters.clone(),
         })
     }
 }
@@ -84,21 +88,25 @@ pub enum Inputs {
     /// Texts to tokenize (by the caller: off the async threads when long); `many`:
     /// the request sent a list, so the answer is one.
     Texts { texts: Vec<String>, many: bool },
+    /// Encoded images (JPEG or PNG) to decode and prepare (by the caller, off the
+    /// async threads); `many`: the answer is a list.
+    Images { images: Vec<bytes::Bytes>, many: bool },
 }
 
-/// What `respond` needs besides the outputs: for texts, whether a list was sent,
+/// What `respond` needs besides the outputs: for texts and images, whether a list was sent,
 /// the attention mask (embeddings are pooled over it) and the tokenizer's
 /// encodings (entities are read from their tokens and offsets).
 pub enum Answer {
     Tensors,
     Texts { many: bool, mask: ArrayD<i64>, encodings: Vec<Encoding>, texts: Vec<String> },
+    Images { many: bool },
 }
 
 impl Answer {
     /// Whether the request sent a list of texts (the answer is one).
     pub fn many(&self) -> Result<bool> {
         match self {
-            Answer::Texts { many, .. } => Ok(*many),
+            Answer::Texts { many, .. } | Answer::Images { many } => Ok(*many),
             Answer::Tensors => Err(Error::internal("a text version answered without its texts")),
         }
     }
@@ -107,7 +115,7 @@ impl Answer {
     pub fn encodings(&self) -> Result<(&[Encoding], &[String])> {
         match self {
             Answer::Texts { encodings, texts, .. } => Ok((encodings, texts)),
-            Answer::Tensors => Err(Error::internal("a text version answered without its texts' tokens")),
+            _ => Err(Error::internal("a text version answered without its texts' tokens")),
         }
     }
 
@@ -115,7 +123,7 @@ impl Answer {
     pub fn mask(&self) -> Result<&ArrayD<i64>> {
         match self {
             Answer::Texts { mask, .. } => Ok(mask),
-            Answer::Tensors => Err(Error::internal("a text version answered without its texts' mask")),
+            _ => Err(Error::internal("a text version answered without its texts' mask")),
         }
     }
 }

@@ -183,38 +183,7 @@ impl TextPipeline {
     pub fn classify(&self, outputs: &Tensors, top_k: Option<usize>) -> Result<Vec<Vec<LabelScore>>> {
         let logits =
             self.output(outputs)?.to_f32().ok_or_else(|| Error::Inference("logits are not floating point".into()))?;
-        if logits.ndim() != 2 {
-            return Err(Error::Inference(format!("logits have shape {:?}, expected [batch, labels]", logits.shape())));
-        }
-        let labels = &self.info.labels;
-        let mut out = Vec::with_capacity(logits.shape()[0]);
-        for row in logits.axis_iter(Axis(0)) {
-            let row: Vec<f32> = row.iter().copied().collect();
-            let mut scored: Vec<LabelScore> = if row.len() == 1 && labels.len() == 2 {
-                let p = 1.0 / (1.0 + (-row[0]).exp());
-                vec![
-                    LabelScore { label: labels[1].clone(), score: p },
-                    LabelScore { label: labels[0].clone(), score: 1.0 - p },
-                ]
-            } else {
-                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let exps: Vec<f32> = row.iter().map(|v| (v - max).exp()).collect();
-                let sum: f32 = exps.iter().sum();
-                exps.iter()
-                    .enumerate()
-                    .map(|(i, e)| LabelScore {
-                        label: labels.get(i).cloned().unwrap_or_else(|| format!("LABEL_{i}")),
-                        score: e / sum,
-                    })
-                    .collect()
-            };
-            scored.sort_by(|a, b| b.score.total_cmp(&a.score));
-            if let Some(k) = top_k {
-                scored.truncate(k.max(1));
-            }
-            out.push(scored);
-        }
-        Ok(out)
+        super::scores::classify(&logits, &self.info.labels, top_k)
     }
 
     /// Pool hidden states `[batch, seq, hidden]` (or take `[batch, dim]` as is).

@@ -1,4 +1,4 @@
-//! candle: Hugging Face encoders (BERT, DistilBERT, RoBERTa, XLM-RoBERTa, DeBERTa-v2/v3)
+//! candle: Hugging Face encoders (BERT, DistilBERT, RoBERTa, XLM-RoBERTa, DeBERTa-v2/v3, ViT)
 //! straight from `model.safetensors` + `config.json`, in pure Rust. Takes
 //! `input_ids`, `attention_mask` (and BERT's `token_type_ids`) and returns
 //! `last_hidden_state`, like an ONNX export of the same model, so the text tasks
@@ -8,6 +8,9 @@
 //! DeBERTa: its context pooler (dense + the configured activation) + classifier,
 //! all on the first token); a `*ForTokenClassification` returns `logits` for every
 //! token.
+//!
+//! ViT (`ViTModel`, `ViTForImageClassification`) takes `pixel_values` and returns
+//! `last_hidden_state`, or the classifier's `logits` on the first token.
 //!
 //! DistilBERT is BERT without token types and pooler, with its layers named
 //! differently: its weights are renamed onto candle's BERT (whose GELU is the
@@ -20,6 +23,7 @@ use candle_core::{DType, Device, Tensor as CTensor};
 use candle_nn::{Linear, Module, VarBuilder};
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use candle_transformers::models::debertav2::{Config as DebertaConfig, DebertaV2Model};
+use candle_transformers::models::vit;
 use candle_transformers::models::xlm_roberta::{Config as RobertaConfig, XLMRobertaModel};
 use ndarray::{ArrayD, IxDyn};
 use serde_json::{Value, json};
@@ -46,12 +50,20 @@ impl Runtime for CandleRuntime {
         signature: &Signature,
         _limits: &RunLimits,
     ) -> Result<Box<dyn LoadedModel>, RuntimeError> {
+        if signature.format == zoo_api::Format::Gguf {
+            // The language model itself is loaded by its task's generator, which
+            // runs it in its own engine (`generate.rs`): no tensors run here.
+            return Ok(Box::new(super::generate::NoTensors));
+        }
         let dir = model.parent().ok_or_else(|| load_err("the weights file has no directory"))?;
         let config_text =
             std::fs::read_to_string(dir.join("config.json")).map_err(|e| load_err(format!("config.json: {e}")))?;
         let config: Value =
             serde_json::from_str(&config_text).map_err(|e| load_err(format!("config.json is not JSON: {e}")))?;
         let model_type = config.get("model_type").and_then(Value::as_str).unwrap_or("");
+        if model_type == "vit" {
+            return Ok(Box::new(Vit::load(model, &config, signature)?));
+        }
         let arch = hf::architecture(model_type)
             .ok_or_else(|| load_err(format!("model type '{model_type}' is not one candle runs here")))?;
         let device = Device::Cpu;
@@ -336,6 +348,87 @@ impl LoadedModel for CandleEncoder {
                 ("logits", classifier.forward(&pooled).map_err(run)?)
             }
             Head::Token(classifier) => ("logits", classifier.forward(&hidden).map_err(run)?),
+        };
+        let shape = out.dims().to_vec();
+        let values = out.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(run)?;
+        let array = ArrayD::from_shape_vec(IxDyn(&shape), values).map_err(|e| RuntimeError::Run(e.to_string()))?;
+        Ok(vec![(name.to_string(), Tensor::F32(array))])
+    }
+}
+
+/// A ViT: the encoder with its final layer norm, and a classifier on the first
+/// token for a `ViTForImageClassification`.
+struct Vit {
+    embeddings: vit::Embeddings,
+    encoder: vit::Encoder,
+    layernorm: candle_nn::LayerNorm,
+    classifier: Option<Linear>,
+    /// Channels and side of the images it takes.
+    channels: usize,
+    size: usize,
+    device: Device,
+}
+
+impl Vit {
+    fn load(model: &Path, config: &Value, signature: &Signature) -> Result<Vit, RuntimeError> {
+        // transformers' ViTConfig defaults, for what a saved config leaves out.
+        let defaults = json!({
+            "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
+            "hidden_act": "gelu", "layer_norm_eps": 1e-12, "image_size": 224, "patch_size": 16,
+            "num_channels": 3, "qkv_bias": true
+        });
+        let cfg: vit::Config = serde_json::from_value(with_defaults(config, defaults))
+            .map_err(|e| load_err(format!("config.json is not a ViT config: {e}")))?;
+        let device = Device::Cpu;
+        let tensors = candle_core::safetensors::load(model, &device).map_err(load_err)?;
+        let classifier = if signature.outputs.first().is_some_and(|o| o.name == "logits") {
+            Some(linear(&tensors, "classifier")?)
+        } else {
+            None
+        };
+        let prefixed = tensors.keys().any(|k| k.starts_with("vit."));
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
+        let vb = if prefixed { vb.pp("vit") } else { vb };
+        let embeddings = vit::Embeddings::new(&cfg, false, vb.pp("embeddings")).map_err(load_err)?;
+        let encoder = vit::Encoder::new(&cfg, vb.pp("encoder")).map_err(load_err)?;
+        let layernorm =
+            candle_nn::layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp("layernorm")).map_err(load_err)?;
+        Ok(Vit { embeddings, encoder, layernorm, classifier, channels: cfg.num_channels, size: cfg.image_size, device })
+    }
+}
+
+impl LoadedModel for Vit {
+    fn run(&mut self, inputs: Tensors) -> Result<Tensors, RuntimeError> {
+        let run = |e: candle_core::Error| RuntimeError::Run(e.to_string());
+        let Some((_, t)) = inputs.iter().find(|(n, _)| n == "pixel_values") else {
+            return Err(RuntimeError::Input("missing input 'pixel_values'".into()));
+        };
+        let Tensor::F32(a) = t else {
+            return Err(RuntimeError::Input("input 'pixel_values' must be float32".into()));
+        };
+        let (c, s) = (self.channels, self.size);
+        let &[b, ci, h, w] = a.shape() else {
+            return Err(RuntimeError::Input(format!(
+                "pixel_values must be [batch, {c}, {s}, {s}], got {:?}",
+                a.shape()
+            )));
+        };
+        if (ci, h, w) != (c, s, s) {
+            return Err(RuntimeError::Input(format!(
+                "pixel_values must be [batch, {c}, {s}, {s}], got {:?}",
+                a.shape()
+            )));
+        }
+        let data: Vec<f32> = a.iter().copied().collect();
+        let x = CTensor::from_vec(data, (b, c, s, s), &self.device).map_err(run)?;
+        let embedded = self.embeddings.forward(&x, None, false).map_err(run)?;
+        let hidden = self.encoder.forward(&embedded).and_then(|h| h.apply(&self.layernorm)).map_err(run)?;
+        let (name, out) = match &self.classifier {
+            Some(classifier) => {
+                let first = hidden.narrow(1, 0, 1).and_then(|t| t.squeeze(1)).map_err(run)?;
+                ("logits", classifier.forward(&first).map_err(run)?)
+            }
+            None => ("last_hidden_state", hidden),
         };
         let shape = out.dims().to_vec();
         let values = out.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(run)?;

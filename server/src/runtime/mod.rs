@@ -14,7 +14,9 @@ use crate::config::Config;
 
 pub mod batch;
 pub mod candle;
+pub mod generate;
 pub mod host;
+pub mod llama;
 pub mod ort;
 pub mod sklearn;
 pub mod torch;
@@ -259,6 +261,10 @@ impl Runtimes {
             None => Err("no runtime serves this version".into()),
             Some(Engine::Safetensors) => {
                 only(RuntimeChoice::Candle, "safetensors")?;
+                Ok(vec![self.candle.clone() as Arc<dyn Runtime>])
+            }
+            Some(Engine::Gguf) => {
+                only(RuntimeChoice::Candle, "GGUF language models")?;
                 Ok(vec![self.candle.clone() as Arc<dyn Runtime>])
             }
             Some(Engine::Skops) => {

@@ -114,12 +114,22 @@ impl Services {
             if let Some(text) = &mut signature.text {
                 text.labels = labels.clone();
             }
+            if let Some(image) = &mut signature.image {
+                image.labels = labels.clone();
+            }
         }
         let task = match upload.query.task {
             None => artifact.task,
             Some(Task::Tensor) => Task::Tensor,
+            Some(Task::ImageClassification) if signature.image.is_none() => {
+                return Err(Error::InvalidRequest(
+                    "task 'image-classification' needs a bundle with preprocessor_config.json and one \
+                     [batch, 3, height, width] float input"
+                        .into(),
+                ));
+            }
             Some(t) => {
-                if signature.text.is_none() {
+                if t != Task::ImageClassification && signature.text.is_none() {
                     return Err(Error::InvalidRequest(format!(
                         "task '{}' needs a bundle with tokenizer.json and an input named input_ids",
                         t.as_str()

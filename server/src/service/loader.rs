@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::registry::VersionRecord;
+use crate::runtime::generate::{EngineSettings, Observer, Timings};
 use crate::runtime::host::{BatchObserver, HostSettings, MeasureSettings, ModelHost};
 use crate::runtime::{RunLimits, Runtime, Tensors};
 use crate::store::StorageKey;
@@ -58,6 +59,10 @@ struct LoadJob {
     metrics: Arc<Metrics>,
 }
 
+/// Sequences a text-generation version decodes together unless its deploy
+/// says otherwise (`max_batch_size`); more wait their turn in its queue.
+pub const GENERATION_SEQUENCES: u32 = 4;
+
 /// Whether requests to a version can be merged into batches: every input and
 /// output has a leading batch axis (token inputs of text models do).
 pub fn batchable(signature: &Signature) -> bool {
@@ -75,6 +80,17 @@ impl LoadJob {
         let LoadJob { req, runtimes, queue_capacity, effective, metrics } = self;
         let model_path = model_file(&req.dir, &req.signature).map_err(|e| e.to_string())?;
         let pipeline = Pipeline::load(req.task, &req.dir, &req.signature, &req.labels).map_err(|e| e.to_string())?;
+        if let Some(generator) = pipeline.generator() {
+            let (m, v, metrics) = (req.model.clone(), req.version.clone(), metrics.clone());
+            let settings = EngineSettings {
+                label: format!("{}-{}", req.model, req.version),
+                max_sequences: effective.max_batch_size.max(1) as usize,
+                queue_capacity,
+            };
+            let observe: Observer =
+                Arc::new(move |t: Timings| metrics.generation(&m, &v, t.first_token, t.decoding, t.tokens));
+            generator.start(settings, observe).map_err(|e| e.to_string())?;
+        }
         let warmup = pipeline.warmup_inputs(&req.signature);
         let limits = RunLimits {
             timeout: Duration::from_secs(effective.timeout_secs.into()),
@@ -163,8 +179,16 @@ impl Services {
         let c = &self.config;
         let batched = batchable(signature);
         let at_most = |given: Option<u32>, server: u32| given.map_or(server, |g| g.clamp(1, server));
+        // A language model's batch: the sequences its engine decodes together.
+        let max_batch_size = if signature.gguf.is_some() {
+            serving.max_batch_size.unwrap_or(GENERATION_SEQUENCES).clamp(1, 64)
+        } else if batched {
+            serving.max_batch_size.unwrap_or(c.max_batch_size).max(1)
+        } else {
+            1
+        };
         EffectiveServing {
-            max_batch_size: if batched { serving.max_batch_size.unwrap_or(c.max_batch_size).max(1) } else { 1 },
+            max_batch_size,
             max_queue_delay_ms: serving.max_queue_delay_ms.unwrap_or(c.max_queue_delay_ms),
             instances: serving.instances.unwrap_or(c.instances).clamp(1, 64),
             load: serving.load.unwrap_or(c.load),

@@ -14,6 +14,7 @@ use crate::runtime::Runtimes;
 use crate::store::{ObjectStore, StorageKey};
 
 pub mod deploy;
+pub mod generate;
 pub mod keys;
 pub mod kserve;
 pub mod loader;

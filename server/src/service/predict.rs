@@ -111,21 +111,60 @@ impl Services {
     pub async fn predict_on(&self, served: &Arc<LoadedVersion>, body: &[u8]) -> Result<Prediction> {
         let started = Instant::now();
         let req: RawPredict = json::parse(body)?;
-        let result = self.predict_inner(served, &req).await;
-        if let Ok(p) = &result {
+        let result = if served.pipeline.generator().is_some() {
+            self.predict_generate(served, &req).await
+        } else {
+            self.predict_inner(served, &req, None).await
+        };
+        self.record(served, started, &result);
+        result
+    }
+
+    /// A prediction's queue, inference and total times in the metrics.
+    fn record(&self, served: &LoadedVersion, started: Instant, result: &Result<Prediction>) {
+        if let Ok(p) = result {
             let m = &self.metrics;
             m.predict(&served.model, &served.version, Phase::Queue, p.queue);
             m.predict(&served.model, &served.version, Phase::Inference, p.inference);
             m.predict(&served.model, &served.version, Phase::Total, started.elapsed());
         }
+    }
+
+    /// Predict with a loaded image version from images sent as the body or in a
+    /// form (`many`: answer with a list).
+    #[tracing::instrument(skip_all, fields(model = %served.model, version = %served.version))]
+    pub async fn predict_images(
+        &self,
+        served: &Arc<LoadedVersion>,
+        images: Vec<bytes::Bytes>,
+        many: bool,
+        top_k: Option<std::num::NonZeroUsize>,
+    ) -> Result<Prediction> {
+        takes_images(served)?;
+        let max = served.effective.max_items as usize;
+        if images.len() > max {
+            return Err(Error::InvalidInput(format!("at most {max} images per request, got {}", images.len())));
+        }
+        let started = Instant::now();
+        let req = RawPredict { top_k, ..RawPredict::default() };
+        let result = self.predict_inner(served, &req, Some(Inputs::Images { images, many })).await;
+        self.record(served, started, &result);
         result
     }
 
-    /// The v1 predict path in a straight line: the pipeline reads the request,
-    /// the host runs it, the pipeline answers.
-    async fn predict_inner(&self, served: &Arc<LoadedVersion>, req: &RawPredict<'_>) -> Result<Prediction> {
+    /// The v1 predict path in a straight line: the pipeline reads the request
+    /// (unless the images came as the body), the host runs it, the pipeline answers.
+    async fn predict_inner(
+        &self,
+        served: &Arc<LoadedVersion>,
+        req: &RawPredict<'_>,
+        given: Option<Inputs>,
+    ) -> Result<Prediction> {
         let p = &served.pipeline;
-        let inputs = p.inputs(&served.signature, &served.effective, req)?;
+        let inputs = match given {
+            Some(i) => i,
+            None => p.inputs(&served.signature, &served.effective, req)?,
+        };
         let (answer, done) = self.execute(served, inputs).await?;
         let response = p.respond(&served.signature, req, &answer, &done.outputs)?;
         Ok(Prediction {
@@ -149,7 +188,38 @@ impl Services {
                 let done = self.run(served, inputs, rows).await?;
                 Ok((Answer::Texts { many, mask, encodings, texts }, done))
             }
+            Inputs::Images { images, many } => {
+                let rows = images.len();
+                let inputs = self.prepare_images(served, images).await?;
+                let done = self.run(served, inputs, rows).await?;
+                Ok((Answer::Images { many }, done))
+            }
         }
+    }
+
+    /// Decode and prepare images for an image version, on a blocking thread
+    /// (decoding and resizing a photo takes milliseconds), as many requests at a
+    /// time as there are cores, within the version's timeout.
+    async fn prepare_images(&self, served: &Arc<LoadedVersion>, images: Vec<bytes::Bytes>) -> Result<Tensors> {
+        static PREPARING: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+        let slots = PREPARING
+            .get_or_init(|| {
+                let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+                Arc::new(tokio::sync::Semaphore::new(cores))
+            })
+            .clone();
+        let timeout = Duration::from_secs(served.effective.timeout_secs.into());
+        let deadline = Instant::now() + timeout;
+        let late = || Error::Timeout(format!("the images were not prepared within {} seconds", timeout.as_secs()));
+        let slot =
+            tokio::time::timeout(timeout, slots.acquire_owned()).await.map_err(|_| late())?.map_err(Error::internal)?;
+        let no_images = || Error::internal("images sent to a version that takes none");
+        let served = served.clone();
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            served.pipeline.image().ok_or_else(no_images)?.encode(&images, deadline)
+        })
+        .await?
     }
 
     /// Tokenize texts for a text version: short requests on this task, longer ones
@@ -193,6 +263,20 @@ impl Services {
             }),
         }
     }
+}
+
+/// Whether a version takes images as the body or in a form (an image task), else
+/// 415: it takes JSON.
+pub fn takes_images(served: &LoadedVersion) -> Result<()> {
+    if served.pipeline.image().is_none() {
+        return Err(Error::UnsupportedMediaType(format!(
+            "model '{}' version '{}' is a {} version: it takes JSON (application/json), not an image or a form",
+            served.model,
+            served.version,
+            served.task.as_str()
+        )));
+    }
+    Ok(())
 }
 
 /// How long a resolved route is reused without asking the registry.

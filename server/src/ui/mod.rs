@@ -11,6 +11,7 @@ use axum::extract::{FromRequest, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use base64::Engine as _;
 use serde::Deserialize;
 use zoo_api::{CreateKeyRequest, KeyId, ListModelsQuery, ModelName, Scope, Task};
 
@@ -19,8 +20,10 @@ use crate::api::ApiPath;
 use crate::auth::Caller;
 use crate::auth::session::{Claims, csrf_matches, session_cookie};
 use crate::error::Error;
-use crate::pipeline::task;
+use crate::pipeline::generation::{Piece, Settings};
+use crate::pipeline::task::{self, TryIt};
 use crate::service::predict::Target;
+use zoo_api::openai::{ChatMessage, Content, SamplingParams};
 
 mod pages;
 
@@ -34,6 +37,8 @@ pub fn router() -> Router<AppState> {
         .route("/logout", post(logout))
         .route("/models/{name}", get(model_page))
         .route("/models/{name}/try", post(try_model))
+        .route("/models/{name}/try-image", post(try_image))
+        .route("/models/{name}/chat", post(chat))
         .route("/models/{name}/alias", post(move_alias))
         .route("/keys", get(keys_page).post(create_key))
         .route("/keys/{id}/revoke", post(revoke_key))
@@ -45,6 +50,10 @@ pub fn router() -> Router<AppState> {
 const SMALL_FORM: usize = 16 * 1024;
 /// Largest body of the forms of a signed-in user (try-it carries a request).
 const LARGE_FORM: usize = 1024 * 1024;
+/// Largest body of the try-it form of an image model (the image itself).
+const IMAGE_FORM: usize = 16 * 1024 * 1024;
+/// Largest image the try-it result shows back inline.
+const SHOWN_IMAGE: usize = 2 * 1024 * 1024;
 /// How long a form's body may take to arrive.
 const FORM_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -385,7 +394,17 @@ async fn try_model(
     let result = async {
         s.caller.require(Scope::Predict, Some(&name))?;
         let (_, served) = state.services.prepare(&name, Target::Version(&f.version)).await?;
-        let body = task::kind(served.task).try_it(&served.signature).body(&f.input);
+        let form = task::kind(served.task).try_it(&served.signature);
+        if form == TryIt::Chat {
+            // Without the page's script: the chat's answer as a whole.
+            let g = state.services.generating(&name, Target::Version(&f.version)).await?;
+            let messages =
+                vec![ChatMessage { role: "user".into(), content: Some(Content::Text(f.input.clone())), name: None }];
+            let prompt = state.services.chat_tokens(&g, &messages).await?;
+            let (text, _, _, _) = state.services.start(&g, prompt, &chat_settings())?.collect().await?;
+            return Ok(text);
+        }
+        let body = form.body(&f.input);
         let p = state.services.predict_on(&served, &body).await?;
         serde_json::to_string_pretty(&p.response).map_err(Error::internal)
     }
@@ -400,6 +419,137 @@ async fn try_model(
         }
     };
     render_model(&state, &s, &name, Some(&f.version), &headers, Some((tried, f.input)), None).await
+}
+
+/// How the catalogue's chat box samples.
+fn chat_settings() -> Settings {
+    let params = SamplingParams { max_tokens: Some(CHAT_TOKENS), temperature: Some(0.7), ..Default::default() };
+    Settings::openai(&params, None).expect("valid settings")
+}
+
+/// Most tokens of one answer in the catalogue's chat box.
+const CHAT_TOKENS: u32 = 512;
+
+#[derive(Deserialize)]
+struct ChatForm {
+    csrf: String,
+    version: String,
+    /// The conversation so far, the new message last: JSON `[{"role", "content"}]`.
+    messages: String,
+}
+
+/// The chat box of a text-generation model (the page's script sends it): the
+/// conversation in, the answer out as server-sent events, `{"text": "..."}` per
+/// piece, then `{"finish_reason", "completion_tokens"}`; a failure as
+/// `{"error": "code: message"}` (before the first event with its status).
+async fn chat(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiPath(name): ApiPath<ModelName>,
+    SessionForm(f): SessionForm<ChatForm>,
+) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let failed = |e: Error| {
+        let public = e.public();
+        let body = axum::Json(serde_json::json!({"error": format!("{}: {}", public.code, public.message)}));
+        public.respond(body)
+    };
+    let s = match session(&state, &headers, &format!("/models/{name}")).await {
+        Ok(s) => s,
+        Err(_) => return failed(Error::Unauthorized("sign in again: the session has ended".into())),
+    };
+    if !csrf_matches(&s.claims, Some(&f.csrf)) {
+        return failed(Error::Forbidden("the form's CSRF token does not match the session".into()));
+    }
+    let started = async {
+        s.caller.require(Scope::Predict, Some(&name))?;
+        let messages: Vec<ChatMessage> = serde_json::from_str(&f.messages)
+            .map_err(|e| Error::InvalidInput(format!("'messages' must be a JSON list of messages: {e}")))?;
+        let g = state.services.generating(&name, Target::Version(&f.version)).await?;
+        let prompt = state.services.chat_tokens(&g, &messages).await?;
+        state.services.start(&g, prompt, &chat_settings())
+    }
+    .await;
+    let stream = match started {
+        Ok(stream) => stream,
+        Err(e) => return failed(e),
+    };
+    let event = |v: serde_json::Value| Ok::<_, std::convert::Infallible>(Event::default().data(v.to_string()));
+    let events = futures::stream::unfold(Some(stream), move |stream| async move {
+        let mut stream = stream?;
+        Some(match stream.next().await? {
+            Ok(Piece::Text(t)) => (event(serde_json::json!({"text": t})), Some(stream)),
+            Ok(Piece::End { finish, completion_tokens, .. }) => (
+                event(serde_json::json!({"finish_reason": finish.as_str(), "completion_tokens": completion_tokens})),
+                None,
+            ),
+            Err(e) => {
+                let public = e.public();
+                (event(serde_json::json!({"error": format!("{}: {}", public.code, public.message)})), None)
+            }
+        })
+    });
+    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// The try-it form of an image model (`multipart/form-data`: csrf, version, the
+/// image file), read only for a signed-in user from this site.
+async fn try_image(State(state): State<AppState>, ApiPath(name): ApiPath<ModelName>, req: Request) -> Response {
+    let headers = req.headers().clone();
+    let s = match session(&state, &headers, &format!("/models/{name}")).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if !same_origin(&headers) {
+        return error_page(Some(&s), &Error::Forbidden("the form was sent from a page of another site".into()));
+    }
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let boundary = match crate::api::multipart::boundary(ct) {
+        Some(Ok(b)) => b,
+        Some(Err(e)) => return error_page(Some(&s), &e),
+        None => {
+            return error_page(Some(&s), &Error::UnsupportedMediaType("the image form is multipart/form-data".into()));
+        }
+    };
+    let body = match crate::api::read_body(req.into_body(), IMAGE_FORM, FORM_DEADLINE).await {
+        Ok(b) => b,
+        Err(e) => return error_page(Some(&s), &e),
+    };
+    let parts = match crate::api::multipart::parse(&body, &boundary, 4) {
+        Ok(p) => p,
+        Err(e) => return error_page(Some(&s), &e),
+    };
+    let field = |n: &str| parts.iter().find(|p| p.name == n).map(|p| String::from_utf8_lossy(&p.data).into_owned());
+    let (csrf, version) = (field("csrf"), field("version").unwrap_or_default());
+    if !csrf_matches(&s.claims, csrf.as_deref()) {
+        return error_page(Some(&s), &Error::Forbidden("the form's CSRF token does not match the session".into()));
+    }
+    let image = parts.iter().find(|p| p.name == "image").map(|p| p.data.clone()).unwrap_or_default();
+    let started = std::time::Instant::now();
+    let result = async {
+        s.caller.require(Scope::Predict, Some(&name))?;
+        let (_, served) = state.services.prepare(&name, Target::Version(&version)).await?;
+        let p = state.services.predict_images(&served, vec![image.clone()], false, None).await?;
+        serde_json::to_string_pretty(&p.response).map_err(Error::internal)
+    }
+    .await;
+    let millis = started.elapsed().as_secs_f64() * 1000.0;
+    let tried = match result {
+        Ok(body) => TryResult { status: 200, body, millis, version: version.clone() },
+        Err(e) => {
+            let public = e.public();
+            let body = format!("{}: {}", public.code, public.message);
+            TryResult { status: public.status.as_u16(), body, millis, version: version.clone() }
+        }
+    };
+    // The image is shown back next to its labels (when it is one the page can show,
+    // and small enough to send back inline).
+    let shown = match image.first().filter(|_| image.len() <= SHOWN_IMAGE) {
+        Some(0xFF) => format!("data:image/jpeg;base64,{}", base64::engine::general_purpose::STANDARD.encode(&image)),
+        Some(0x89) => format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(&image)),
+        _ => String::new(),
+    };
+    render_model(&state, &s, &name, Some(&version), &headers, Some((tried, shown)), None).await
 }
 
 #[derive(Deserialize)]

@@ -246,14 +246,29 @@ fn signature_table(title: &str, specs: &[TensorSpec]) -> Markup {
 fn examples(name: &str, v: &VersionInfo, example: &Value, origin: &str) -> Markup {
     let body = serde_json::to_string(example).unwrap_or_default();
     let url = format!("{origin}/v1/models/{name}/predict");
-    let cli = task::kind(v.task).try_it(&v.signature).cli(name, example);
-    let curl = format!(
-        "curl -H \"Authorization: Bearer $ZOO_API_KEY\" -H 'content-type: application/json' \\\n  -d '{body}' \\\n  {url}"
-    );
-    let python = format!(
-        "import os, requests\n\nr = requests.post(\n    \"{url}\",\n    headers={{\"Authorization\": f\"Bearer {{os.environ['ZOO_API_KEY']}}\"}},\n    json={},\n)\nprint(r.json())",
-        python_literal(example)
-    );
+    let form = task::kind(v.task).try_it(&v.signature);
+    let cli = form.cli(name, example);
+    let (curl, python) = if form == TryIt::Image {
+        // An image model takes the file itself as the body.
+        (
+            format!(
+                "curl -H \"Authorization: Bearer $ZOO_API_KEY\" -H 'content-type: image/jpeg' \\\n  --data-binary @cat.jpg \\\n  {url}"
+            ),
+            format!(
+                "import os, requests\n\nr = requests.post(\n    \"{url}\",\n    headers={{\"Authorization\": f\"Bearer {{os.environ['ZOO_API_KEY']}}\",\n             \"Content-Type\": \"image/jpeg\"}},\n    data=open(\"cat.jpg\", \"rb\").read(),\n)\nprint(r.json())"
+            ),
+        )
+    } else {
+        (
+            format!(
+                "curl -H \"Authorization: Bearer $ZOO_API_KEY\" -H 'content-type: application/json' \\\n  -d '{body}' \\\n  {url}"
+            ),
+            format!(
+                "import os, requests\n\nr = requests.post(\n    \"{url}\",\n    headers={{\"Authorization\": f\"Bearer {{os.environ['ZOO_API_KEY']}}\"}},\n    json={},\n)\nprint(r.json())",
+                python_literal(example)
+            ),
+        )
+    };
     html! {
         h2 { "Call it" }
         p { "With a key that has the predict scope for this model in " code { "ZOO_API_KEY" } ":" }
@@ -401,22 +416,50 @@ pub fn model(
                                 Some((_, input)) => input.clone(),
                                 None => form.prefill(example),
                             };
-                            form method="post" action=(format!("/models/{}/try", m.name)) {
-                                input type="hidden" name="csrf" value=(s.claims.csrf);
-                                input type="hidden" name="version" value=(v.version);
-                                label for="input" { (form.label()) }
-                                @if form == TryIt::Text {
-                                    textarea #input name="input" rows="3" required { (prefill) }
-                                } @else {
-                                    textarea #input.code name="input" rows="10" required spellcheck="false" { (prefill) }
+                            @if form == TryIt::Image {
+                                form method="post" action=(format!("/models/{}/try-image", m.name)) enctype="multipart/form-data" {
+                                    input type="hidden" name="csrf" value=(s.claims.csrf);
+                                    input type="hidden" name="version" value=(v.version);
+                                    label for="input" { (form.label()) }
+                                    input #input type="file" name="image" accept="image/jpeg,image/png" required;
+                                    img #preview.preview alt="the chosen image" hidden;
+                                    button type="submit" { "Predict" }
                                 }
-                                button type="submit" { "Predict" }
+                            } @else if form == TryIt::Chat {
+                                // The page's script streams the answers of a conversation
+                                // (/models/NAME/chat); without it the form answers one message.
+                                div #chat-log.chat aria-live="polite" {}
+                                form #chat-form method="post" action=(format!("/models/{}/try", m.name)) data-chat=(format!("/models/{}/chat", m.name)) {
+                                    input type="hidden" name="csrf" value=(s.claims.csrf);
+                                    input type="hidden" name="version" value=(v.version);
+                                    label for="input" { (form.label()) }
+                                    textarea #input name="input" rows="3" required { (prefill) }
+                                    div.buttons {
+                                        button type="submit" { "Send" }
+                                        button.secondary #chat-reset type="button" hidden { "New chat" }
+                                    }
+                                }
+                            } @else {
+                                form method="post" action=(format!("/models/{}/try", m.name)) {
+                                    input type="hidden" name="csrf" value=(s.claims.csrf);
+                                    input type="hidden" name="version" value=(v.version);
+                                    label for="input" { (form.label()) }
+                                    @if form == TryIt::Text {
+                                        textarea #input name="input" rows="3" required { (prefill) }
+                                    } @else {
+                                        textarea #input.code name="input" rows="10" required spellcheck="false" { (prefill) }
+                                    }
+                                    button type="submit" { "Predict" }
+                                }
                             }
                             @if let Some((r, input)) = &tried {
                                 div.result role="status" aria-live="polite" {
                                     p {
                                         @if r.status == 200 { span.ok { "200 OK" } } @else { span.bad { (r.status) } }
                                         " · version " (r.version) " · " span.latency { (format!("{:.1} ms", r.millis)) }
+                                    }
+                                    @if form == TryIt::Image && input.starts_with("data:image/") {
+                                        img #tried-image.preview src=(input) alt="the image sent";
                                     }
                                     @if let Some(marked) = entity_marks(input, &r.body) { (marked) }
                                     pre #try-output { code { (r.body) } }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use zoo_api::kserve::V2TensorMetadata;
 use zoo_api::{DType, Dim, EffectiveServing, MlflowPredictions, PredictResponse, Signature, Task, VersionInfo};
 
-use super::{TaskKind, TaskPipeline, v2_meta};
+use super::{TaskKind, TaskPipeline};
 use crate::error::{Error, Result};
 use crate::pipeline::json;
 use crate::pipeline::request::{Answer, Inputs, RawPredict};
@@ -36,8 +36,8 @@ impl TaskKind for FeatureExtraction {
 
     fn v2_metadata(&self, signature: &Signature, _labels: &[String]) -> (Vec<V2TensorMetadata>, Vec<V2TensorMetadata>) {
         (
-            vec![v2_meta("text", DType::String, vec![-1])],
-            vec![v2_meta("embedding", DType::Float32, vec![-1, dimension(signature).unwrap_or(-1)])],
+            vec![V2TensorMetadata::new("text", DType::String, vec![-1])],
+            vec![V2TensorMetadata::new("embedding", DType::Float32, vec![-1, dimension(signature).unwrap_or(-1)])],
         )
     }
 

@@ -10,17 +10,21 @@
 use std::path::Path;
 
 use serde_json::Value;
-use zoo_api::kserve::{V2TensorMetadata, datatype};
-use zoo_api::{DType, EffectiveServing, PredictResponse, Signature, Task, VersionInfo};
+use zoo_api::kserve::V2TensorMetadata;
+use zoo_api::{EffectiveServing, PredictResponse, Signature, Task, VersionInfo};
 
+use super::generation::Generator;
+use super::image::ImagePipeline;
 use super::request::{Answer, Inputs, RawPredict};
 use super::text::TextPipeline;
 use crate::error::Result;
 use crate::runtime::Tensors;
 
 pub mod feature_extraction;
+pub mod image_classification;
 pub mod tensor;
 pub mod text_classification;
+pub mod text_generation;
 pub mod token_classification;
 
 /// The registration of every task: its one line each.
@@ -30,6 +34,8 @@ pub fn kind(task: Task) -> &'static dyn TaskKind {
         Task::TextClassification => &text_classification::TextClassification,
         Task::FeatureExtraction => &feature_extraction::FeatureExtraction,
         Task::TokenClassification => &token_classification::TokenClassification,
+        Task::ImageClassification => &image_classification::ImageClassification,
+        Task::TextGeneration => &text_generation::TextGeneration,
     }
 }
 
@@ -49,6 +55,12 @@ pub trait TaskKind: Sync {
     /// `pipeline/openapi.rs`).
     fn openapi(&self, info: &VersionInfo) -> (Value, Value, Value);
 
+    /// Request bodies the version takes besides JSON, by media type (an image
+    /// task: the image itself, or a form), for its OpenAPI document.
+    fn request_media(&self, _info: &VersionInfo) -> serde_json::Map<String, Value> {
+        serde_json::Map::new()
+    }
+
     /// Whether a version of this task needs labels (from `id2label` or the deploy).
     fn needs_labels(&self) -> bool {
         false
@@ -60,9 +72,16 @@ pub trait TaskKind: Sync {
     }
 
     /// The catalogue's try-it form for a version: a text box for versions that
-    /// take a bare text (`Task::takes_text`, which the CLI shares), else a JSON body.
+    /// take a bare text (`Task::takes_text`, which the CLI shares), a file picker
+    /// for those that take an image, else a JSON body.
     fn try_it(&self, signature: &Signature) -> TryIt {
-        if self.task().takes_text(signature) { TryIt::Text } else { TryIt::Json }
+        if self.task().takes_text(signature) {
+            TryIt::Text
+        } else if self.task().takes_image(signature) {
+            TryIt::Image
+        } else {
+            TryIt::Json
+        }
     }
 }
 
@@ -74,9 +93,21 @@ pub trait TaskPipeline: Send + Sync {
         None
     }
 
-    /// Inputs to warm a loaded model up with (a task with a tokenizer: real tokens).
+    /// The image preparation, for tasks that take images.
+    fn image(&self) -> Option<&ImagePipeline> {
+        None
+    }
+
+    /// The model, tokenizer and engine, for text generation (which does not run
+    /// through the batching host).
+    fn generator(&self) -> Option<&std::sync::Arc<Generator>> {
+        None
+    }
+
+    /// Inputs to warm a loaded model up with (a task with a tokenizer: real
+    /// tokens; with images: a grey image of the model's size).
     fn warmup_inputs(&self, _signature: &Signature) -> Option<Tensors> {
-        self.text().and_then(TextPipeline::warmup_inputs)
+        self.text().and_then(TextPipeline::warmup_inputs).or_else(|| self.image().map(ImagePipeline::warmup_inputs))
     }
 
     /// Whether a failed warm-up rules the runtime out (real inputs must run;
@@ -114,11 +145,15 @@ pub trait TaskPipeline: Send + Sync {
     fn v2_outputs(&self, answer: &Answer, outputs: Tensors) -> Result<Tensors>;
 }
 
-/// The catalogue's try-it form: a text box for a bare text, or a JSON body.
+/// The catalogue's try-it form: a text box for a bare text, a file picker for
+/// an image, or a JSON body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TryIt {
     Text,
+    Image,
     Json,
+    /// A chat box that streams the answer (text generation).
+    Chat,
 }
 
 impl TryIt {
@@ -126,15 +161,18 @@ impl TryIt {
     pub fn prefill(self, example: &Value) -> String {
         match self {
             TryIt::Text => example["inputs"].as_str().unwrap_or("").to_string(),
+            TryIt::Image => String::new(),
+            TryIt::Chat => "Write a haiku about a zoo.".to_string(),
             TryIt::Json => serde_json::to_string_pretty(example).unwrap_or_default(),
         }
     }
 
-    /// The predict request body for what was typed into the form.
+    /// The predict request body for what was typed into the form (an image
+    /// form's file is sent as an image, not through here).
     pub fn body(self, input: &str) -> Vec<u8> {
         match self {
-            TryIt::Text => serde_json::json!({ "inputs": input }).to_string().into_bytes(),
-            TryIt::Json => input.as_bytes().to_vec(),
+            TryIt::Text | TryIt::Chat => serde_json::json!({ "inputs": input }).to_string().into_bytes(),
+            TryIt::Json | TryIt::Image => input.as_bytes().to_vec(),
         }
     }
 
@@ -142,6 +180,8 @@ impl TryIt {
     pub fn label(self) -> &'static str {
         match self {
             TryIt::Text => "Text",
+            TryIt::Image => "Image (JPEG or PNG)",
+            TryIt::Chat => "Message",
             TryIt::Json => "Request (JSON)",
         }
     }
@@ -150,6 +190,8 @@ impl TryIt {
     pub fn cli(self, model: &str, example: &Value) -> String {
         match self {
             TryIt::Text => format!("zoo predict {model} \"{}\"", example["inputs"].as_str().unwrap_or("good job")),
+            TryIt::Image => format!("zoo predict {model} --file cat.jpg"),
+            TryIt::Chat => format!("zoo chat {model}"),
             TryIt::Json => format!(
                 "echo '{}' > request.json\nzoo predict {model} --json request.json",
                 serde_json::to_string(example).unwrap_or_default()
@@ -159,10 +201,6 @@ impl TryIt {
 }
 
 /// One tensor of v2 metadata.
-pub(crate) fn v2_meta(name: &str, dtype: DType, shape: Vec<i64>) -> V2TensorMetadata {
-    V2TensorMetadata { name: name.into(), datatype: datatype(dtype).into(), shape }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,11 +223,15 @@ mod tests {
     }
 
     #[test]
-    fn text_tasks_take_a_bare_text_except_in_mlflow_bundles() {
+    fn text_tasks_take_a_bare_text_image_tasks_a_file_and_generators_a_chat_except_in_mlflow_bundles() {
         for t in Task::ALL {
             let text = matches!(t, Task::TextClassification | Task::FeatureExtraction | Task::TokenClassification);
             assert_eq!(kind(t).try_it(&signature(false)) == TryIt::Text, text, "{}", t.as_str());
-            assert_eq!(kind(t).try_it(&signature(true)), TryIt::Json, "{}", t.as_str());
+            let image = t == Task::ImageClassification;
+            assert_eq!(kind(t).try_it(&signature(false)) == TryIt::Image, image, "{}", t.as_str());
+            // A generator is a chat box whatever holds it: only GGUF files generate.
+            let bundle = if t == Task::TextGeneration { TryIt::Chat } else { TryIt::Json };
+            assert_eq!(kind(t).try_it(&signature(true)), bundle, "{}", t.as_str());
         }
     }
 
@@ -204,5 +246,7 @@ mod tests {
         assert_eq!(serde_json::from_str::<Value>(&prefill).unwrap(), example);
         assert_eq!(TryIt::Text.cli("m", &example), "zoo predict m \"a film\"");
         assert!(TryIt::Json.cli("m", &example).contains("zoo predict m --json request.json"));
+        assert_eq!(TryIt::Image.cli("vit", &example), "zoo predict vit --file cat.jpg");
+        assert_eq!(TryIt::Image.prefill(&example), "");
     }
 }

@@ -10,7 +10,7 @@ use zoo_api::{
     ValueKind, VersionInfo,
 };
 
-use super::{TaskKind, TaskPipeline, v2_meta};
+use super::{TaskKind, TaskPipeline};
 use crate::error::{Error, Result};
 use crate::pipeline::mlflow;
 use crate::pipeline::request::{Answer, Inputs, RawPredict, check_rows, refuse_mlflow_formats};
@@ -42,7 +42,7 @@ impl TaskKind for TensorTask {
             specs
                 .iter()
                 .filter(|s| s.kind == ValueKind::Tensor)
-                .map(|s| v2_meta(&s.name, s.dtype, shape_of(s.shape.as_ref())))
+                .map(|s| V2TensorMetadata::new(&s.name, s.dtype, shape_of(s.shape.as_ref())))
                 .collect()
         };
         (convert(&signature.inputs), convert(&signature.outputs))

@@ -5,17 +5,16 @@
 use std::num::NonZeroUsize;
 use std::path::Path;
 
-use ndarray::{ArrayD, IxDyn};
 use serde_json::{Value, json};
 use zoo_api::kserve::V2TensorMetadata;
 use zoo_api::{DType, EffectiveServing, MlflowPredictions, PredictResponse, Signature, Task, VersionInfo};
 
-use super::{TaskKind, TaskPipeline, v2_meta};
-use crate::error::{Error, Result};
-use crate::pipeline::json;
+use super::{TaskKind, TaskPipeline};
+use crate::error::Result;
 use crate::pipeline::request::{Answer, Inputs, RawPredict};
 use crate::pipeline::text::{self, Reads, TextPipeline, texts_schema};
-use crate::runtime::{Tensor, Tensors};
+use crate::pipeline::{json, scores};
+use crate::runtime::Tensors;
 
 pub struct TextClassification;
 
@@ -31,27 +30,11 @@ impl TaskKind for TextClassification {
     }
 
     fn v2_metadata(&self, signature: &Signature, labels: &[String]) -> (Vec<V2TensorMetadata>, Vec<V2TensorMetadata>) {
-        let n =
-            if labels.is_empty() { signature.text.as_ref().map_or(0, |t| t.labels.len()) } else { labels.len() } as i64;
-        (
-            vec![v2_meta("text", DType::String, vec![-1])],
-            vec![
-                v2_meta("label", DType::String, vec![-1]),
-                v2_meta("score", DType::Float32, vec![-1]),
-                v2_meta("scores", DType::Float32, vec![-1, n]),
-            ],
-        )
+        let n = if labels.is_empty() { signature.text.as_ref().map_or(0, |t| t.labels.len()) } else { labels.len() };
+        (vec![V2TensorMetadata::new("text", DType::String, vec![-1])], scores::v2_label_outputs(n))
     }
 
     fn openapi(&self, info: &VersionInfo) -> (Value, Value, Value) {
-        let label = json!({
-            "type": "object",
-            "required": ["label", "score"],
-            "properties": {
-                "label": {"type": "string", "enum": info.labels},
-                "score": {"type": "number", "minimum": 0, "maximum": 1}
-            }
-        });
         let request = json!({
             "type": "object",
             "required": ["inputs"],
@@ -60,13 +43,7 @@ impl TaskKind for TextClassification {
                 "top_k": {"type": "integer", "minimum": 1, "description": "how many labels to return per text (all by default)"}
             }
         });
-        let response = json!({
-            "description": "labels with scores, best first; a list of those for a list of texts",
-            "oneOf": [
-                {"type": "array", "items": label},
-                {"type": "array", "items": {"type": "array", "items": label}}
-            ]
-        });
+        let response = scores::labels_response(&info.labels, "text");
         (request, response, text::example_request())
     }
 
@@ -116,30 +93,8 @@ impl TaskPipeline for Loaded {
 
     /// `label` and `score` (the best of each text) and `scores` (every label's, in
     /// the labels' order).
-    fn v2_outputs(&self, answer: &Answer, outputs: Tensors) -> Result<Tensors> {
-        let n = answer.mask()?.shape().first().copied().unwrap_or(0);
-        let labels = &self.0.info().labels;
+    fn v2_outputs(&self, _answer: &Answer, outputs: Tensors) -> Result<Tensors> {
         let scored = self.0.classify(&outputs, None)?;
-        let best: Vec<String> = scored.iter().map(|s| s[0].label.clone()).collect();
-        let top: Vec<f32> = scored.iter().map(|s| s[0].score).collect();
-        let k = labels.len().max(scored.first().map_or(0, Vec::len));
-        let mut all = vec![0f32; n * k];
-        for (row, s) in scored.iter().enumerate() {
-            for ls in s {
-                let i = labels
-                    .iter()
-                    .position(|l| *l == ls.label)
-                    .unwrap_or_else(|| ls.label.strip_prefix("LABEL_").and_then(|i| i.parse().ok()).unwrap_or(0));
-                if i < k {
-                    all[row * k + i] = ls.score;
-                }
-            }
-        }
-        let shaped = |shape: &[usize]| IxDyn(shape);
-        Ok(vec![
-            ("label".to_string(), Tensor::Str(ArrayD::from_shape_vec(shaped(&[n]), best).map_err(Error::internal)?)),
-            ("score".to_string(), Tensor::F32(ArrayD::from_shape_vec(shaped(&[n]), top).map_err(Error::internal)?)),
-            ("scores".to_string(), Tensor::F32(ArrayD::from_shape_vec(shaped(&[n, k]), all).map_err(Error::internal)?)),
-        ])
+        scores::v2_labels(&scored, &self.0.info().labels)
     }
 }

@@ -15,7 +15,7 @@ use tokenizers::{Decoder, Encoding};
 use zoo_api::kserve::V2TensorMetadata;
 use zoo_api::{DType, EffectiveServing, Entity, MlflowPredictions, PredictResponse, Signature, Task, VersionInfo};
 
-use super::{TaskKind, TaskPipeline, v2_meta};
+use super::{TaskKind, TaskPipeline};
 use crate::error::{Error, Result};
 use crate::pipeline::json;
 use crate::pipeline::request::{Answer, Inputs, RawPredict};
@@ -40,7 +40,10 @@ impl TaskKind for TokenClassification {
         _signature: &Signature,
         _labels: &[String],
     ) -> (Vec<V2TensorMetadata>, Vec<V2TensorMetadata>) {
-        (vec![v2_meta("text", DType::String, vec![-1])], vec![v2_meta("entities", DType::String, vec![-1])])
+        (
+            vec![V2TensorMetadata::new("text", DType::String, vec![-1])],
+            vec![V2TensorMetadata::new("entities", DType::String, vec![-1])],
+        )
     }
 
     fn openapi(&self, info: &VersionInfo) -> (Value, Value, Value) {
