@@ -133,8 +133,14 @@ pub struct SamplingParams {
     #[serde(default)]
     #[schema(minimum = 0, maximum = 0)]
     pub frequency_penalty: Option<f64>,
+    /// Chat only: answer each token's log-probability (`choices[].logprobs`),
+    /// of the model's own distribution (before penalty, temperature and top-k/p).
     #[serde(default)]
     pub logprobs: Option<bool>,
+    /// Chat only, with `logprobs`: also the this many most likely tokens at each position.
+    #[serde(default, deserialize_with = "crate::openai::whole::u32")]
+    #[schema(minimum = 0, maximum = 20)]
+    pub top_logprobs: Option<u32>,
     /// Accepted and ignored, as OpenAI does for its own bookkeeping.
     #[serde(default)]
     pub user: Option<String>,
@@ -196,6 +202,30 @@ pub struct AssistantMessage {
     pub content: String,
 }
 
+/// The log-probabilities of a choice's tokens, as OpenAI gives them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ChoiceLogprobs {
+    /// One per answer token, in order.
+    pub content: Option<Vec<TokenLogprob>>,
+}
+
+/// One answer token: its text, its bytes (a token may end inside a character),
+/// its log-probability, and the most likely tokens at its position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TokenLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Option<Vec<u8>>,
+    pub top_logprobs: Vec<TopLogprob>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TopLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Option<Vec<u8>>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ChatChoice {
     pub index: u32,
@@ -203,8 +233,9 @@ pub struct ChatChoice {
     /// `stop` (the model ended, or a stop string) or `length` (`max_tokens`, or
     /// the context is full).
     pub finish_reason: String,
-    #[schema(value_type = Option<Object>)]
-    pub logprobs: Option<serde_json::Value>,
+    /// With `logprobs: true`: the log-probabilities of this choice's tokens.
+    #[serde(default)]
+    pub logprobs: Option<ChoiceLogprobs>,
 }
 
 /// The answer to a chat completion.
@@ -237,8 +268,9 @@ pub struct ChunkChoice {
     pub index: u32,
     pub delta: Delta,
     pub finish_reason: Option<String>,
-    #[schema(value_type = Option<Object>)]
-    pub logprobs: Option<serde_json::Value>,
+    /// With `logprobs: true`: the log-probabilities of this choice's tokens.
+    #[serde(default)]
+    pub logprobs: Option<ChoiceLogprobs>,
 }
 
 /// One server-sent event of a streamed chat completion (`data: {...}`; the

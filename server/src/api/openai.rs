@@ -15,9 +15,9 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use zoo_api::openai::{
-    AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, Completion,
-    CompletionChoice, CompletionRequest, Delta, OpenAiError, OpenAiErrorDetail, OpenAiModel, OpenAiModelList, Prompt,
-    Usage,
+    AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChoiceLogprobs,
+    ChunkChoice, Completion, CompletionChoice, CompletionRequest, Delta, OpenAiError, OpenAiErrorDetail, OpenAiModel,
+    OpenAiModelList, Prompt, Usage,
 };
 use zoo_api::{ListModelsQuery, Scope, Task};
 
@@ -168,7 +168,7 @@ pub async fn chat_completions(
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let (created, model, fingerprint) = (now(), req.model.clone(), format!("zoo-{}", g.served.version));
     if req.params.stream != Some(true) {
-        let (text, finish, p, n) = stream.collect().await?;
+        let done = stream.collect().await?;
         let answer = ChatCompletion {
             id,
             object: "chat.completion".into(),
@@ -176,35 +176,40 @@ pub async fn chat_completions(
             model,
             choices: vec![ChatChoice {
                 index: 0,
-                message: AssistantMessage { role: "assistant".into(), content: text },
-                finish_reason: finish.as_str().into(),
-                logprobs: None,
+                message: AssistantMessage { role: "assistant".into(), content: done.text },
+                finish_reason: done.finish.as_str().into(),
+                logprobs: settings.logprobs.map(|_| ChoiceLogprobs { content: Some(done.logprobs) }),
             }],
-            usage: usage(p, n),
+            usage: usage(done.prompt_tokens, done.completion_tokens),
             system_fingerprint: fingerprint,
         };
         return Ok(with_version(Json(answer).into_response(), &g.served.version));
     }
-    let chunk = move |delta: Delta, finish: Option<&str>, u: Option<Usage>| ChatCompletionChunk {
-        id: id.clone(),
-        object: "chat.completion.chunk".into(),
-        created,
-        model: model.clone(),
-        choices: if u.is_some() {
-            vec![]
-        } else {
-            vec![ChunkChoice { index: 0, delta, finish_reason: finish.map(str::to_string), logprobs: None }]
-        },
-        usage: u,
-        system_fingerprint: fingerprint.clone(),
-    };
-    let first =
-        vec![json_event(&chunk(Delta { role: Some("assistant".into()), content: Some(String::new()) }, None, None))];
+    let chunk =
+        move |delta: Delta, finish: Option<&str>, lp: Option<ChoiceLogprobs>, u: Option<Usage>| ChatCompletionChunk {
+            id: id.clone(),
+            object: "chat.completion.chunk".into(),
+            created,
+            model: model.clone(),
+            choices: if u.is_some() {
+                vec![]
+            } else {
+                vec![ChunkChoice { index: 0, delta, finish_reason: finish.map(str::to_string), logprobs: lp }]
+            },
+            usage: u,
+            system_fingerprint: fingerprint.clone(),
+        };
+    let asked = settings.logprobs.is_some();
+    let start = Delta { role: Some("assistant".into()), content: Some(String::new()) };
+    let first = vec![json_event(&chunk(start, None, None, None))];
     let body = sse(stream, first, move |p| match p {
-        Piece::Text(t) => vec![json_event(&chunk(Delta { role: None, content: Some(t) }, None, None))],
+        Piece::Text(t, lp) => {
+            let lp = asked.then_some(ChoiceLogprobs { content: Some(lp) });
+            vec![json_event(&chunk(Delta { role: None, content: Some(t) }, None, lp, None))]
+        }
         Piece::End { finish, prompt_tokens, completion_tokens } => vec![
-            json_event(&chunk(Delta::default(), Some(finish.as_str()), None)),
-            json_event(&chunk(Delta::default(), None, Some(usage(prompt_tokens, completion_tokens)))),
+            json_event(&chunk(Delta::default(), Some(finish.as_str()), None, None)),
+            json_event(&chunk(Delta::default(), None, None, Some(usage(prompt_tokens, completion_tokens)))),
         ],
     });
     Ok(with_version(body.into_response(), &g.served.version))
@@ -233,6 +238,10 @@ pub async fn completions(
         Prompt::Many(mut v) if v.len() == 1 => v.remove(0),
         Prompt::Many(_) => return Err(Error::InvalidInput("'prompt' must be one text".into()).into()),
     };
+    if req.params.logprobs == Some(true) || req.params.top_logprobs.is_some() {
+        let why = "log-probabilities are answered by /chat/completions ('logprobs': true), not /completions";
+        return Err(Error::InvalidInput(why.into()).into());
+    }
     let settings = Settings::openai(&req.params, Some(16))?;
     let tokens = state.services.prompt_tokens(&g, prompt.clone()).await?;
     let stream = state.services.start(&g, tokens, &settings)?;
@@ -253,14 +262,15 @@ pub async fn completions(
         system_fingerprint: fingerprint.clone(),
     };
     if req.params.stream != Some(true) {
-        let (text, finish, p, n) = stream.collect().await?;
-        let text = if echo { prompt + &text } else { text };
-        let answer = completion(text, Some(finish.as_str()), Some(usage(p, n)));
+        let done = stream.collect().await?;
+        let text = if echo { prompt + &done.text } else { done.text };
+        let answer =
+            completion(text, Some(done.finish.as_str()), Some(usage(done.prompt_tokens, done.completion_tokens)));
         return Ok(with_version(Json(answer).into_response(), &g.served.version));
     }
     let first = if echo { vec![json_event(&completion(prompt, None, None))] } else { vec![] };
     let body = sse(stream, first, move |p| match p {
-        Piece::Text(t) => vec![json_event(&completion(t, None, None))],
+        Piece::Text(t, _) => vec![json_event(&completion(t, None, None))],
         Piece::End { finish, prompt_tokens, completion_tokens } => vec![
             json_event(&completion(String::new(), Some(finish.as_str()), None)),
             json_event(&completion(String::new(), None, Some(usage(prompt_tokens, completion_tokens)))),

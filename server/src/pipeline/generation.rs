@@ -12,16 +12,20 @@ use candle_core::quantized::gguf_file::Value as Meta;
 use serde_json::json;
 use tokenizers::Tokenizer;
 use zoo_api::kserve::V2GenerateParameters;
-use zoo_api::openai::{ChatMessage, Content, GenerationParameters, SamplingParams};
+use zoo_api::openai::{ChatMessage, Content, GenerationParameters, SamplingParams, TokenLogprob, TopLogprob};
 
 use crate::error::{Error, Result};
-use crate::runtime::generate::{Engine, EngineSettings, Event, Finish, Job, Model, Observer, Refused, Sampling};
+use crate::runtime::generate::{
+    Engine, EngineSettings, Event, Finish, Job, Model, Observer, Refused, Sampling, TokenLogprobs,
+};
 
 /// Most stop strings a request may give, and the longest.
 pub const MAX_STOPS: usize = 4;
 pub const MAX_STOP_BYTES: usize = 256;
 /// Most messages in a chat.
 pub const MAX_MESSAGES: usize = 1024;
+/// Most tokens `top_logprobs` may ask for at each position (OpenAI's bound).
+pub const MAX_TOP_LOGPROBS: usize = 20;
 /// The instructions a chat template may run to render one prompt (a template
 /// that loops forever runs out of them).
 pub const TEMPLATE_FUEL: u64 = 2_000_000;
@@ -39,6 +43,33 @@ pub struct Vocab {
     eos_text: String,
     /// Tokens that end a generation.
     pub end_tokens: Vec<u32>,
+    /// Each token's bytes (a byte-level BPE token may be part of a character).
+    bytes: Vec<Vec<u8>>,
+}
+
+/// The bytes a byte-level BPE token stands for: GPT-2's `bytes_to_unicode`
+/// turned around (printable bytes are themselves; the others are the characters
+/// from U+0100 on, in byte order).
+fn byte_level_bytes(token: &str) -> Vec<u8> {
+    let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    let mut shifted = [0u8; 68];
+    let mut n = 0;
+    for b in 0..=255u8 {
+        if !printable(u32::from(b)) {
+            shifted[n] = b;
+            n += 1;
+        }
+    }
+    let mut out = Vec::with_capacity(token.len());
+    for c in token.chars() {
+        let code = c as u32;
+        match code {
+            _ if printable(code) => out.push(code as u8),
+            256..=323 => out.push(shifted[(code - 256) as usize]),
+            _ => out.extend_from_slice(c.to_string().as_bytes()),
+        }
+    }
+    out
 }
 
 fn meta_u32(md: &HashMap<String, Meta>, key: &str) -> Option<u32> {
@@ -93,12 +124,14 @@ impl Vocab {
             .unwrap_or_default();
         let mut vocab = serde_json::Map::new();
         let mut added = Vec::new();
+        let mut bytes = Vec::with_capacity(tokens.len());
         for (id, t) in tokens.iter().enumerate() {
             if !vocab.contains_key(t) {
                 vocab.insert(t.clone(), json!(id));
             }
             // Control (3) and user-defined (4) tokens are matched whole in a text.
             let kind = types.get(id).copied().unwrap_or(1);
+            bytes.push(if kind == 3 || kind == 4 { t.as_bytes().to_vec() } else { byte_level_bytes(t) });
             if kind == 3 || kind == 4 {
                 added.push(json!({"id": id, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
                     "normalized": false, "special": kind == 3}));
@@ -129,7 +162,7 @@ impl Vocab {
         end_tokens.sort_unstable();
         end_tokens.dedup();
         let add_bos = md.get("tokenizer.ggml.add_bos_token").and_then(|v| v.to_bool().ok()).unwrap_or(false);
-        Ok(Vocab { tokenizer, bos, add_bos, eos_text: eos.and_then(text_of).unwrap_or_default(), end_tokens })
+        Ok(Vocab { tokenizer, bos, add_bos, eos_text: eos.and_then(text_of).unwrap_or_default(), end_tokens, bytes })
     }
 
     /// A prompt's tokens (special tokens in it matched whole), with the model's
@@ -147,6 +180,13 @@ impl Vocab {
     }
 
     /// Tokens to text, special tokens left out.
+    /// A token as OpenAI's log-probabilities give it: its text (lossy where it
+    /// ends inside a character) and its bytes.
+    pub fn token(&self, id: u32) -> (String, Vec<u8>) {
+        let b = self.bytes.get(id as usize).cloned().unwrap_or_default();
+        (String::from_utf8_lossy(&b).into_owned(), b)
+    }
+
     pub fn decode(&self, ids: &[u32]) -> String {
         self.tokenizer.decode(ids, true).unwrap_or_default()
     }
@@ -204,6 +244,8 @@ pub struct Settings {
     pub max_tokens: Option<usize>,
     pub sampling: Sampling,
     pub stop: Vec<String>,
+    /// Answer each token's log-probability and this many most likely tokens'.
+    pub logprobs: Option<usize>,
 }
 
 fn bad(param: &str, what: &str) -> Error {
@@ -260,9 +302,14 @@ impl Settings {
                 return Err(bad(name, "is not supported (use repetition_penalty)"));
             }
         }
-        if p.logprobs == Some(true) {
-            return Err(bad("logprobs", "is not supported"));
+        if p.top_logprobs.is_some_and(|k| k > MAX_TOP_LOGPROBS as u32) {
+            return Err(bad("top_logprobs", &format!("must be 0 to {MAX_TOP_LOGPROBS}")));
         }
+        let logprobs = match (p.logprobs, p.top_logprobs) {
+            (Some(true), k) => Some(k.unwrap_or(0) as usize),
+            (_, Some(k)) if k > 0 => return Err(bad("top_logprobs", "needs logprobs: true")),
+            _ => None,
+        };
         let max = p.max_completion_tokens.or(p.max_tokens);
         if max == Some(0) {
             return Err(bad("max_tokens", "must be at least 1"));
@@ -271,6 +318,7 @@ impl Settings {
             max_tokens: max.map(|m| m as usize).or(default_max),
             sampling: sampling(p.temperature.or(Some(1.0)), p.top_p, p.top_k, p.repetition_penalty, p.seed)?,
             stop: check_stops(p.stop.clone().map(|s| s.into_vec()).unwrap_or_default())?,
+            logprobs,
         })
     }
 
@@ -289,6 +337,7 @@ impl Settings {
             max_tokens: Some(p.max_new_tokens.map_or(DEFAULT_NEW_TOKENS, |m| m as usize)),
             sampling: sampling(temperature, p.top_p, p.top_k, p.repetition_penalty, p.seed)?,
             stop: check_stops(p.stop.clone().unwrap_or_default())?,
+            logprobs: None,
         })
     }
 
@@ -302,6 +351,7 @@ impl Settings {
             max_tokens: Some(p.max_tokens.map_or(DEFAULT_NEW_TOKENS, |m| m as usize)),
             sampling: sampling(Some(p.temperature.unwrap_or(0.0)), p.top_p, p.top_k, p.repetition_penalty, p.seed)?,
             stop: check_stops(p.stop.clone().map(|s| s.into_vec()).unwrap_or_default())?,
+            logprobs: None,
         })
     }
 }
@@ -416,8 +466,14 @@ pub struct Generator {
 /// A piece of a generation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Piece {
-    Text(String),
-    End { finish: Finish, prompt_tokens: usize, completion_tokens: usize },
+    /// Text, with the log-probabilities (when asked for) of the tokens that
+    /// came since the last piece.
+    Text(String, Vec<TokenLogprob>),
+    End {
+        finish: Finish,
+        prompt_tokens: usize,
+        completion_tokens: usize,
+    },
 }
 
 /// The pieces of one generation, in order. Dropping it cancels the generation.
@@ -429,6 +485,19 @@ pub struct Stream {
     ended: bool,
     /// The end, after the last text was given.
     deferred: Option<Piece>,
+    /// Log-probabilities of tokens whose text is not given yet.
+    logprobs: Vec<TokenLogprob>,
+}
+
+/// A whole generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generated {
+    pub text: String,
+    pub finish: Finish,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    /// One per token, when asked for.
+    pub logprobs: Vec<TokenLogprob>,
 }
 
 impl Stream {
@@ -442,13 +511,16 @@ impl Stream {
         }
         loop {
             match self.events.recv().await {
-                Some(Event::Token(t)) => {
+                Some(Event::Token(t, lp)) => {
+                    if let Some(lp) = lp {
+                        self.logprobs.push(self.token_logprob(t, lp));
+                    }
                     let (text, stopped) = self.text.push(t, &self.generator.vocab);
                     if stopped {
                         return Some(Ok(self.end(text, Finish::Stop)));
                     }
                     if !text.is_empty() {
-                        return Some(Ok(Piece::Text(text)));
+                        return Some(Ok(Piece::Text(text, std::mem::take(&mut self.logprobs))));
                     }
                 }
                 Some(Event::Done(finish)) => {
@@ -473,22 +545,39 @@ impl Stream {
         self.ended = true;
         self.events.close();
         let end = Piece::End { finish, prompt_tokens: self.prompt_tokens, completion_tokens: self.text.tokens() };
-        if text.is_empty() {
+        if text.is_empty() && self.logprobs.is_empty() {
             end
         } else {
             self.deferred = Some(end);
-            Piece::Text(text)
+            Piece::Text(text, std::mem::take(&mut self.logprobs))
         }
     }
 
-    /// Every piece, gathered: the text, why it ended, and the tokens.
-    pub async fn collect(mut self) -> Result<(String, Finish, usize, usize)> {
-        let mut text = String::new();
+    fn token_logprob(&self, id: u32, lp: TokenLogprobs) -> TokenLogprob {
+        let vocab = &self.generator.vocab;
+        let (token, bytes) = vocab.token(id);
+        let top_logprobs = lp
+            .top
+            .into_iter()
+            .map(|(t, logprob)| {
+                let (token, bytes) = vocab.token(t);
+                TopLogprob { token, logprob, bytes: Some(bytes) }
+            })
+            .collect();
+        TokenLogprob { token, logprob: lp.logprob, bytes: Some(bytes), top_logprobs }
+    }
+
+    /// Every piece, gathered.
+    pub async fn collect(mut self) -> Result<Generated> {
+        let (mut text, mut logprobs) = (String::new(), Vec::new());
         while let Some(p) = self.next().await {
             match p? {
-                Piece::Text(t) => text.push_str(&t),
+                Piece::Text(t, lp) => {
+                    text.push_str(&t);
+                    logprobs.extend(lp);
+                }
                 Piece::End { finish, prompt_tokens, completion_tokens } => {
-                    return Ok((text, finish, prompt_tokens, completion_tokens));
+                    return Ok(Generated { text, finish, prompt_tokens, completion_tokens, logprobs });
                 }
             }
         }
@@ -547,6 +636,7 @@ pub fn generate(g: &Arc<Generator>, prompt: Vec<u32>, settings: &Settings, model
             max_tokens,
             sampling: settings.sampling.clone(),
             end_tokens: g.vocab.end_tokens.clone(),
+            logprobs: settings.logprobs,
             events: tx,
         })
         .map_err(|r| match r {
@@ -560,6 +650,7 @@ pub fn generate(g: &Arc<Generator>, prompt: Vec<u32>, settings: &Settings, model
         prompt_tokens,
         ended: false,
         deferred: None,
+        logprobs: Vec::new(),
     })
 }
 
@@ -579,7 +670,7 @@ mod tests {
     }
 
     fn greedy(max: usize) -> Settings {
-        Settings { max_tokens: Some(max), sampling: Sampling::default(), stop: vec![] }
+        Settings { max_tokens: Some(max), sampling: Sampling::default(), stop: vec![], logprobs: None }
     }
 
     #[test]
@@ -652,6 +743,8 @@ mod tests {
             (json!({"stop": ["a", "b", "c", "d", "e"]}), "stop"),
             (json!({"stop": [""]}), "stop"),
             (json!({"presence_penalty": 0.5}), "presence_penalty"),
+            (json!({"logprobs": true, "top_logprobs": 21}), "top_logprobs"),
+            (json!({"top_logprobs": 2}), "top_logprobs"),
         ] {
             let err = Settings::openai(&p(body.clone()), None).unwrap_err().to_string();
             assert!(err.contains(&format!("'{param}'")), "{body}: {err}");
@@ -670,8 +763,8 @@ mod tests {
         let (_dir, g) = tiny();
         let prompt = |t: &str| g.vocab.encode(t).unwrap();
         let alone = generate(&g, prompt("the cat sat"), &greedy(24), "tiny").unwrap().collect().await.unwrap();
-        assert!(alone.3 > 0 && alone.3 <= 24, "{alone:?}");
-        assert_eq!(alone.2, prompt("the cat sat").len());
+        assert!(alone.completion_tokens > 0 && alone.completion_tokens <= 24, "{alone:?}");
+        assert_eq!(alone.prompt_tokens, prompt("the cat sat").len());
         // The same prompt three times, and a long one, at once: interleaved steps
         // give each the answer it gets alone.
         let long: String = "the quick brown fox ".repeat(25);
@@ -685,6 +778,36 @@ mod tests {
             assert_eq!(a.as_ref().unwrap(), &alone);
         }
         assert!(answers[3].is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn logprobs_come_one_per_token_with_its_bytes_and_do_not_change_the_answer() {
+        let (_dir, g) = tiny();
+        let ids = g.vocab.encode("the cat sat").unwrap();
+        let plain = generate(&g, ids.clone(), &greedy(12), "tiny").unwrap().collect().await.unwrap();
+        assert!(plain.logprobs.is_empty(), "none unless asked for");
+        let asked = Settings { logprobs: Some(3), ..greedy(12) };
+        let got = generate(&g, ids, &asked, "tiny").unwrap().collect().await.unwrap();
+        assert_eq!((&got.text, got.completion_tokens), (&plain.text, plain.completion_tokens));
+        assert_eq!(got.logprobs.len(), got.completion_tokens, "one per answer token");
+        let bytes: Vec<u8> = got.logprobs.iter().flat_map(|t| t.bytes.clone().unwrap()).collect();
+        assert_eq!(String::from_utf8_lossy(&bytes), got.text, "the tokens' bytes are the text");
+        for t in &got.logprobs {
+            assert_eq!(t.top_logprobs.len(), 3);
+            // Greedy: the chosen token is the most likely one.
+            assert_eq!((t.top_logprobs[0].logprob, &t.top_logprobs[0].bytes), (t.logprob, &t.bytes));
+            assert!(t.top_logprobs.windows(2).all(|w| w[0].logprob >= w[1].logprob));
+            assert!(t.logprob <= 0.0);
+        }
+    }
+
+    #[test]
+    fn byte_level_tokens_stand_for_their_bytes() {
+        assert_eq!(byte_level_bytes("Ġthe"), b" the");
+        assert_eq!(byte_level_bytes("Ċ"), b"\n");
+        // The four bytes of a zebra, split over tokens as byte-level BPE writes them.
+        assert_eq!(byte_level_bytes("ðŁ¦"), [0xf0, 0x9f, 0xa6]);
+        assert_eq!(byte_level_bytes("ĵ"), [0x93]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -67,11 +67,22 @@ impl Finish {
     }
 }
 
+/// The log-probabilities at one position of the model's own distribution
+/// (before penalty, temperature and truncation).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprobs {
+    /// Of the chosen token.
+    pub logprob: f32,
+    /// The most likely tokens, most likely first.
+    pub top: Vec<(u32, f32)>,
+}
+
 /// What the engine tells a sequence's caller.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// The next token (never an end-of-generation token).
-    Token(u32),
+    /// The next token (never an end-of-generation token), with its
+    /// log-probabilities when the job asked for them.
+    Token(u32, Option<TokenLogprobs>),
     Done(Finish),
     Failed(String),
 }
@@ -83,6 +94,8 @@ pub struct Job {
     pub sampling: Sampling,
     /// Tokens that end the sequence (not sent).
     pub end_tokens: Vec<u32>,
+    /// Send each token's log-probability and this many most likely tokens'.
+    pub logprobs: Option<usize>,
     pub events: tokio::sync::mpsc::UnboundedSender<Event>,
 }
 
@@ -240,7 +253,9 @@ impl Sequence {
             }
         }
         let seen: Vec<u32> = self.job.prompt.iter().chain(&self.generated).copied().collect();
+        let model = self.job.logprobs.map(|k| (logits.clone(), k));
         let next = sample(&mut logits, &self.job.sampling, &seen, &mut self.rng);
+        let logprobs = model.map(|(logits, k)| log_probs(&logits, next, k));
         if self.first_token.is_none() {
             self.first_token = Some(Instant::now());
         }
@@ -248,7 +263,7 @@ impl Sequence {
             return Some(Ok(Finish::Stop));
         }
         self.generated.push(next);
-        if self.job.events.send(Event::Token(next)).is_err() {
+        if self.job.events.send(Event::Token(next, logprobs)).is_err() {
             return Some(Ok(Finish::Stop));
         }
         if self.generated.len() >= self.job.max_tokens || self.job.prompt.len() + self.generated.len() >= context {
@@ -390,6 +405,23 @@ fn jobs_closed(jobs: &mpsc::Receiver<(Job, Instant)>) -> bool {
     matches!(jobs.try_recv(), Err(mpsc::TryRecvError::Disconnected))
 }
 
+/// The log-probabilities of `logits` (log-softmax): the chosen token's and the
+/// `k` most likely, most likely first.
+pub fn log_probs(logits: &[f32], chosen: u32, k: usize) -> TokenLogprobs {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let norm = max + logits.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln();
+    let lp = |t: u32| logits.get(t as usize).map_or(f32::NEG_INFINITY, |&l| (l as f64 - norm) as f32);
+    let k = k.min(logits.len());
+    let mut top: Vec<u32> = (0..logits.len() as u32).collect();
+    let by_logit = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b));
+    if k > 0 && k < top.len() {
+        top.select_nth_unstable_by(k - 1, by_logit);
+    }
+    top.truncate(k);
+    top.sort_unstable_by(by_logit);
+    TokenLogprobs { logprob: lp(chosen), top: top.into_iter().map(|t| (t, lp(t))).collect() }
+}
+
 /// Choose the next token from the logits: repetition penalty, then greedy, or
 /// temperature, top-k and top-p sampling.
 pub fn sample(logits: &mut [f32], s: &Sampling, seen: &[u32], rng: &mut impl Rng) -> u32 {
@@ -451,6 +483,20 @@ pub fn sample(logits: &mut [f32], s: &Sampling, seen: &[u32], rng: &mut impl Rng
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_probabilities_are_the_log_softmax_with_the_most_likely_first() {
+        let logits = [1.0f32, 3.0, 2.0, 3.0];
+        let lp = log_probs(&logits, 2, 3);
+        let norm = logits.iter().map(|&l| (l as f64).exp()).sum::<f64>().ln();
+        assert!((lp.logprob as f64 - (2.0 - norm)).abs() < 1e-6);
+        let top: Vec<u32> = lp.top.iter().map(|t| t.0).collect();
+        assert_eq!(top, [1, 3, 2], "most likely first, ties by id");
+        let total: f64 =
+            logits.iter().enumerate().map(|(t, _)| (log_probs(&logits, t as u32, 0).logprob as f64).exp()).sum();
+        assert!((total - 1.0).abs() < 1e-6);
+        assert_eq!(log_probs(&logits, 0, 10).top.len(), 4, "at most the vocabulary");
+    }
 
     #[test]
     fn greedy_takes_the_most_likely_and_penalty_turns_it_away() {

@@ -101,7 +101,7 @@ impl Services {
         let settings = Settings::pipeline(&params)?;
         let started = Instant::now();
         let tokens = self.prompt_tokens(&g, prompt.clone()).await?;
-        let (text, _, _, _) = self.start(&g, tokens, &settings)?.collect().await?;
+        let text = self.start(&g, tokens, &settings)?.collect().await?.text;
         let generated_text = if params.return_full_text.unwrap_or(true) { prompt + &text } else { text };
         Ok(Prediction {
             version: served.version.clone(),

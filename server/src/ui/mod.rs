@@ -401,7 +401,7 @@ async fn try_model(
             let messages =
                 vec![ChatMessage { role: "user".into(), content: Some(Content::Text(f.input.clone())), name: None }];
             let prompt = state.services.chat_tokens(&g, &messages).await?;
-            let (text, _, _, _) = state.services.start(&g, prompt, &chat_settings())?.collect().await?;
+            let text = state.services.start(&g, prompt, &chat_settings())?.collect().await?.text;
             return Ok(text);
         }
         let body = form.body(&f.input);
@@ -478,7 +478,7 @@ async fn chat(
     let events = futures::stream::unfold(Some(stream), move |stream| async move {
         let mut stream = stream?;
         Some(match stream.next().await? {
-            Ok(Piece::Text(t)) => (event(serde_json::json!({"text": t})), Some(stream)),
+            Ok(Piece::Text(t, _)) => (event(serde_json::json!({"text": t})), Some(stream)),
             Ok(Piece::End { finish, completion_tokens, .. }) => (
                 event(serde_json::json!({"finish_reason": finish.as_str(), "completion_tokens": completion_tokens})),
                 None,
