@@ -6,12 +6,14 @@ reference zoo's GGUF engine is compared with (tests/python/test_openai.py).
 The prompt is the model's own chat template (from the GGUF, rendered with
 jinja2 as transformers and llama-cpp-python do, generation prompt added); the
 answer is llama.cpp's greedy decoding (temperature 0) of at most `max_tokens`
-tokens, stopped at the template's end token. Written with the token ids and
-their text pieces, so a comparison can say how many tokens agree.
+tokens, stopped at the template's end token. Written with the token ids, their
+text pieces and their log-probabilities, so a comparison can say how many tokens
+agree, how closely, and whether a divergence is a near tie.
 """
 
 import hashlib
 import json
+import math
 import platform
 import sys
 
@@ -40,7 +42,7 @@ def cpu():
 
 
 def main(model, out):
-    llm = llama_cpp.Llama(model_path=model, n_ctx=2048, n_threads=2, seed=0, verbose=False, logits_all=False)
+    llm = llama_cpp.Llama(model_path=model, n_ctx=2048, n_threads=2, seed=0, verbose=False, logits_all=True)
     template = jinja2.Environment(loader=jinja2.BaseLoader()).from_string(llm.metadata["tokenizer.chat_template"])
     # The end of the answer: EOS, and the template's end-of-turn token.
     ends = {llm.token_eos()}
@@ -61,6 +63,14 @@ def main(model, out):
             if len(tokens) == MAX_TOKENS:
                 break
         pieces = [llm.detokenize([t]).decode("utf-8", errors="replace") for t in tokens]
+        # llama.cpp's log-probability of each answer token, from its logits at the
+        # position before it (logits_all keeps every position's).
+        logprobs = []
+        for i, t in enumerate(tokens):
+            row = llm.scores[len(prompt_tokens) - 1 + i]
+            top = float(max(row))
+            norm = top + math.log(sum(math.exp(float(x) - top) for x in row))
+            logprobs.append(round(float(row[t]) - norm, 5))
         answer = llm.detokenize(tokens).decode("utf-8", errors="replace")
         print(f"{text!r} -> {answer!r}", file=sys.stderr)
         answers.append({
@@ -70,6 +80,7 @@ def main(model, out):
             "prompt_tokens": prompt_tokens,
             "tokens": tokens,
             "pieces": pieces,
+            "logprobs": logprobs,
             "text": answer,
         })
     with open(model, "rb") as f:
