@@ -67,13 +67,14 @@ pub fn ggml_type(id: u32) -> Option<(&'static str, u64, u64)> {
     })
 }
 
-/// The architectures zoo generates text with (candle's quantized Llama, which
-/// also runs Mistral-style files written as `llama`).
-pub const ARCHITECTURES: &[&str] = &["llama"];
+/// The architectures zoo generates text with (its Llama forward, which also runs
+/// Mistral-style files written as `llama`, and Qwen2's biases and Qwen3's
+/// query/key norms).
+pub const ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3"];
 
 /// The tokenizers zoo rebuilds from GGUF metadata: byte-level BPE (`gpt2`) with
 /// these pre-tokenizers (llama.cpp's `tokenizer.ggml.pre` names).
-pub const PRE_TOKENIZERS: &[&str] = &["smollm", "gpt2", "default", "llama-bpe", "llama3"];
+pub const PRE_TOKENIZERS: &[&str] = &["smollm", "gpt2", "default", "llama-bpe", "llama3", "qwen2"];
 
 /// A metadata value, kept only where zoo reads it (the others are checked and skipped).
 #[derive(Debug, Clone, PartialEq)]
@@ -499,7 +500,7 @@ fn unservable(c: &Content, info: &GgufInfo) -> Option<String> {
     if !has("tokenizer.ggml.tokens") || !has("tokenizer.ggml.merges") {
         return Some("a BPE tokenizer needs tokenizer.ggml.tokens and tokenizer.ggml.merges (string arrays)".into());
     }
-    for key in ["block_count", "embedding_length", "attention.head_count", "rope.dimension_count"] {
+    for key in ["block_count", "embedding_length", "attention.head_count"] {
         if c.metadata.get(&format!("{}.{key}", info.architecture)).and_then(Value::as_u64).is_none() {
             return Some(format!("{}.{key} is missing", info.architecture));
         }

@@ -95,7 +95,13 @@ pub const IMAGE_MODEL_TYPES: &[&str] = &["vit"];
 
 /// The model types zoo runs natively, as a list for messages.
 pub fn native_model_types() -> String {
-    ARCHITECTURES.iter().map(|a| a.model_type).chain(IMAGE_MODEL_TYPES.iter().copied()).collect::<Vec<_>>().join(", ")
+    ARCHITECTURES
+        .iter()
+        .map(|a| a.model_type)
+        .chain(IMAGE_MODEL_TYPES.iter().copied())
+        .chain(crate::decoder::DECODER_TYPES.iter().copied())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The architecture of a `model_type`, if zoo runs it natively.
@@ -132,6 +138,9 @@ pub fn inspect_dir_at(
         })?,
         None => serde_json::Value::Null,
     };
+    if crate::decoder::is_decoder(&config) && root == dir {
+        return crate::decoder::inspect(root, &config, info, files, &weights, limits);
+    }
     let model_type = config.get("model_type").and_then(serde_json::Value::as_str).unwrap_or("");
     let (inputs, outputs) = match architecture(model_type) {
         Some(arch) => native_signature(arch, &config, &info)?,

@@ -19,6 +19,7 @@ use zoo_api::{BundleFile, Format, Signature, Task};
 #[cfg(feature = "fixtures")]
 pub mod build;
 pub mod bundle;
+pub mod decoder;
 pub mod gguf;
 pub mod hf;
 #[cfg(feature = "fixtures")]

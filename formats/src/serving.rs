@@ -49,6 +49,9 @@ pub fn never_servable(signature: &Signature) -> Option<String> {
              it is stored and catalogued with its tensor table"
                 .into(),
         ),
+        Some(Engine::Safetensors) if signature.decoder.is_some() => {
+            signature.decoder.as_ref().and_then(|d| d.unservable_reason.clone())
+        }
         Some(Engine::Safetensors) if signature.inputs.is_empty() => Some(format!(
             "zoo runs safetensors directories of these model types natively: {}; this config.json names another \
              (export the model to ONNX to serve it)",

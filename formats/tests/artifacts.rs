@@ -710,3 +710,78 @@ fn a_vit_directory_with_its_preprocessor_is_an_image_classifier() {
         other => panic!("a processor of the wrong size must be refused: {other:?}"),
     }
 }
+
+#[test]
+fn decoder_directories_are_text_generators_checked_weight_by_weight() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = serde_json::json!({"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"], "vocab_size": 50,
+        "hidden_size": 8, "intermediate_size": 12, "num_hidden_layers": 1, "num_attention_heads": 2,
+        "num_key_value_heads": 1, "head_dim": 8, "max_position_embeddings": 128, "tie_word_embeddings": true,
+        "eos_token_id": 3});
+    let weights = |drop: &str, extra: &[(&'static str, &'static [usize])]| {
+        let mut t: Vec<(&str, &[usize])> = vec![
+            ("model.embed_tokens.weight", &[50, 8]),
+            ("model.layers.0.self_attn.q_proj.weight", &[16, 8]),
+            ("model.layers.0.self_attn.k_proj.weight", &[8, 8]),
+            ("model.layers.0.self_attn.v_proj.weight", &[8, 8]),
+            ("model.layers.0.self_attn.o_proj.weight", &[8, 16]),
+            ("model.layers.0.self_attn.q_norm.weight", &[8]),
+            ("model.layers.0.self_attn.k_norm.weight", &[8]),
+            ("model.layers.0.mlp.gate_proj.weight", &[12, 8]),
+            ("model.layers.0.mlp.up_proj.weight", &[12, 8]),
+            ("model.layers.0.mlp.down_proj.weight", &[8, 12]),
+            ("model.layers.0.input_layernorm.weight", &[8]),
+            ("model.layers.0.post_attention_layernorm.weight", &[8]),
+            ("model.norm.weight", &[8]),
+        ];
+        t.retain(|(n, _)| *n != drop);
+        t.extend_from_slice(extra);
+        t
+    };
+    let dir_with = |name: &str, config: &serde_json::Value, tensors: &[(&str, &[usize])], side: &[(&str, &str)]| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        std::fs::write(dir.join("model.safetensors"), zero_safetensors(tensors)).unwrap();
+        let mut files = vec!["config.json", "model.safetensors"];
+        for (f, text) in side {
+            std::fs::write(dir.join(f), text).unwrap();
+            files.push(f);
+        }
+        let files = files.into_iter().map(|f| zoo_api::BundleFile { path: f.into(), size: 0 }).collect();
+        zoo_formats::inspect_dir(&dir, files, &Limits::default())
+    };
+    let side = [
+        ("tokenizer.json", "{}"),
+        ("tokenizer_config.json", r#"{"chat_template": "{% for m in messages %}{{ m.content }}{% endfor %}"}"#),
+    ];
+    let a = dir_with("good", &config, &weights("", &[]), &side).unwrap();
+    assert_eq!(a.task, Task::TextGeneration);
+    let d = a.signature.decoder.as_ref().expect("a decoder");
+    assert_eq!((d.model_type.as_str(), d.layers, d.context_length, d.dtype.as_str()), ("qwen3", 1, Some(128), "F32"));
+    assert!(d.chat_template.as_deref().unwrap().contains("m.content"));
+    assert_eq!(zoo_formats::never_servable(&a.signature), None);
+
+    // A weight missing, or of another shape, or one the config does not explain.
+    let refused = |tensors: &[(&str, &[usize])]| match dir_with("bad", &config, tensors, &side) {
+        Err(Error::Invalid { rule: "weights", message, .. }) => message,
+        other => panic!("{other:?}"),
+    };
+    assert!(refused(&weights("model.layers.0.self_attn.k_norm.weight", &[])).contains("k_norm"));
+    let m = refused(&weights("model.norm.weight", &[("model.norm.weight", &[9])]));
+    assert!(m.contains("model.norm.weight") && m.contains("[8]"), "{m}");
+    assert!(refused(&weights("", &[("model.layers.1.mlp.up_proj.weight", &[12, 8])])).contains("layers.1"));
+
+    // Without its tokenizer, or with a rope scaling zoo does not compute: stored, with the reason.
+    let a = dir_with("no-tokenizer", &config, &weights("", &[]), &[]).unwrap();
+    assert!(zoo_formats::never_servable(&a.signature).unwrap().contains("tokenizer.json"));
+    let mut yarn = config.clone();
+    yarn["rope_scaling"] = serde_json::json!({"rope_type": "yarn", "factor": 4.0});
+    let a = dir_with("yarn", &yarn, &weights("", &[]), &side).unwrap();
+    assert!(zoo_formats::never_servable(&a.signature).unwrap().contains("yarn"));
+    // The template may come as chat_template.jinja (transformers 4.50 on).
+    let a =
+        dir_with("jinja", &config, &weights("", &[]), &[("tokenizer.json", "{}"), ("chat_template.jinja", "{{ x }}")])
+            .unwrap();
+    assert_eq!(a.signature.decoder.unwrap().chat_template.as_deref(), Some("{{ x }}"));
+}

@@ -401,6 +401,32 @@ pub struct GgufInfo {
     pub unservable_reason: Option<String>,
 }
 
+/// A Hugging Face decoder directory's language model (`*ForCausalLM`), read
+/// from its `config.json`, safetensors header and tokenizer files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DecoderInfo {
+    /// `model_type` in config.json: `llama`, `mistral`, `qwen2` or `qwen3`.
+    pub model_type: String,
+    /// The weights' element type in model.safetensors (e.g. `BF16`); zoo computes in float32.
+    pub dtype: String,
+    /// Parameters (elements of every tensor).
+    pub parameters: u64,
+    pub layers: u64,
+    pub hidden_size: u64,
+    /// Tokens of context the model was trained for (`max_position_embeddings`).
+    pub context_length: Option<u64>,
+    /// Tokens in the vocabulary (the embedding's rows).
+    pub vocab_size: u64,
+    /// The chat template (tokenizer_config.json's `chat_template`, or
+    /// chat_template.jinja), when the directory has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_template: Option<String>,
+    /// Why zoo cannot run this model, when it cannot; the directory is stored and
+    /// catalogued all the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unservable_reason: Option<String>,
+}
+
 /// A file of a bundle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct BundleFile {
@@ -469,6 +495,16 @@ fn default_tokenizer() -> String {
 }
 
 impl Signature {
+    /// Tokens of context of a language model (GGUF or a Hugging Face decoder).
+    pub fn context_length(&self) -> Option<u64> {
+        self.gguf.as_ref().and_then(|g| g.context_length).or(self.decoder.as_ref().and_then(|d| d.context_length))
+    }
+
+    /// Whether this is a language model that zoo's generation engine runs.
+    pub fn generates(&self) -> bool {
+        self.gguf.is_some() || self.decoder.is_some()
+    }
+
     /// A signature with no inputs, outputs or format details yet.
     pub fn empty(format: Format, bundle: bool) -> Signature {
         Signature {
@@ -484,6 +520,7 @@ impl Signature {
             text: None,
             image: None,
             gguf: None,
+            decoder: None,
             files: vec![],
         }
     }
@@ -513,6 +550,8 @@ pub struct Signature {
     pub image: Option<ImageInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gguf: Option<GgufInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder: Option<DecoderInfo>,
     /// Files of a bundle, with their sizes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<BundleFile>,

@@ -571,3 +571,177 @@ def test_a_gguf_chat_model_answers_greedily_as_transformers_scores_it():
     print(f"median log-probability difference {median:.3f} over {len(diffs)} tokens")
     assert median <= LOGPROB_MEDIAN, median
     assert agreed >= 0.9 * tokens, (agreed, tokens)
+
+
+# Hugging Face decoders (Llama, Mistral, Qwen2, Qwen3), built at random with a fixed
+# seed, with SmolLM2's real tokenizer and chat template (transformers reads them from
+# the GGUF). zoo's forward computes in float32 as transformers does: greedy answers are
+# the same tokens, to the last one.
+DECODER = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, max_position_embeddings=512)
+DECODERS = {
+    # Llama 3.1's rotary scaling, its long wavelengths slowed.
+    "llama": lambda: transformers.LlamaConfig(**DECODER, rope_parameters=dict(
+        rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+        original_max_position_embeddings=64)),
+    "mistral": lambda: transformers.MistralConfig(**DECODER, sliding_window=256),
+    # Biases on the queries, keys and values; weights stored as bfloat16.
+    "qwen2": lambda: transformers.Qwen2Config(**DECODER, tie_word_embeddings=True),
+    # Norms of each head's queries and keys; heads wider than hidden / heads.
+    "qwen3": lambda: transformers.Qwen3Config(**DECODER, head_dim=32, tie_word_embeddings=True),
+}
+PROMPTS = ["The zoo opens at", "Once upon a time, a zebra", "def add(a, b):"]
+CHAT = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name three animals."}]
+
+
+def smollm2_tokenizer():
+    folder, file = SMOLLM2
+    return transformers.AutoTokenizer.from_pretrained(str(Path(os.environ["ZOO_TEST_MODELS"]) / folder), gguf_file=file)
+
+
+def decoder(arch: str, tok):
+    cfg = DECODERS[arch]()
+    cfg.vocab_size = len(tok)
+    cfg.eos_token_id = tok.eos_token_id
+    cfg.bos_token_id = tok.bos_token_id
+    torch.manual_seed(11)
+    model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(8.0)
+            elif arch == "qwen2":
+                p.add_(0.1 * torch.randn_like(p))  # the biases (and norms) away from their initial values
+    return model
+
+
+def generates_as(name: str, reference, tok):
+    """zoo's greedy answers of model `name` through the OpenAI completion and chat
+    routes are exactly transformers' `generate()` tokens of `reference` (the chat's
+    through the model's template)."""
+    session, url = zoo.Client()._session, os.environ["ZOO_URL"]
+    seen = set()
+    for prompt in PROMPTS:
+        ids = tok(prompt, return_tensors="pt").input_ids
+        with torch.no_grad():
+            out = reference.generate(ids, max_new_tokens=24, do_sample=False)[0, ids.shape[1]:].tolist()
+        seen.update(out)
+        r = session.post(f"{url}/openai/v1/completions",
+                         json={"model": name, "prompt": prompt, "temperature": 0, "max_tokens": 24})
+        assert r.status_code == 200, r.text
+        got = r.json()
+        assert got["usage"]["prompt_tokens"] == ids.shape[1], (prompt, got["usage"])
+        assert got["usage"]["completion_tokens"] == len(out), (prompt, got, out)
+        assert got["choices"][0]["text"] == tok.decode(out, skip_special_tokens=True), (prompt, got, out)
+    prompt = tok.apply_chat_template(CHAT, add_generation_prompt=True, tokenize=True, return_dict=False)
+    with torch.no_grad():
+        out = reference.generate(torch.tensor([prompt]), max_new_tokens=32, do_sample=False)[0, len(prompt):].tolist()
+    r = session.post(f"{url}/openai/v1/chat/completions",
+                     json={"model": name, "messages": CHAT, "temperature": 0, "max_tokens": 32, "logprobs": True})
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert got["usage"]["prompt_tokens"] == len(prompt), got["usage"]
+    ids = [tok.convert_tokens_to_ids(byte_level(bytes(t["bytes"]))) for t in got["choices"][0]["logprobs"]["content"]]
+    ended = got["choices"][0]["finish_reason"] == "stop"
+    assert ids + ([tok.eos_token_id] if ended else []) == out, (ids, out)
+    # Answers that say something: not one token over and over.
+    assert len(seen | set(out)) >= 10, seen
+    print(f"{name}: {len(PROMPTS)} completions and a chat, every token transformers' own "
+          f"({len(seen | set(out))} different tokens), e.g. {tok.decode(out)!r}")
+
+
+@pytest.mark.parametrize("arch", list(DECODERS))
+def test_a_decoder_directory_generates_the_tokens_transformers_generates(arch):
+    tok = smollm2_tokenizer()
+    model = decoder(arch, tok)
+    if arch == "qwen2":
+        model = model.to(torch.bfloat16)
+    v = zoo.Client().deploy((model, tok), f"decoder-{arch}", progress=False)
+    assert (v.task, v.servable) == ("text-generation", True), v.info
+    assert v.info["signature"]["decoder"]["dtype"] == ("BF16" if arch == "qwen2" else "F32")
+    generates_as(f"decoder-{arch}", model.float(), tok)
+
+
+# llama.cpp's tensor names (Qwen's converter permutes nothing: its rotation is
+# Hugging Face's, each dimension with the one half a head away).
+GGUF_NAMES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+              "self_attn.o_proj": "attn_output", "self_attn.q_norm": "attn_q_norm",
+              "self_attn.k_norm": "attn_k_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+              "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm",
+              "post_attention_layernorm": "ffn_norm"}
+
+
+def as_gguf(model, arch: str, path: Path):
+    """A Qwen decoder written as llama.cpp's converter writes it (float32), with
+    SmolLM2's tokenizer and template from its GGUF."""
+    import gguf
+    smol = gguf.GGUFReader(str(Path(os.environ["ZOO_TEST_MODELS"]) / SMOLLM2[0] / SMOLLM2[1]))
+    field = lambda k: smol.fields[k].contents()
+    cfg = model.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("smollm")
+    w.add_token_list(field("tokenizer.ggml.tokens"))
+    w.add_token_types(field("tokenizer.ggml.token_type"))
+    w.add_token_merges(field("tokenizer.ggml.merges"))
+    w.add_bos_token_id(field("tokenizer.ggml.bos_token_id"))
+    w.add_eos_token_id(field("tokenizer.ggml.eos_token_id"))
+    w.add_add_bos_token(False)
+    w.add_chat_template(field("tokenizer.chat_template"))
+    for name, t in model.state_dict().items():
+        if name == "lm_head.weight" and cfg.tie_word_embeddings:
+            continue
+        if name == "model.embed_tokens.weight":
+            out = "token_embd.weight"
+        elif name == "model.norm.weight":
+            out = "output_norm.weight"
+        elif name == "lm_head.weight":
+            out = "output.weight"
+        else:
+            _, _, layer, rest = name.split(".", 3)
+            part, kind = rest.rsplit(".", 1)
+            out = f"blk.{layer}.{GGUF_NAMES[part]}.{kind}"
+        w.add_tensor(out, t.float().numpy())
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "qwen3"])
+def test_a_qwen_gguf_generates_the_tokens_transformers_generates(arch, tmp_path):
+    tok = smollm2_tokenizer()
+    model = decoder(arch, tok)
+    path = tmp_path / f"{arch}.gguf"
+    as_gguf(model, arch, path)
+    v = zoo.Client().deploy(str(path), f"gguf-{arch}", progress=False)
+    assert (v.task, v.servable) == ("text-generation", True), v.info
+    assert v.info["signature"]["gguf"]["architecture"] == arch
+    generates_as(f"gguf-{arch}", model, tok)
+
+
+def test_a_text_generation_pipeline_deploys_and_predicts_as_transformers_pipeline():
+    """`zoo.deploy(pipeline("text-generation", ...))`, then predict: the same
+    `generated_text` as the pipeline itself answers."""
+    tok = smollm2_tokenizer()
+    pipe = pipeline("text-generation", model=decoder("llama", tok), tokenizer=tok)
+    v = zoo.Client().deploy(pipe, "decoder-pipeline", progress=False)
+    assert (v.task, v.servable) == ("text-generation", True), v.info
+    for prompt in PROMPTS:
+        want = pipe(prompt, max_new_tokens=16, do_sample=False)
+        got = v.predict(prompt, parameters={"max_new_tokens": 16})
+        assert got == want, (prompt, got, want)
+        want = pipe(prompt, max_new_tokens=8, do_sample=False, return_full_text=False)
+        got = v.predict(prompt, parameters={"max_new_tokens": 8, "return_full_text": False})
+        assert got == want, (prompt, got, want)

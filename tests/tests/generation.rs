@@ -12,7 +12,12 @@ fn deploy_tiny(s: &Server) -> tempfile::TempDir {
     let dir = tmp();
     let path = dir.path().join("tiny.gguf");
     std::fs::write(&path, zoo_formats::gguf::write::tiny_llama()).unwrap();
-    let out = ok(&s.cli(&["deploy", path.to_str().unwrap(), "--name", "tiny"]));
+    // Naming the task it has is no error; naming one it cannot have is.
+    for task in ["tensor", "text-classification"] {
+        let refused = s.cli(&["deploy", path.to_str().unwrap(), "--name", "tiny", "--task", task]);
+        assert!(!refused.status.success(), "a language model deployed as {task}");
+    }
+    let out = ok(&s.cli(&["deploy", path.to_str().unwrap(), "--name", "tiny", "--task", "text-generation"]));
     assert!(out.contains("gguf file") && out.contains("text-generation"), "{out}");
     assert!(out.contains("zoo chat tiny") && out.contains("/openai/v1"), "prints how to call it: {out}");
     dir

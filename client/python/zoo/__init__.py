@@ -195,8 +195,9 @@ class Client:
         """Predict with a model's default version (alias `production`, else the
         newest), or with `version`. `inputs`: a text or a list of texts; an image
         (a `PIL.Image`, the bytes of a JPEG or PNG, or a `pathlib.Path` to one) or
-        a list of images; a dict of tensor name -> nested lists. `options`:
-        `top_k`, `normalize`."""
+        a list of images; a dict of tensor name -> nested lists; a prompt for a
+        text-generation model. `options`: `top_k`, `normalize`; `parameters` (a
+        dict) for text generation (`max_new_tokens`, `temperature`, ...)."""
         path = f"/v1/models/{model}/versions/{version}/predict" if version else f"/v1/models/{model}/predict"
         body = {"inputs": _encode_images(inputs), **{k: v for k, v in options.items() if v is not None}}
         return self._json("POST", path, json=body)
@@ -427,6 +428,7 @@ _PIPELINE_TASKS = {
     "feature-extraction": "feature-extraction",
     "token-classification": "token-classification",
     "ner": "token-classification",
+    "text-generation": "text-generation",
 }
 
 

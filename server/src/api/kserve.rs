@@ -304,7 +304,7 @@ async fn generate_inner(
     body: Body,
 ) -> V2Result<Response> {
     let (g, req, settings) = generating(&state, c, &name, version.as_ref(), body).await?;
-    let tokens = state.services.prompt_tokens(&g, req.text_input.clone()).await?;
+    let tokens = state.services.prompt_tokens(&g, req.text_input.clone(), false).await?;
     let done = state.services.start(&g, tokens, &settings)?.collect().await?;
     let exclude = req.parameters.as_ref().and_then(|p| p.exclude_input_in_output).unwrap_or(false);
     let text = if exclude { done.text } else { req.text_input + &done.text };
@@ -321,7 +321,7 @@ async fn generate_stream_inner(
     body: Body,
 ) -> V2Result<Response> {
     let (g, req, settings) = generating(&state, c, &name, version.as_ref(), body).await?;
-    let tokens = state.services.prompt_tokens(&g, req.text_input.clone()).await?;
+    let tokens = state.services.prompt_tokens(&g, req.text_input.clone(), false).await?;
     let stream = state.services.start(&g, tokens, &settings)?;
     let (id, name, version) = (req.id, name.to_string(), g.served.version.clone());
     let header_version = version.clone();

@@ -243,7 +243,7 @@ pub async fn completions(
         return Err(Error::InvalidInput(why.into()).into());
     }
     let settings = Settings::openai(&req.params, Some(16))?;
-    let tokens = state.services.prompt_tokens(&g, prompt.clone()).await?;
+    let tokens = state.services.prompt_tokens(&g, prompt.clone(), false).await?;
     let stream = state.services.start(&g, tokens, &settings)?;
     let echo = req.echo == Some(true);
     let id = format!("cmpl-{}", uuid::Uuid::new_v4().simple());

@@ -40,6 +40,9 @@ pub struct Vocab {
     tokenizer: Tokenizer,
     bos: Option<(u32, String)>,
     add_bos: bool,
+    /// A Hugging Face tokenizer.json: its post-processor adds the special tokens
+    /// a plain prompt takes (a chat's template writes its own).
+    post_processor: bool,
     eos_text: String,
     /// Tokens that end a generation.
     pub end_tokens: Vec<u32>,
@@ -162,13 +165,87 @@ impl Vocab {
         end_tokens.sort_unstable();
         end_tokens.dedup();
         let add_bos = md.get("tokenizer.ggml.add_bos_token").and_then(|v| v.to_bool().ok()).unwrap_or(false);
-        Ok(Vocab { tokenizer, bos, add_bos, eos_text: eos.and_then(text_of).unwrap_or_default(), end_tokens, bytes })
+        Ok(Vocab {
+            tokenizer,
+            bos,
+            add_bos,
+            post_processor: false,
+            eos_text: eos.and_then(text_of).unwrap_or_default(),
+            end_tokens,
+            bytes,
+        })
     }
 
-    /// A prompt's tokens (special tokens in it matched whole), with the model's
-    /// BOS in front when its file says to add one.
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.tokenizer.encode_fast(text, false).map_err(|e| Error::InvalidInput(e.to_string()))?;
+    /// A Hugging Face decoder directory's tokenizer (`tokenizer.json`), its
+    /// special tokens (`tokenizer_config.json`) and the tokens that end a
+    /// generation (`generation_config.json`'s `eos_token_id`, else config.json's),
+    /// as transformers' `generate()` takes them.
+    #[allow(clippy::disallowed_methods, reason = "models load on a blocking thread (service::loader)")]
+    pub fn from_hf(dir: &std::path::Path, config_eos: &[u32]) -> std::result::Result<Vocab, String> {
+        let tokenizer = Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| format!("tokenizer.json: {e}"))?;
+        let side = |name: &str| -> serde_json::Value {
+            std::fs::read(dir.join(name)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+        };
+        let tokenizer_config = side("tokenizer_config.json");
+        let special = |key: &str| -> Option<String> {
+            match tokenizer_config.get(key)? {
+                serde_json::Value::String(s) => Some(s.clone()),
+                v => v.get("content").and_then(serde_json::Value::as_str).map(str::to_string),
+            }
+        };
+        let generation = side("generation_config.json");
+        let mut end_tokens = zoo_formats::decoder::token_ids(generation.get("eos_token_id"));
+        if end_tokens.is_empty() {
+            end_tokens = config_eos.to_vec();
+        }
+        let eos_text = special("eos_token");
+        if end_tokens.is_empty()
+            && let Some(id) = eos_text.as_deref().and_then(|t| tokenizer.token_to_id(t))
+        {
+            end_tokens.push(id);
+        }
+        let bos = special("bos_token").and_then(|t| Some((tokenizer.token_to_id(&t)?, t)));
+        let byte_level = serde_json::to_value(tokenizer.get_decoder())
+            .is_ok_and(|d| d.to_string().contains(r#""type":"ByteLevel""#));
+        let added = tokenizer.get_added_tokens_decoder();
+        let size = tokenizer.get_vocab_size(true) as u32;
+        let bytes = (0..size)
+            .map(|id| {
+                let Some(t) = tokenizer.id_to_token(id) else { return Vec::new() };
+                if added.contains_key(&id) {
+                    t.into_bytes()
+                } else if byte_level {
+                    byte_level_bytes(&t)
+                } else if let Some(b) =
+                    t.strip_prefix("<0x").and_then(|h| h.strip_suffix('>')).and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    // SentencePiece's byte fallback.
+                    vec![b]
+                } else {
+                    t.replace('\u{2581}', " ").into_bytes()
+                }
+            })
+            .collect();
+        Ok(Vocab {
+            tokenizer,
+            bos,
+            add_bos: false,
+            post_processor: true,
+            eos_text: eos_text.unwrap_or_default(),
+            end_tokens,
+            bytes,
+        })
+    }
+
+    /// A prompt's tokens (special tokens in it matched whole). A plain prompt
+    /// gets the model's BOS in front as its tokenizer adds it (a GGUF file's
+    /// `add_bos_token`, a tokenizer.json's post-processor); a chat's prompt,
+    /// which its template wrote, is read as it is (as transformers'
+    /// `apply_chat_template`), except that a GGUF model still gets its BOS when
+    /// the template left it out (as llama.cpp).
+    pub fn encode(&self, text: &str, chat: bool) -> Result<Vec<u32>> {
+        let specials = self.post_processor && !chat;
+        let enc = self.tokenizer.encode_fast(text, specials).map_err(|e| Error::InvalidInput(e.to_string()))?;
         let mut ids = enc.get_ids().to_vec();
         if let Some((bos, _)) = &self.bos
             && self.add_bos
@@ -443,8 +520,18 @@ impl TextStream {
         (out, false)
     }
 
-    /// What is left when the model ends.
-    pub fn finish(&mut self) -> String {
+    /// What is left when the model ends: the text held back, and that of tokens
+    /// that ended inside a character (as a replacement character, as
+    /// transformers decodes them), so that no token's text is dropped.
+    pub fn finish(&mut self, vocab: &Vocab) -> String {
+        if self.read < self.ids.len() {
+            let before = vocab.decode(&self.ids[self.prefix..self.read]);
+            let now = vocab.decode(&self.ids[self.prefix..]);
+            if let Some(new) = now.get(before.len()..) {
+                self.pending.push_str(new);
+            }
+            self.read = self.ids.len();
+        }
         std::mem::take(&mut self.pending)
     }
 
@@ -524,7 +611,7 @@ impl Stream {
                     }
                 }
                 Some(Event::Done(finish)) => {
-                    let rest = self.text.finish();
+                    let rest = self.text.finish(&self.generator.vocab);
                     return Some(Ok(self.end(rest, finish)));
                 }
                 Some(Event::Failed(why)) => {
@@ -586,6 +673,30 @@ impl Stream {
 }
 
 impl Generator {
+    /// Load a Hugging Face decoder directory: config.json, model.safetensors,
+    /// tokenizer.json, and the chat template and EOS of its side files.
+    #[allow(clippy::disallowed_methods, reason = "models load on a blocking thread (service::loader)")]
+    pub fn load_hf(dir: &std::path::Path, template: Option<&str>) -> Result<Generator> {
+        let config: serde_json::Value = std::fs::read(dir.join("config.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| Error::NotServable("config.json could not be read".into()))?;
+        let cfg = zoo_formats::decoder::DecoderConfig::parse(&config)
+            .map_err(|e| Error::NotServable(e.to_string()))?
+            .map_err(Error::NotServable)?;
+        let model =
+            Model::load_hf(&dir.join("model.safetensors"), &cfg).map_err(|e| Error::NotServable(e.to_string()))?;
+        let vocab = Vocab::from_hf(dir, &cfg.eos_token_ids).map_err(Error::NotServable)?;
+        let template = match template {
+            Some(t) => ChatTemplate::new(t),
+            None => {
+                Err("this model has no chat template (tokenizer_config.json's chat_template); use /v1/completions"
+                    .into())
+            }
+        };
+        Ok(Generator { model, vocab, template, engine: OnceLock::new() })
+    }
+
     /// Load a GGUF model with its tokenizer and chat template.
     pub fn load(path: &std::path::Path) -> Result<Generator> {
         let (model, metadata) = Model::load(path).map_err(|e| Error::NotServable(e.to_string()))?;
@@ -676,13 +787,13 @@ mod tests {
     #[test]
     fn the_gguf_tokenizer_matches_specials_whole_and_merges_bytes() {
         let (_dir, g) = tiny();
-        let ids = g.vocab.encode("<|im_start|>user\nsee the cat").unwrap();
+        let ids = g.vocab.encode("<|im_start|>user\nsee the cat", false).unwrap();
         assert_eq!(ids[0], 1, "<|im_start|> is one token: {ids:?}");
         let the = g.vocab.tokenizer.token_to_id("Ġthe").expect("Ġthe is in the vocabulary");
         assert!(ids.contains(&the), "' the' merges into one token: {ids:?}");
         assert_eq!(g.vocab.decode(&ids), "user\nsee the cat", "specials are left out of the text");
         assert_eq!(g.vocab.end_tokens, vec![0, 2], "EOS and the other end-of-generation specials");
-        let emoji = g.vocab.encode("zoo 🦓").unwrap();
+        let emoji = g.vocab.encode("zoo 🦓", false).unwrap();
         assert_eq!(g.vocab.decode(&emoji), "zoo 🦓", "bytes of any character round-trip");
     }
 
@@ -707,7 +818,7 @@ mod tests {
     #[test]
     fn stop_strings_are_held_back_then_cut() {
         let (_dir, g) = tiny();
-        let ids = g.vocab.encode("hello world, bye").unwrap();
+        let ids = g.vocab.encode("hello world, bye", false).unwrap();
         let mut s = TextStream::new(vec!["o w".into(), "xyz".into()]);
         let mut out = String::new();
         let mut stopped = false;
@@ -724,12 +835,25 @@ mod tests {
         // Text that only looked like the start of a stop string comes out at the end.
         let mut s = TextStream::new(vec![", byz".into()]);
         let mut out = String::new();
-        for id in g.vocab.encode("hello world, by").unwrap() {
+        for id in g.vocab.encode("hello world, by", false).unwrap() {
             out.push_str(&s.push(id, &g.vocab).0);
         }
         assert_eq!(out, "hello world");
-        out.push_str(&s.finish());
+        out.push_str(&s.finish(&g.vocab));
         assert_eq!(out, "hello world, by");
+        // An answer that ends inside a character: held back while it may go on,
+        // then given as transformers decodes it (a replacement character).
+        let ids = g.vocab.encode("zoo 🦓", false).unwrap();
+        let cut = &ids[..ids.len() - 1];
+        let mut s = TextStream::new(vec![]);
+        let mut out = String::new();
+        for id in cut {
+            out.push_str(&s.push(*id, &g.vocab).0);
+        }
+        assert!(!out.contains('\u{FFFD}'), "{out:?}");
+        out.push_str(&s.finish(&g.vocab));
+        assert_eq!(out, g.vocab.decode(cut));
+        assert!(out.starts_with("zoo") && out.ends_with('\u{FFFD}'), "{out:?}");
     }
 
     #[test]
@@ -761,7 +885,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sequences_decode_together_with_the_answers_they_get_alone() {
         let (_dir, g) = tiny();
-        let prompt = |t: &str| g.vocab.encode(t).unwrap();
+        let prompt = |t: &str| g.vocab.encode(t, false).unwrap();
         let alone = generate(&g, prompt("the cat sat"), &greedy(24), "tiny").unwrap().collect().await.unwrap();
         assert!(alone.completion_tokens > 0 && alone.completion_tokens <= 24, "{alone:?}");
         assert_eq!(alone.prompt_tokens, prompt("the cat sat").len());
@@ -783,7 +907,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn logprobs_come_one_per_token_with_its_bytes_and_do_not_change_the_answer() {
         let (_dir, g) = tiny();
-        let ids = g.vocab.encode("the cat sat").unwrap();
+        let ids = g.vocab.encode("the cat sat", false).unwrap();
         let plain = generate(&g, ids.clone(), &greedy(12), "tiny").unwrap().collect().await.unwrap();
         assert!(plain.logprobs.is_empty(), "none unless asked for");
         let asked = Settings { logprobs: Some(3), ..greedy(12) };
@@ -813,7 +937,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_dropped_stream_frees_its_slot_and_a_full_queue_refuses() {
         let (_dir, g) = tiny();
-        let ids = g.vocab.encode("the").unwrap();
+        let ids = g.vocab.encode("the", false).unwrap();
         let mut s = generate(&g, ids.clone(), &greedy(200), "tiny").unwrap();
         let _first = s.next().await;
         assert_eq!(g.load_now().0, 1);

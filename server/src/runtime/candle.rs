@@ -50,7 +50,7 @@ impl Runtime for CandleRuntime {
         signature: &Signature,
         _limits: &RunLimits,
     ) -> Result<Box<dyn LoadedModel>, RuntimeError> {
-        if signature.format == zoo_api::Format::Gguf {
+        if signature.generates() {
             // The language model itself is loaded by its task's generator, which
             // runs it in its own engine (`generate.rs`): no tensors run here.
             return Ok(Box::new(super::generate::NoTensors));

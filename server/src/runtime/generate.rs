@@ -1,5 +1,5 @@
-//! Text generation: a decoder language model (candle's quantized Llama, from a
-//! GGUF file) and the engine that decodes its sequences.
+//! Text generation: a decoder language model (zoo's Llama forward, from a GGUF
+//! file or a Hugging Face directory) and the engine that decodes its sequences.
 //!
 //! One engine per loaded version, on its own thread. Each sequence has its own
 //! key/value cache; the weights are shared. Each step of the engine runs every
@@ -140,6 +140,13 @@ impl Model {
         let metadata = content.metadata.clone();
         let weights = Weights::from_gguf(&content, &mut file).map_err(err)?;
         Ok((Model { weights: Arc::new(weights), context: trained.clamp(2, MAX_CONTEXT) }, metadata))
+    }
+
+    /// Load a Hugging Face decoder directory's weights (`model.safetensors`).
+    pub fn load_hf(weights: &Path, cfg: &zoo_formats::decoder::DecoderConfig) -> Result<Model, RuntimeError> {
+        let weights = Weights::from_safetensors(weights, cfg)
+            .map_err(|e| RuntimeError::Load { runtime: "candle", message: e.to_string() })?;
+        Ok(Model { weights: Arc::new(weights), context: cfg.context.unwrap_or(MAX_CONTEXT).clamp(2, MAX_CONTEXT) })
     }
 }
 

@@ -120,7 +120,15 @@ impl Services {
         }
         let task = match upload.query.task {
             None => artifact.task,
-            Some(Task::Tensor) => Task::Tensor,
+            Some(Task::Tensor) if !signature.generates() => Task::Tensor,
+            Some(t) if t == artifact.task => t,
+            Some(Task::TextGeneration) | Some(Task::Tensor) => {
+                return Err(Error::InvalidRequest(format!(
+                    "task '{}' is not this artifact's: text-generation is a GGUF file's or a Hugging Face decoder                      directory's ({}), and a language model generates text, not tensors",
+                    upload.query.task.map_or("", |t| t.as_str()),
+                    zoo_formats::decoder::DECODER_TYPES.join(", ")
+                )));
+            }
             Some(Task::ImageClassification) if signature.image.is_none() => {
                 return Err(Error::InvalidRequest(
                     "task 'image-classification' needs a bundle with preprocessor_config.json and one \

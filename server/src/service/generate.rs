@@ -61,13 +61,14 @@ impl Services {
         Ok(Generating { served, generator })
     }
 
-    /// A prompt's tokens (a long prompt on a blocking thread).
-    pub async fn prompt_tokens(&self, g: &Generating, text: String) -> Result<Vec<u32>> {
+    /// A prompt's tokens (a long prompt on a blocking thread); `chat`: a
+    /// prompt the chat template wrote.
+    pub async fn prompt_tokens(&self, g: &Generating, text: String, chat: bool) -> Result<Vec<u32>> {
         if text.len() <= INLINE_BYTES {
-            return g.generator.vocab.encode(&text);
+            return g.generator.vocab.encode(&text, chat);
         }
         let generator = g.generator.clone();
-        tokio::task::spawn_blocking(move || generator.vocab.encode(&text)).await?
+        tokio::task::spawn_blocking(move || generator.vocab.encode(&text, chat)).await?
     }
 
     /// A chat's tokens, through the model's chat template.
@@ -75,7 +76,7 @@ impl Services {
         let messages = generation::chat_messages(messages)?;
         let template = g.generator.template.as_ref().map_err(|why| Error::InvalidRequest(why.clone()))?;
         let prompt = template.render(&messages, &g.generator.vocab)?;
-        self.prompt_tokens(g, prompt).await
+        self.prompt_tokens(g, prompt, true).await
     }
 
     /// Start generating; the stream yields the text as it comes. The version
@@ -100,7 +101,7 @@ impl Services {
         let params = req.parameters.clone().unwrap_or_default();
         let settings = Settings::pipeline(&params)?;
         let started = Instant::now();
-        let tokens = self.prompt_tokens(&g, prompt.clone()).await?;
+        let tokens = self.prompt_tokens(&g, prompt.clone(), false).await?;
         let text = self.start(&g, tokens, &settings)?.collect().await?.text;
         let generated_text = if params.return_full_text.unwrap_or(true) { prompt + &text } else { text };
         Ok(Prediction {

@@ -180,7 +180,7 @@ impl Services {
         let batched = batchable(signature);
         let at_most = |given: Option<u32>, server: u32| given.map_or(server, |g| g.clamp(1, server));
         // A language model's batch: the sequences its engine decodes together.
-        let max_batch_size = if signature.gguf.is_some() {
+        let max_batch_size = if signature.generates() {
             serving.max_batch_size.unwrap_or(GENERATION_SEQUENCES).clamp(1, 64)
         } else if batched {
             serving.max_batch_size.unwrap_or(c.max_batch_size).max(1)

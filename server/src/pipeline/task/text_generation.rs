@@ -36,8 +36,11 @@ impl TaskKind for TextGeneration {
     }
 
     fn load(&self, dir: &Path, signature: &Signature, _labels: &[String]) -> Result<Box<dyn TaskPipeline>> {
-        let file = dir.join(zoo_formats::single_file_name(signature.format));
-        Ok(Box::new(Loaded(Arc::new(Generator::load(&file)?))))
+        let generator = match &signature.decoder {
+            Some(d) => Generator::load_hf(dir, d.chat_template.as_deref())?,
+            None => Generator::load(&dir.join(zoo_formats::single_file_name(signature.format)))?,
+        };
+        Ok(Box::new(Loaded(Arc::new(generator))))
     }
 
     fn v2_metadata(
@@ -52,7 +55,7 @@ impl TaskKind for TextGeneration {
     }
 
     fn openapi(&self, info: &VersionInfo) -> (Value, Value, Value) {
-        let context = info.signature.gguf.as_ref().and_then(|g| g.context_length);
+        let context = info.signature.context_length();
         let mut max_new = json!({"type": "integer", "minimum": 1,
             "description": format!("most tokens to generate (default {})", generation::DEFAULT_NEW_TOKENS)});
         if let Some(c) = context {
