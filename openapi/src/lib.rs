@@ -176,7 +176,8 @@ pub struct Health {
 /// `GET /readyz`: whether the server can take traffic.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Readiness {
-    /// `ready` or `unavailable`.
+    /// `ready`, `unavailable` (the database or the store does not answer) or
+    /// `draining` (shutting down: finishing the requests in flight).
     pub status: String,
     /// The database answered a query.
     pub database: bool,

@@ -185,6 +185,20 @@ pub struct Config {
     #[arg(long, env = "ZOO_SWEEP_INTERVAL_SECS", default_value_t = 600)]
     pub sweep_interval_secs: u64,
 
+    /// On SIGTERM, seconds during which `/readyz` answers 503 `draining` while
+    /// requests are still accepted and served, so that a load balancer's health
+    /// check takes this replica out before it stops listening. Set it longer
+    /// than the balancer needs to notice (Kubernetes: endpoint removal, a few
+    /// seconds). SIGINT (Ctrl-C) skips it.
+    #[arg(long, env = "ZOO_SHUTDOWN_DELAY_SECS", default_value_t = 0)]
+    pub shutdown_delay_secs: u64,
+
+    /// After the delay, the server stops accepting connections and waits at most
+    /// this many seconds for the requests in flight (uploads, predictions,
+    /// streams) to finish, then exits.
+    #[arg(long, env = "ZOO_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
+    pub shutdown_timeout_secs: u64,
+
     /// Log as JSON lines instead of text.
     #[arg(long, env = "ZOO_LOG_JSON", default_value_t = false)]
     pub log_json: bool,
@@ -228,6 +242,8 @@ impl Config {
             upload_min_bytes_per_sec: 1024,
             stale_upload_secs: 3600,
             sweep_interval_secs: 600,
+            shutdown_delay_secs: 0,
+            shutdown_timeout_secs: 30,
             log_json: false,
         }
     }

@@ -2,6 +2,7 @@
 //!
 //! `run(Config)` starts a server; `build_app(AppState)` gives the router (tests use it).
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -140,10 +141,15 @@ pub fn init_tracing(json: bool) {
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }
 
-/// Start the server and run until SIGINT or SIGTERM.
+/// Start the server and run until SIGINT or SIGTERM, then drain: `/readyz`
+/// answers 503 (for `shutdown_delay_secs` after SIGTERM, still serving), then
+/// the listener closes and the requests in flight get `shutdown_timeout_secs`
+/// to finish.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
     let sweep_every = Duration::from_secs(config.sweep_interval_secs.max(1));
+    let delay = Duration::from_secs(config.shutdown_delay_secs);
+    let bound = Duration::from_secs(config.shutdown_timeout_secs);
     let state = AppState::open(config).await?;
     state.services.spawn_sweeper(sweep_every);
     let listener = tokio::net::TcpListener::bind(listen).await?;
@@ -151,12 +157,44 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     println!("zoo: listening on http://{addr}");
     println!("zoo: API docs at http://{addr}/docs, catalogue JSON at http://{addr}/v1/models");
     tracing::info!(%addr, "listening");
-    axum::serve(listener, build_app(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    let services = state.services.clone();
+    let (closing, closed) = tokio::sync::oneshot::channel::<()>();
+    let drain = async move {
+        let signal = shutdown_signal().await;
+        services.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        if signal == Signal::Term && !delay.is_zero() {
+            tracing::info!(?signal, delay_secs = delay.as_secs(), "draining: /readyz answers 503, still serving");
+            tokio::time::sleep(delay).await;
+        }
+        tracing::info!(
+            ?signal,
+            timeout_secs = bound.as_secs(),
+            "draining: closed to new connections, finishing requests in flight"
+        );
+        let _ = closing.send(());
+    };
+    let serve = axum::serve(listener, build_app(state)).with_graceful_shutdown(drain).into_future();
+    let out_of_time = async move {
+        match closed.await {
+            Ok(()) => tokio::time::sleep(bound).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        served = serve => served?,
+        () = out_of_time => tracing::warn!(timeout_secs = bound.as_secs(), "requests still in flight at the shutdown timeout: exiting"),
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    Int,
+    Term,
+}
+
+async fn shutdown_signal() -> Signal {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -169,8 +207,7 @@ async fn shutdown_signal() {
         }
     };
     tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        _ = ctrl_c => Signal::Int,
+        _ = term => Signal::Term,
     }
-    tracing::info!("shutting down: finishing requests in flight");
 }

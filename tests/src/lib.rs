@@ -62,7 +62,9 @@ impl Server {
             }
         };
         let mut cmd = Command::new(zoo_bin());
-        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(&data_dir).args(&opts.args);
+        // A fixed address when the options name one (ZOO_LISTEN), else any free port.
+        let listen = opts.env.iter().find(|(k, _)| k == "ZOO_LISTEN").map_or("127.0.0.1:0", |(_, v)| v.as_str());
+        cmd.arg("serve").arg("--listen").arg(listen).arg("--data-dir").arg(&data_dir).args(&opts.args);
         cmd.env_remove("ZOO_ADMIN_KEY").env("RUST_LOG", "info,zoo_server=debug");
         for (k, v) in &opts.env {
             cmd.env(k, v);
@@ -98,16 +100,28 @@ impl Server {
 
     /// Stop with SIGTERM and wait; returns the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.terminate();
+        self.wait(Duration::from_secs(30))
+    }
+
+    /// Send SIGTERM and return at once (`wait` waits for the exit).
+    pub fn terminate(&self) {
+        let id = self.child.as_ref().expect("server running").id();
+        let _ = Command::new("kill").arg("-TERM").arg(id.to_string()).status();
+    }
+
+    /// Wait at most `within` for the process to exit; returns its exit status
+    /// (panics, after killing it, if it is still running).
+    pub fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("server running");
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + within;
         loop {
             if let Some(status) = child.try_wait().expect("wait") {
                 return status;
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("zoo serve did not stop within 30 s of SIGTERM");
+                panic!("zoo serve did not stop within {within:?}");
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -505,3 +505,118 @@ async fn aliases_route_traffic_and_keep_history() {
     ok(&s.cli(&["rm", "mlp", "--version", "1"]));
     assert_eq!(predict("/v1/models/mlp/predict").await.unwrap().headers()["x-zoo-model-version"], "2");
 }
+
+/// A body that sends `bytes` in `pieces` parts, one every `every`, then ends
+/// (or, with `forever`, keeps sending one byte at a time and never ends).
+fn trickle(bytes: Vec<u8>, pieces: usize, every: std::time::Duration, forever: bool) -> reqwest::Body {
+    let size = bytes.len().div_ceil(pieces);
+    let parts: Vec<Vec<u8>> = bytes.chunks(size).map(<[u8]>::to_vec).collect();
+    let stream = futures::stream::unfold(0usize, move |i| {
+        let next = parts.get(i).cloned().or_else(|| forever.then(|| vec![0u8]));
+        async move {
+            let part = next?;
+            tokio::time::sleep(every).await;
+            Some((Ok::<_, std::io::Error>(part), i + 1))
+        }
+    });
+    reqwest::Body::wrap_stream(stream)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_then_finishes_requests_in_flight() {
+    use std::time::{Duration, Instant};
+    let dir = tmp();
+    let fx = fixtures::tiny_mlp(dir.path());
+    let data = dir.path().join("data");
+    let mut opts = Options { data_dir: Some(data.clone()), ..with_ort() };
+    opts.env.push(("ZOO_SHUTDOWN_DELAY_SECS".into(), "2".into()));
+    opts.env.push(("ZOO_SHUTDOWN_TIMEOUT_SECS".into(), "20".into()));
+    let mut s = Server::start_with(opts.clone());
+    let key = s.admin_key.clone();
+    ok(&s.cli(&["deploy", fx.path.to_str().unwrap(), "--name", "mlp"]));
+    let http = s.http();
+    assert_eq!(http.get(s.at("/readyz")).send().await.unwrap().status(), 200);
+
+    // An upload that takes about 6 s, started before SIGTERM.
+    let artifact = std::fs::read(&fx.path).unwrap();
+    let upload = http
+        .post(s.at("/v1/models/mlp/versions"))
+        .bearer_auth(&key)
+        .body(trickle(artifact, 12, Duration::from_millis(500), false))
+        .send();
+    let upload = tokio::spawn(upload);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let signalled = Instant::now();
+    s.terminate();
+
+    // Draining: not ready, still alive, still serving new connections.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fresh = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let (status, body) = json_of(fresh.get(s.at("/readyz")).send().await.unwrap()).await;
+    assert_eq!((status, body["status"].as_str()), (503, Some("draining")), "{body}");
+    assert_eq!(fresh.get(s.at("/healthz")).send().await.unwrap().status(), 200);
+    let req = zoo_api::PredictRequest { inputs: json!({"x": fx.x}), ..Default::default() };
+    let p = s.client(&key).predict("mlp", None, &req).await.expect("a prediction during the drain delay is served");
+    assert!(max_abs_diff(&p.body["outputs"]["y"], &fx.y) < 1e-4);
+
+    // After the delay the listener is closed: new connections are refused while
+    // the upload goes on.
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(signalled.elapsed()) + Duration::from_millis(700)).await;
+    assert!(!upload.is_finished(), "the trickled upload is still running");
+    let refused = fresh.get(s.at("/healthz")).send().await;
+    assert!(refused.is_err(), "a new connection after the delay is refused: {refused:?}");
+
+    // The upload in flight completes, and the process exits by itself.
+    let (status, body) = json_of(upload.await.unwrap().expect("the upload in flight is answered")).await;
+    assert_eq!(status, 201, "{body}");
+    let version = body["version"].as_str().unwrap().to_string();
+    let status = tokio::task::spawn_blocking(move || s.wait(Duration::from_secs(30))).await.unwrap();
+    let took = signalled.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(took >= Duration::from_secs(2), "exited {took:?} after SIGTERM, before the drain delay");
+    println!("SIGTERM to exit: {took:?} (delay 2 s, upload finished meanwhile)");
+
+    // The version uploaded during the drain is stored and serves.
+    let s2 = Server::start_with(opts);
+    let p = s2.client(&key).predict("mlp", Some(&version), &req).await.unwrap();
+    assert_eq!(p.version.as_deref(), Some(version.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_exits_within_the_shutdown_timeout_and_stores_nothing_half_sent() {
+    use std::time::{Duration, Instant};
+    let dir = tmp();
+    let fx = fixtures::tiny_mlp(dir.path());
+    let data = dir.path().join("data");
+    let mut opts = Options { data_dir: Some(data.clone()), ..with_ort() };
+    opts.env.push(("ZOO_SHUTDOWN_TIMEOUT_SECS".into(), "2".into()));
+    let mut s = Server::start_with(opts.clone());
+    let key = s.admin_key.clone();
+    ok(&s.cli(&["deploy", fx.path.to_str().unwrap(), "--name", "mlp"]));
+
+    // An upload that never ends holds its connection open.
+    let artifact = std::fs::read(&fx.path).unwrap();
+    let upload = s
+        .http()
+        .post(s.at("/v1/models/mlp/versions"))
+        .bearer_auth(&key)
+        .body(trickle(artifact, 4, Duration::from_millis(200), true))
+        .send();
+    let upload = tokio::spawn(upload);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let signalled = Instant::now();
+    s.terminate();
+    let status = tokio::task::spawn_blocking(move || s.wait(Duration::from_secs(30))).await.unwrap();
+    let took = signalled.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(took >= Duration::from_secs(2), "exited after {took:?}, before the timeout, with an upload in flight");
+    println!("SIGTERM to exit with an endless upload: {took:?} (timeout 2 s)");
+    assert!(upload.await.unwrap().is_err(), "the endless upload is cut off");
+
+    // Nothing of the cut-off upload became a version.
+    let s2 = Server::start_with(opts);
+    let (_, list) = json_of(s2.http().get(s2.at("/v1/models/mlp")).bearer_auth(&key).send().await.unwrap()).await;
+    let versions: Vec<&str> =
+        list["versions"].as_array().unwrap().iter().map(|v| v["version"].as_str().unwrap()).collect();
+    assert_eq!(versions, ["1"], "{list}");
+}

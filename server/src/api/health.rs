@@ -19,18 +19,28 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() })
 }
 
-/// Readiness: the database and the object store answer.
+/// Readiness: the database and the object store answer, and the server is not
+/// shutting down (after SIGTERM it answers 503 `draining` while it finishes the
+/// requests in flight).
 #[utoipa::path(get, path = "/readyz", tag = "health", security(()),
     responses(
         (status = 200, description = "ready", body = Readiness),
-        (status = 503, description = "a dependency is unreachable", body = Readiness)
+        (status = 503, description = "a dependency is unreachable, or the server is shutting down", body = Readiness)
     ))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let s = &state.services;
     let (db, store) = tokio::join!(s.registry.ping(), s.store.ping());
-    let ready = db.is_ok() && store.is_ok();
+    let draining = s.draining.load(std::sync::atomic::Ordering::Relaxed);
+    let ready = db.is_ok() && store.is_ok() && !draining;
     let body = Readiness {
-        status: if ready { "ready" } else { "unavailable" }.into(),
+        status: if draining {
+            "draining"
+        } else if ready {
+            "ready"
+        } else {
+            "unavailable"
+        }
+        .into(),
         database: db.is_ok(),
         store: store.is_ok(),
         runtimes: s.runtimes.names(),

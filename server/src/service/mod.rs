@@ -52,6 +52,9 @@ pub struct Services {
     route_generations: Mutex<HashMap<String, u64>>,
     /// Storing and releasing one blob never interleave in this process.
     blob_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Set once the process is asked to stop: `/readyz` answers 503 so that load
+    /// balancers take this replica out while it finishes what it has.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl Services {
@@ -72,6 +75,7 @@ impl Services {
             routes: RwLock::new(HashMap::new()),
             route_generations: Mutex::new(HashMap::new()),
             blob_locks: Mutex::new(HashMap::new()),
+            draining: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
