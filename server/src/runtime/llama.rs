@@ -34,10 +34,33 @@ impl RmsNorm {
     }
 }
 
+/// A weight matrix: Q4_1 through zoo's own kernel (candle's is the scalar
+/// reference), any other GGUF type or a float matrix through candle.
+enum Matrix {
+    Candle(QMatMul),
+    Q41(super::q4_1::Q41Matrix),
+}
+
+impl Matrix {
+    fn from_qtensor(t: QTensor) -> Result<Matrix> {
+        Ok(match super::q4_1::Q41Matrix::from_qtensor(&t)? {
+            Some(m) => Matrix::Q41(m),
+            None => Matrix::Candle(QMatMul::from_qtensor(t)?),
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Matrix::Candle(w) => w.forward(x),
+            Matrix::Q41(w) => w.forward(x),
+        }
+    }
+}
+
 /// A weight matrix (quantized, or float for a Hugging Face directory) and its
 /// bias, when the model has one.
 struct Linear {
-    w: QMatMul,
+    w: Matrix,
     b: Option<Tensor>,
 }
 
@@ -71,7 +94,7 @@ pub struct Weights {
     embeddings: Tensor,
     layers: Vec<Layer>,
     norm: RmsNorm,
-    output: QMatMul,
+    output: Matrix,
     cos: Tensor,
     sin: Tensor,
     n_head: usize,
@@ -204,7 +227,7 @@ impl Weights {
         for i in 0..blocks {
             let mut t = |n: &str| ct.tensor(r, &format!("blk.{i}.{n}"), dev);
             let mut linear = |n: &str| -> Result<Linear> {
-                let w = QMatMul::from_qtensor(t(&format!("{n}.weight"))?)?;
+                let w = Matrix::from_qtensor(t(&format!("{n}.weight"))?)?;
                 let b = t(&format!("{n}.bias")).ok().map(|b| b.dequantize(dev)).transpose()?;
                 Ok(Linear { w, b })
             };
@@ -234,7 +257,7 @@ impl Weights {
             embeddings,
             layers,
             norm: RmsNorm::new(ct.tensor(r, "output_norm.weight", dev)?, eps)?,
-            output: QMatMul::from_qtensor(output)?,
+            output: Matrix::from_qtensor(output)?,
             cos,
             sin,
             n_head,
@@ -265,7 +288,7 @@ impl Weights {
         for i in 0..cfg.layers {
             let p = format!("model.layers.{i}");
             let mut linear = |n: &str| -> Result<Linear> {
-                let w = QMatMul::Tensor(need(t, &format!("{p}.{n}.weight"))?);
+                let w = Matrix::Candle(QMatMul::Tensor(need(t, &format!("{p}.{n}.weight"))?));
                 Ok(Linear { w, b: take(t, &format!("{p}.{n}.bias"))? })
             };
             let (wq, wk, wv, wo) = (
@@ -307,7 +330,7 @@ impl Weights {
             embeddings,
             layers,
             norm: norm(need(t, "model.norm.weight")?),
-            output: QMatMul::Tensor(output),
+            output: Matrix::Candle(QMatMul::Tensor(output)),
             cos,
             sin,
             n_head: cfg.heads,

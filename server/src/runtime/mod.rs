@@ -18,6 +18,7 @@ pub mod generate;
 pub mod host;
 pub mod llama;
 pub mod ort;
+pub mod q4_1;
 pub mod sklearn;
 pub mod torch;
 pub mod tract;
