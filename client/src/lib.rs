@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use futures::StreamExt;
 use reqwest::{Body, Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
@@ -120,7 +121,7 @@ impl Client {
         self.json(self.request(Method::DELETE, &format!("/v1/models/{name}"))).await
     }
 
-    /// Upload a prepared artifact file. `on_progress` is called with the bytes sent so far.
+    /// Upload an artifact file. `on_progress` is called with the bytes sent so far.
     pub async fn deploy_file(
         &self,
         name: &str,
@@ -133,8 +134,52 @@ impl Client {
         let sha = sha256_file(artifact).await?;
         let file = tokio::fs::File::open(artifact).await?;
         let len = file.metadata().await?.len();
+        let stream = ReaderStream::with_capacity(file, UPLOAD_CHUNK);
+        self.upload(name, version, stream, len, &sha, content_type, query, on_progress).await
+    }
+
+    /// Upload the model directory `dir` as a tar bundle, packed as it is sent (no
+    /// copy on disk); `packed` is [`pack::measure`]'s account of it (the hash and
+    /// size the server checks).
+    pub async fn deploy_dir(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        dir: &Path,
+        packed: &pack::Packed,
+        query: &DeployQuery,
+        on_progress: impl Fn(u64) + Send + Sync + 'static,
+    ) -> Result<VersionInfo> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+        let (dir, files) = (dir.to_path_buf(), packed.files.clone());
+        tokio::task::spawn_blocking(move || {
+            let out = ChunkSender { tx: tx.clone(), buf: Vec::with_capacity(UPLOAD_CHUNK) };
+            if let Err(e) = pack::write_tar(&dir, &files, out).and_then(|mut w| w.send()) {
+                // The request fails with it (unless it is already over).
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+        self.upload(name, version, stream, packed.size, &packed.sha256, "application/x-tar", query, on_progress).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn upload<S>(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        body: S,
+        len: u64,
+        sha256: &str,
+        content_type: &str,
+        query: &DeployQuery,
+        on_progress: impl Fn(u64) + Send + Sync + 'static,
+    ) -> Result<VersionInfo>
+    where
+        S: futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    {
         let mut sent = 0u64;
-        let stream = ReaderStream::with_capacity(file, 256 * 1024).map(move |chunk| {
+        let stream = body.map(move |chunk| {
             if let Ok(c) = &chunk {
                 sent += c.len() as u64;
                 on_progress(sent);
@@ -148,7 +193,7 @@ impl Client {
         let r = self
             .request(method, &path)
             .query(query)
-            .header(headers::SHA256, sha)
+            .header(headers::SHA256, sha256)
             .header(reqwest::header::CONTENT_TYPE, content_type)
             .header(reqwest::header::CONTENT_LENGTH, len)
             .body(Body::wrap_stream(stream));
@@ -293,6 +338,43 @@ async fn error_of(resp: Response) -> ClientError {
             }
             ClientError::Unexpected { status: status.as_u16(), body }
         }
+    }
+}
+
+/// Bytes per chunk of an upload's body.
+const UPLOAD_CHUNK: usize = 256 * 1024;
+
+/// The tar packer's output, sent in chunks to the request body (the channel
+/// bounds what is held); fails once the request is over.
+struct ChunkSender {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkSender {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(UPLOAD_CHUNK));
+        self.tx
+            .blocking_send(Ok(Bytes::from(chunk)))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload ended"))
+    }
+}
+
+impl std::io::Write for ChunkSender {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(UPLOAD_CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == UPLOAD_CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -726,19 +726,19 @@ async fn deploy(
     progress: bool,
 ) -> anyhow::Result<VersionInfo> {
     let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let tmp = tempfile::tempdir()?;
-    let (artifact, content_type) = if meta.is_dir() {
-        let archive = tmp.path().join("bundle.tar");
-        let (dir, dest) = (path.to_path_buf(), archive.clone());
-        let n = tokio::task::spawn_blocking(move || zoo_client::pack::pack_dir(&dir, &dest)).await??;
-        if n == 0 {
+    let packed = if meta.is_dir() {
+        // The bundle is packed twice, never to disk: once into its hash and size,
+        // then again as it is sent.
+        let dir = path.to_path_buf();
+        let packed = tokio::task::spawn_blocking(move || zoo_client::pack::measure(&dir)).await??;
+        if packed.files.is_empty() {
             bail!("{} holds no files", path.display());
         }
-        (archive, "application/x-tar")
+        Some(packed)
     } else {
-        (path.to_path_buf(), "application/octet-stream")
+        None
     };
-    let size = std::fs::metadata(&artifact)?.len();
+    let size = packed.as_ref().map_or(meta.len(), |p| p.size);
     let bar = if progress && std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(size);
         bar.set_style(
@@ -750,7 +750,11 @@ async fn deploy(
         ProgressBar::hidden()
     };
     let b = bar.clone();
-    let info = c.deploy_file(name, version, &artifact, content_type, query, move |n| b.set_position(n)).await;
+    let progress = move |n| b.set_position(n);
+    let info = match &packed {
+        Some(p) => c.deploy_dir(name, version, path, p, query, progress).await,
+        None => c.deploy_file(name, version, path, "application/octet-stream", query, progress).await,
+    };
     bar.finish_and_clear();
     Ok(info?)
 }

@@ -33,8 +33,14 @@ fn bad(rule: &'static str, message: impl Into<String>) -> Error {
 /// Unpack a tar archive into `dest` (which must exist and be empty). Only regular
 /// files and directories are accepted; every path must stay inside `dest`.
 pub fn extract_tar(archive: &Path, dest: &Path, limits: &Limits) -> Result<Vec<BundleFile>, Error> {
-    let file = fs::File::open(archive)?;
-    let mut tar = tar::Archive::new(file);
+    extract_tar_from(fs::File::open(archive)?, dest, limits)
+}
+
+/// [`extract_tar`] from a stream: an upload unpacked as it arrives, without a
+/// staged copy of the archive. Reads up to the archive's end marker; what follows
+/// it (the padding of the last record) is left unread.
+pub fn extract_tar_from(archive: impl Read, dest: &Path, limits: &Limits) -> Result<Vec<BundleFile>, Error> {
+    let mut tar = tar::Archive::new(archive);
     let mut files = Vec::new();
     let mut total: u64 = 0;
     let mut members = 0usize;
@@ -154,8 +160,14 @@ pub const UPLOAD: UploadKind = UploadKind { accepted: None, sniffed: Sniffed::Ta
 
 fn inspect_tar(u: &Upload<'_>) -> Result<Artifact, Error> {
     let files = extract_tar(u.path, u.work_dir, u.limits)?;
-    let root = bundle_root(u.work_dir)?;
-    let prefix = root.strip_prefix(u.work_dir).map(Path::to_path_buf).unwrap_or_default();
+    inspect_extracted(u.work_dir, files, u.limits)
+}
+
+/// Validate a tar upload once [`extract_tar_from`] has unpacked it into `work_dir`
+/// (`files`: what it returned), as [`crate::inspect_upload`] validates a staged one.
+pub fn inspect_extracted(work_dir: &Path, files: Vec<BundleFile>, limits: &Limits) -> Result<Artifact, Error> {
+    let root = bundle_root(work_dir)?;
+    let prefix = root.strip_prefix(work_dir).map(Path::to_path_buf).unwrap_or_default();
     let files = files
         .into_iter()
         .filter_map(|f| {
@@ -163,7 +175,7 @@ fn inspect_tar(u: &Upload<'_>) -> Result<Artifact, Error> {
             Some(BundleFile { path: p, size: f.size })
         })
         .collect();
-    crate::inspect_dir(&root, files, u.limits)
+    crate::inspect_dir(&root, files, limits)
 }
 
 #[cfg(test)]

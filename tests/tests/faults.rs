@@ -176,6 +176,16 @@ fn multipart_in_progress(root: &Path) -> bool {
         .any(|e| e.file_name().to_string_lossy().starts_with(".upload"))
 }
 
+/// Parts of multipart uploads s3s-fs holds (written, not yet assembled).
+fn parts_in_store(root: &Path) -> usize {
+    std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".upload_id-"))
+        .count()
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -459,4 +469,137 @@ async fn cache_directory_deleted_under_a_running_server() {
     assert_eq!(status, 200);
     let log = s.log();
     assert!(!log.contains("sweep failed") && !log.contains("panicked"), "{log}");
+}
+
+/// The archive `zoo deploy` sends for a bundle directory.
+fn tar_of_dir(dir: &Path) -> Vec<u8> {
+    let packed = zoo_client::pack::measure(dir).unwrap();
+    zoo_client::pack::write_tar(dir, &packed.files, Vec::new()).unwrap()
+}
+
+/// An upload with a declared sha256 whose body the test hands over piece by
+/// piece (chunked: no Content-Length); the task answers status and body.
+fn trickled_upload(
+    s: &Server,
+    path: &str,
+    sha256: &str,
+) -> (tokio::sync::mpsc::Sender<Vec<u8>>, tokio::task::JoinHandle<(u16, Value)>) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
+    let body =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (Ok::<_, std::io::Error>(c), rx)) });
+    let r = s
+        .http()
+        .put(s.at(path))
+        .bearer_auth(&s.admin_key)
+        .header("x-zoo-sha256", sha256)
+        .header("content-type", "application/x-tar")
+        .body(reqwest::Body::wrap_stream(body));
+    let task = tokio::spawn(async move {
+        match r.send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                (status, r.json().await.unwrap_or(Value::Null))
+            }
+            Err(e) => (0, json!({"transport": e.to_string()})),
+        }
+    });
+    (tx, task)
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < Duration::from_secs(60), "waited a minute for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An upload goes into S3 while it arrives: the store holds parts of it before
+/// the client has sent it all, and a bundle is unpacked on the way. Whatever then
+/// refuses it (a sha256 that is not the content's, a client that goes away, any
+/// artifact of the hostile corpus) leaves no object and no multipart upload in
+/// the store; an accepted one is stored whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_go_into_the_store_as_they_arrive_whole_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3root = dir.path().join("s3");
+    let s3 = OwnS3::start(&s3root);
+    let s = Server::start_with(s3.options("streamed").await);
+    let bundle = fixtures::large_bundle(dir.path(), 40 << 20);
+    let tar = tar_of_dir(&bundle);
+    let sha = sha256_hex(&tar);
+    let half = 24 << 20;
+
+    // Accepted: the first 24 MiB reach the store before the rest is sent.
+    let (tx, answer) = trickled_upload(&s, "/v1/models/big/versions/1", &sha);
+    for piece in tar[..half].chunks(1 << 20) {
+        tx.send(piece.to_vec()).await.unwrap();
+    }
+    wait_for("parts in the store while the upload is half sent", || parts_in_store(&s3root) > 0).await;
+    assert!(s3.objects("streamed").is_empty(), "nothing is visible before the upload is accepted");
+    for piece in tar[half..].chunks(1 << 20) {
+        tx.send(piece.to_vec()).await.unwrap();
+    }
+    drop(tx);
+    let (status, body) = answer.await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["sha256"], sha.as_str());
+    assert_eq!(s3.objects("streamed"), [format!("zoo/blobs/sha256/{sha}")]);
+    assert!(!multipart_in_progress(&s3root), "the multipart upload is complete");
+    let r = s.http().get(s.at("/v1/models/big/versions/1/artifact")).bearer_auth(&s.admin_key).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(sha256_hex(&r.bytes().await.unwrap()), sha, "the stored artifact is the upload");
+    let kept = s3.objects("streamed");
+
+    // A declared sha256 that is not the content's: refused, the parts gone.
+    let other = sha256_hex(b"another artifact");
+    let (tx, answer) = trickled_upload(&s, "/v1/models/big/versions/2", &other);
+    for piece in tar.chunks(1 << 20) {
+        tx.send(piece.to_vec()).await.unwrap();
+    }
+    drop(tx);
+    let (status, body) = answer.await.unwrap();
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("sha256_mismatch")), "{body}");
+    assert_eq!(s3.objects("streamed"), kept);
+    assert!(!multipart_in_progress(&s3root), "the refused upload's parts are gone");
+
+    // A client that goes away halfway.
+    let mut changed = tar.clone();
+    changed[tar.len() - 2048] ^= 1;
+    let (tx, answer) = trickled_upload(&s, "/v1/models/big/versions/3", &sha256_hex(&changed));
+    for piece in changed[..half].chunks(1 << 20) {
+        tx.send(piece.to_vec()).await.unwrap();
+    }
+    wait_for("parts of the abandoned upload in the store", || parts_in_store(&s3root) > 0).await;
+    answer.abort();
+    drop(tx);
+    wait_for("the abandoned upload's parts to go", || !multipart_in_progress(&s3root)).await;
+    assert_eq!(s3.objects("streamed"), kept);
+
+    // Every hostile artifact, sent the same way: the answer the corpus names, and
+    // nothing in the store.
+    for case in zoo_formats::hostile::corpus() {
+        let (tx, answer) = trickled_upload(&s, "/v1/models/hostile/versions/1", &sha256_hex(&case.bytes));
+        for piece in case.bytes.chunks(64 << 10) {
+            tx.send(piece.to_vec()).await.unwrap();
+        }
+        drop(tx);
+        let (status, body) = answer.await.unwrap();
+        assert_eq!(status, 422, "{}: {body}", case.name);
+        match case.expect {
+            zoo_formats::hostile::Expect::Unknown => {
+                assert_eq!(body["error"]["code"], "unknown_format", "{}: {body}", case.name)
+            }
+            zoo_formats::hostile::Expect::Invalid { format, rule } => assert_eq!(
+                (body["error"]["format"].as_str(), body["error"]["rule"].as_str()),
+                (Some(format), Some(rule)),
+                "{}: {body}",
+                case.name
+            ),
+        }
+        assert_eq!(s3.objects("streamed"), kept, "{}", case.name);
+        assert!(!multipart_in_progress(&s3root), "{}", case.name);
+    }
+    let (status, _) = get(&s, &s.admin_key, "/v1/models/hostile").await;
+    assert_eq!(status, 404, "no hostile version is visible");
 }

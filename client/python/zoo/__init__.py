@@ -171,7 +171,7 @@ class Client:
             if task is None and art.task is not None:
                 query["task"] = art.task
             size = path.stat().st_size
-            sha = _sha256(path)
+            sha = art.sha256 or _sha256(path)
             bar = _progress(size, f"{name}", progress)
             method, route = ("PUT", f"/v1/models/{name}/versions/{version}") if version else (
                 "POST",
@@ -259,6 +259,8 @@ class _artifact:
         self.tokenizer = tokenizer
         self.example_inputs = example_inputs
         self.tmp: Optional[tempfile.TemporaryDirectory] = None
+        # The sha256 of a bundle's archive, taken while it was packed.
+        self.sha256: Optional[str] = None
         # The task the object says it does (a transformers pipeline's), if any.
         self.task: Optional[str] = None
 
@@ -383,7 +385,9 @@ class _artifact:
                 if not n.startswith(".") and p.is_file():
                     files.append(p.relative_to(root))
         files.sort()
-        with tarfile.open(out, "w", format=tarfile.GNU_FORMAT) as tar:
+        with open(out, "wb") as raw, tarfile.open(
+            fileobj=(hashed := _HashingWriter(raw)), mode="w", format=tarfile.GNU_FORMAT
+        ) as tar:
             for rel in files:
                 info = tar.gettarinfo(str(root / rel), arcname=rel.as_posix())
                 info.type = tarfile.REGTYPE
@@ -393,6 +397,7 @@ class _artifact:
                 info.mode = 0o644
                 with open(root / rel, "rb") as f:
                     tar.addfile(info, f)
+        self.sha256 = hashed.hexdigest()
         return out
 
     def __exit__(self, *exc: Any) -> None:
@@ -436,6 +441,25 @@ def _is_torch_module(obj: Any) -> bool:
     """Whether `obj` is a torch.nn.Module, without importing torch for others."""
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(obj, torch.nn.Module)
+
+
+class _HashingWriter:
+    """A file being written, hashed as it is (the archive's sha256 without
+    reading it again)."""
+
+    def __init__(self, f: Any):
+        self._f = f
+        self._h = hashlib.sha256()
+
+    def write(self, b: bytes) -> int:
+        self._h.update(b)
+        return self._f.write(b)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
 
 
 def _sha256(path: Path) -> str:

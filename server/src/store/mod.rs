@@ -81,6 +81,30 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn abort_stale_uploads(&self, _before: chrono::DateTime<chrono::Utc>) -> Result<usize> {
         Ok(0)
     }
+    /// Start writing `key` while its bytes are still arriving (`size_hint`: the
+    /// size, when known, so that parts are large enough for it) (S3: a multipart
+    /// upload whose parts go out as they fill, several at a time). `None`: the store
+    /// takes whole files only ([`ObjectStore::put_file`]); the file store does, as
+    /// it links the staged file in place.
+    async fn begin_blob(&self, _key: &StorageKey, _size_hint: Option<u64>) -> Result<Option<Box<dyn BlobWriter>>> {
+        Ok(None)
+    }
+}
+
+/// A blob being written part by part. Nothing is visible under its key until
+/// [`BlobWriter::complete`]; [`BlobWriter::abort`] leaves nothing behind.
+#[async_trait]
+pub trait BlobWriter: Send + Sync {
+    /// How many bytes each part but the last holds.
+    fn part_size(&self) -> usize;
+    /// Send the next part (in order; only the last may be shorter). Waits while
+    /// as many parts as the store takes at once are in flight. After an error the
+    /// writer takes no more parts: abort it.
+    async fn part(&mut self, bytes: Bytes) -> Result<()>;
+    /// Wait for every part and make the object visible under its key.
+    async fn complete(self: Box<Self>) -> Result<()>;
+    /// Give the upload up (best effort: the sweeper aborts what is left).
+    async fn abort(self: Box<Self>);
 }
 
 /// Open the object store named by a URL (`file://PATH` or `s3://bucket/prefix`).

@@ -8,17 +8,15 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use bytes::Bytes;
 use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
-use super::{Object, ObjectStore, Range, StorageKey};
+use super::{BlobWriter, Object, ObjectStore, Range, StorageKey};
 use crate::error::{Error, Result};
-
-/// Parts of a multipart upload (S3 allows 5 MiB .. 5 GiB, at most 10 000 parts).
-const PART_SIZE: u64 = 16 * 1024 * 1024;
 
 pub struct S3Store {
     client: Client,
@@ -128,64 +126,190 @@ impl S3Store {
         self.key(&StorageKey::blob(""))
     }
 
-    async fn multipart(&self, key: &str, path: &Path, size: u64) -> Result<()> {
+    /// A multipart upload to `key` (the full object key).
+    async fn writer(&self, key: String, size_hint: Option<u64>) -> Result<S3BlobWriter> {
         let create = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
-            .key(key)
+            .key(&key)
             .send()
             .await
             .map_err(|e| store_error("create multipart upload", e))?;
-        let upload_id = create.upload_id().ok_or_else(|| Error::Internal("multipart upload without an id".into()))?;
-        let result = async {
-            let mut parts = Vec::new();
-            let mut offset = 0u64;
-            let mut number = 1i32;
-            while offset < size {
-                let len = PART_SIZE.min(size - offset);
-                let body = ByteStream::read_from()
-                    .path(path)
-                    .offset(offset)
-                    .length(Length::Exact(len))
-                    .build()
-                    .await
-                    .map_err(|e| Error::Internal(format!("read staged upload: {e}")))?;
-                let part = self
-                    .client
-                    .upload_part()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .upload_id(upload_id)
-                    .part_number(number)
-                    .content_length(len as i64)
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(|e| store_error("upload part", e))?;
-                parts.push(
-                    CompletedPart::builder().part_number(number).set_e_tag(part.e_tag().map(str::to_string)).build(),
-                );
-                offset += len;
-                number += 1;
+        let upload_id =
+            create.upload_id().ok_or_else(|| Error::Internal("multipart upload without an id".into()))?.to_string();
+        Ok(S3BlobWriter {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key,
+            upload_id,
+            part_size: part_size(size_hint),
+            next: 1,
+            in_flight: tokio::task::JoinSet::new(),
+            done: Vec::new(),
+            failed: false,
+        })
+    }
+
+    /// Upload a staged file in parts, several at a time, each read into memory
+    /// just before it goes (at most `PARTS_IN_FLIGHT` parts are held).
+    async fn multipart(&self, key: String, path: &Path, size: u64) -> Result<()> {
+        let mut w = self.writer(key, Some(size)).await?;
+        let sent = async {
+            let mut file = tokio::fs::File::open(path).await?;
+            let mut left = size;
+            while left > 0 {
+                let len = (w.part_size as u64).min(left) as usize;
+                let mut buf = vec![0u8; len];
+                file.read_exact(&mut buf).await?;
+                w.send(Bytes::from(buf)).await?;
+                left -= len as u64;
             }
-            self.client
-                .complete_multipart_upload()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
-                .send()
-                .await
-                .map_err(|e| store_error("complete multipart upload", e))?;
-            Ok(())
+            Ok::<_, Error>(())
         }
         .await;
+        match sent {
+            Ok(()) => Box::new(w).complete().await,
+            Err(e) => {
+                Box::new(w).abort().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Parts of a multipart upload: S3 takes 5 MiB .. 5 GiB per part and at most
+/// 10 000 parts, so a larger object gets larger parts.
+const PART_SIZE: usize = 8 << 20;
+const MAX_PARTS: u64 = 10_000;
+/// Parts sent at once: the store's write path works on several while the upload
+/// is still arriving. Memory held: at most this many parts plus the one filling.
+const PARTS_IN_FLIGHT: usize = 4;
+
+fn part_size(size_hint: Option<u64>) -> usize {
+    let needed = size_hint.map_or(0, |s| s.div_ceil(MAX_PARTS).next_multiple_of(1 << 20));
+    PART_SIZE.max(usize::try_from(needed).unwrap_or(usize::MAX))
+}
+
+/// One multipart upload in progress (see [`BlobWriter`]).
+struct S3BlobWriter {
+    client: Client,
+    bucket: String,
+    key: String,
+    upload_id: String,
+    part_size: usize,
+    next: i32,
+    in_flight: tokio::task::JoinSet<Result<CompletedPart>>,
+    done: Vec<CompletedPart>,
+    failed: bool,
+}
+
+impl S3BlobWriter {
+    /// Wait for one part in flight to finish.
+    async fn reap(&mut self) -> Result<()> {
+        let Some(joined) = self.in_flight.join_next().await else { return Ok(()) };
+        match joined.map_err(|e| Error::Internal(format!("upload part: {e}"))).and_then(|r| r) {
+            Ok(part) => {
+                self.done.push(part);
+                Ok(())
+            }
+            Err(e) => {
+                self.failed = true;
+                Err(e)
+            }
+        }
+    }
+
+    async fn send(&mut self, bytes: Bytes) -> Result<()> {
+        if self.failed {
+            return Err(Error::Internal("a multipart upload takes no parts after an error".into()));
+        }
+        while self.in_flight.len() >= PARTS_IN_FLIGHT {
+            self.reap().await?;
+        }
+        if self.next as u64 > MAX_PARTS {
+            self.failed = true;
+            return Err(Error::PayloadTooLarge(format!(
+                "the upload is larger than the object store takes in {MAX_PARTS} parts of {} bytes",
+                self.part_size
+            )));
+        }
+        let number = self.next;
+        self.next += 1;
+        let (client, bucket, key, id) =
+            (self.client.clone(), self.bucket.clone(), self.key.clone(), self.upload_id.clone());
+        self.in_flight.spawn(async move {
+            let len = bytes.len() as i64;
+            let part = client
+                .upload_part()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(id)
+                .part_number(number)
+                .content_length(len)
+                .body(ByteStream::from(bytes))
+                .send()
+                .await
+                .map_err(|e| store_error("upload part", e))?;
+            Ok(CompletedPart::builder().part_number(number).set_e_tag(part.e_tag().map(str::to_string)).build())
+        });
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        while !self.in_flight.is_empty() {
+            self.reap().await?;
+        }
+        if self.failed {
+            return Err(Error::Internal("a multipart upload cannot complete after an error".into()));
+        }
+        let mut parts = std::mem::take(&mut self.done);
+        parts.sort_by_key(|p| p.part_number());
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await
+            .map_err(|e| store_error("complete multipart upload", e))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BlobWriter for S3BlobWriter {
+    fn part_size(&self) -> usize {
+        self.part_size
+    }
+
+    async fn part(&mut self, bytes: Bytes) -> Result<()> {
+        self.send(bytes).await
+    }
+
+    async fn complete(mut self: Box<Self>) -> Result<()> {
+        let result = self.finish().await;
         if result.is_err() {
-            let _ =
-                self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(upload_id).send().await;
+            self.abort().await;
         }
         result
+    }
+
+    async fn abort(mut self: Box<Self>) {
+        self.in_flight.abort_all();
+        while self.in_flight.join_next().await.is_some() {}
+        let aborted = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .send()
+            .await;
+        if let Err(e) = aborted {
+            tracing::warn!(key = %self.key, error = %describe(&e), "could not abort a multipart upload; the sweeper will");
+        }
     }
 }
 
@@ -202,8 +326,8 @@ impl ObjectStore for S3Store {
         }
         let k = self.key(key);
         let size = tokio::fs::metadata(path).await?.len();
-        if size > PART_SIZE {
-            return self.multipart(&k, path, size).await;
+        if size > PART_SIZE as u64 {
+            return self.multipart(k, path, size).await;
         }
         let body =
             ByteStream::from_path(path).await.map_err(|e| Error::Internal(format!("read staged upload: {e}")))?;
@@ -313,6 +437,10 @@ impl ObjectStore for S3Store {
             key_marker = page.next_key_marker().map(str::to_string);
             id_marker = page.next_upload_id_marker().map(str::to_string);
         }
+    }
+
+    async fn begin_blob(&self, key: &StorageKey, size_hint: Option<u64>) -> Result<Option<Box<dyn BlobWriter>>> {
+        Ok(Some(Box::new(self.writer(self.key(key), size_hint).await?)))
     }
 
     async fn list_blobs(&self) -> Result<Vec<String>> {
