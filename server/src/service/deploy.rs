@@ -47,7 +47,7 @@ struct Received {
 const STREAM_ABOVE: u64 = 8 << 20;
 /// Bytes of the body on their way from the connection to the thread that hashes,
 /// writes and unpacks them: a bounded number of chunks.
-const CHUNKS_QUEUED: usize = 32;
+const CHUNKS_QUEUED: usize = 8;
 
 impl Services {
     #[tracing::instrument(skip_all, fields(model = %upload.model, version))]
@@ -347,7 +347,14 @@ impl Services {
         let forward = tokio::spawn(async move {
             let (Some(mut w), Some(mut rx)) = (blob, part_rx) else { return (None, Ok(())) };
             let mut failed = Ok(());
-            while let Some(part) = rx.recv().await {
+            loop {
+                // A free slot first, then the next part: no part waits here.
+                if failed.is_ok()
+                    && let Err(e) = w.ready().await
+                {
+                    failed = Err(e);
+                }
+                let Some(part) = rx.recv().await else { break };
                 if failed.is_ok()
                     && let Err(e) = w.part(part).await
                 {

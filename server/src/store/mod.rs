@@ -101,6 +101,11 @@ pub trait BlobWriter: Send + Sync {
     /// as many parts as the store takes at once are in flight. After an error the
     /// writer takes no more parts: abort it.
     async fn part(&mut self, bytes: Bytes) -> Result<()>;
+    /// Wait until [`BlobWriter::part`] would not wait, so that a caller need not
+    /// hold the next part while the store is busy.
+    async fn ready(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Wait for every part and make the object visible under its key.
     async fn complete(self: Box<Self>) -> Result<()>;
     /// Give the upload up (best effort: the sweeper aborts what is left).

@@ -8,7 +8,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::primitives::{ByteStream, SdkBody};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -184,11 +184,60 @@ const PART_SIZE: usize = 8 << 20;
 const MAX_PARTS: u64 = 10_000;
 /// Parts sent at once: the store's write path works on several while the upload
 /// is still arriving. Memory held: at most this many parts plus the one filling.
-const PARTS_IN_FLIGHT: usize = 4;
+const PARTS_IN_FLIGHT: usize = 2;
+/// How long an abort waits for the parts in flight to finish.
+const ABORT_DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn part_size(size_hint: Option<u64>) -> usize {
     let needed = size_hint.map_or(0, |s| s.div_ceil(MAX_PARTS).next_multiple_of(1 << 20));
     PART_SIZE.max(usize::try_from(needed).unwrap_or(usize::MAX))
+}
+
+/// A part's bytes as the SDK sends them: a streaming body of slices of the part
+/// (no copy), retryable. A streaming body goes out unsigned (UNSIGNED-PAYLOAD, as
+/// the SDK sends files) instead of with a SHA-256 of every part that both zoo and
+/// the store would compute; the part's CRC32C (`part_crc32c`), which the store
+/// checks, stands for its integrity on the way.
+fn part_body(bytes: Bytes) -> ByteStream {
+    ByteStream::new(SdkBody::retryable(move || SdkBody::from_body_1_x(PartBody { rest: bytes.clone() })))
+}
+
+/// The base64 CRC32C of a part, as S3's `x-amz-checksum-crc32c` takes it.
+fn part_crc32c(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, bytes) as u32;
+    base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
+}
+
+/// Slices handed to the HTTP client at a time.
+const PART_FRAME: usize = 256 << 10;
+
+struct PartBody {
+    rest: Bytes,
+}
+
+impl http_body::Body for PartBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::result::Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if self.rest.is_empty() {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.rest.len().min(PART_FRAME);
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(self.rest.split_to(n)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.rest.len() as u64)
+    }
 }
 
 /// One multipart upload in progress (see [`BlobWriter`]).
@@ -240,6 +289,7 @@ impl S3BlobWriter {
             (self.client.clone(), self.bucket.clone(), self.key.clone(), self.upload_id.clone());
         self.in_flight.spawn(async move {
             let len = bytes.len() as i64;
+            let crc32c = part_crc32c(&bytes);
             let part = client
                 .upload_part()
                 .bucket(bucket)
@@ -247,7 +297,8 @@ impl S3BlobWriter {
                 .upload_id(id)
                 .part_number(number)
                 .content_length(len)
-                .body(ByteStream::from(bytes))
+                .checksum_crc32_c(crc32c)
+                .body(part_body(bytes))
                 .send()
                 .await
                 .map_err(|e| store_error("upload part", e))?;
@@ -284,6 +335,13 @@ impl BlobWriter for S3BlobWriter {
         self.part_size
     }
 
+    async fn ready(&mut self) -> Result<()> {
+        while self.in_flight.len() >= PARTS_IN_FLIGHT {
+            self.reap().await?;
+        }
+        Ok(())
+    }
+
     async fn part(&mut self, bytes: Bytes) -> Result<()> {
         self.send(bytes).await
     }
@@ -297,8 +355,16 @@ impl BlobWriter for S3BlobWriter {
     }
 
     async fn abort(mut self: Box<Self>) {
-        self.in_flight.abort_all();
-        while self.in_flight.join_next().await.is_some() {}
+        // Parts already on their way are let finish first: a part request cut off
+        // after its body went out can still land after the abort and leave its
+        // part behind (S3 says as much). One that takes too long is cut off; the
+        // sweeper takes what that leaves.
+        let drained =
+            tokio::time::timeout(ABORT_DRAIN, async { while self.in_flight.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            self.in_flight.abort_all();
+            while self.in_flight.join_next().await.is_some() {}
+        }
         let aborted = self
             .client
             .abort_multipart_upload()
