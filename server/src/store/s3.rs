@@ -148,6 +148,7 @@ impl S3Store {
             in_flight: tokio::task::JoinSet::new(),
             done: Vec::new(),
             failed: false,
+            settled: false,
         })
     }
 
@@ -251,6 +252,44 @@ struct S3BlobWriter {
     in_flight: tokio::task::JoinSet<Result<CompletedPart>>,
     done: Vec<CompletedPart>,
     failed: bool,
+    /// Completed or aborted; a writer dropped before either (its request went
+    /// away: the client hung up) aborts itself in the background.
+    settled: bool,
+}
+
+impl Drop for S3BlobWriter {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let in_flight = std::mem::take(&mut self.in_flight);
+        let (client, bucket, key, id) =
+            (self.client.clone(), self.bucket.clone(), self.key.clone(), self.upload_id.clone());
+        runtime.spawn(give_up(client, bucket, key, id, in_flight));
+    }
+}
+
+/// Abort a multipart upload. Parts already on their way are let finish first: a
+/// part request cut off after its body went out can still land after the abort
+/// and leave its part behind (S3 says as much). One that takes too long is cut
+/// off; the sweeper takes what that leaves.
+async fn give_up(
+    client: Client,
+    bucket: String,
+    key: String,
+    upload_id: String,
+    mut in_flight: tokio::task::JoinSet<Result<CompletedPart>>,
+) {
+    let drained = tokio::time::timeout(ABORT_DRAIN, async { while in_flight.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        in_flight.abort_all();
+        while in_flight.join_next().await.is_some() {}
+    }
+    let aborted = client.abort_multipart_upload().bucket(&bucket).key(&key).upload_id(&upload_id).send().await;
+    if let Err(e) = aborted {
+        tracing::warn!(key = %key, error = %describe(&e), "could not abort a multipart upload; the sweeper will");
+    }
 }
 
 impl S3BlobWriter {
@@ -269,13 +308,19 @@ impl S3BlobWriter {
         }
     }
 
+    /// Wait until fewer than `PARTS_IN_FLIGHT` parts are in flight.
+    async fn free_slot(&mut self) -> Result<()> {
+        while self.in_flight.len() >= PARTS_IN_FLIGHT {
+            self.reap().await?;
+        }
+        Ok(())
+    }
+
     async fn send(&mut self, bytes: Bytes) -> Result<()> {
         if self.failed {
             return Err(Error::Internal("a multipart upload takes no parts after an error".into()));
         }
-        while self.in_flight.len() >= PARTS_IN_FLIGHT {
-            self.reap().await?;
-        }
+        self.free_slot().await?;
         if self.next as u64 > MAX_PARTS {
             self.failed = true;
             return Err(Error::PayloadTooLarge(format!(
@@ -336,10 +381,7 @@ impl BlobWriter for S3BlobWriter {
     }
 
     async fn ready(&mut self) -> Result<()> {
-        while self.in_flight.len() >= PARTS_IN_FLIGHT {
-            self.reap().await?;
-        }
-        Ok(())
+        self.free_slot().await
     }
 
     async fn part(&mut self, bytes: Bytes) -> Result<()> {
@@ -348,34 +390,17 @@ impl BlobWriter for S3BlobWriter {
 
     async fn complete(mut self: Box<Self>) -> Result<()> {
         let result = self.finish().await;
-        if result.is_err() {
-            self.abort().await;
+        match result {
+            Ok(()) => self.settled = true,
+            Err(_) => self.abort().await,
         }
         result
     }
 
     async fn abort(mut self: Box<Self>) {
-        // Parts already on their way are let finish first: a part request cut off
-        // after its body went out can still land after the abort and leave its
-        // part behind (S3 says as much). One that takes too long is cut off; the
-        // sweeper takes what that leaves.
-        let drained =
-            tokio::time::timeout(ABORT_DRAIN, async { while self.in_flight.join_next().await.is_some() {} }).await;
-        if drained.is_err() {
-            self.in_flight.abort_all();
-            while self.in_flight.join_next().await.is_some() {}
-        }
-        let aborted = self
-            .client
-            .abort_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&self.key)
-            .upload_id(&self.upload_id)
-            .send()
-            .await;
-        if let Err(e) = aborted {
-            tracing::warn!(key = %self.key, error = %describe(&e), "could not abort a multipart upload; the sweeper will");
-        }
+        self.settled = true;
+        let in_flight = std::mem::take(&mut self.in_flight);
+        give_up(self.client.clone(), self.bucket.clone(), self.key.clone(), self.upload_id.clone(), in_flight).await;
     }
 }
 
